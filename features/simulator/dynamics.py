@@ -1,0 +1,85 @@
+"""The latent stage process: daily hazards, one step of the chain, and exact forward propagation.
+
+The same two functions, :func:`stage_multipliers` and the table ``BASE_RATES``, drive both the
+simulation (:func:`step`) and the ground truth (:func:`propagate`), so the truth is the exact
+law of the simulated chain (for fixed multipliers, and no campaign in between).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from features.simulator.catalog import BASE_RATES, STAGES, S
+from features.simulator.population import Population
+
+N_STAGES = len(STAGES)
+_ABSORBING = BASE_RATES.copy()
+_ABSORBING[S["churned"]] = 0.0  # for "churned at least once within h days"
+RISK_CENTER = 0.6
+MAX_MULTIPLIER = 20.0
+
+
+def static_multipliers(pop: Population) -> np.ndarray:
+    """Per-customer multiplier of each target stage's hazard, without the tenure effect.
+
+    Returns an ``(n, len(STAGES))`` float array; column ``at_risk`` holds the risk score that
+    :func:`stage_multipliers` scales by tenure.
+    """
+    m = np.ones((pop.n, N_STAGES))
+    m[:, S["engagement"]] = np.exp(0.4 * pop.interest)
+    m[:, S["evaluation"]] = np.exp(0.4 * pop.interest)
+    m[:, S["purchase"]] = np.exp(0.5 * pop.interest - 0.3 * pop.price_index * pop.price_sensitivity)
+    m[:, S["retention"]] = np.exp(0.4 * pop.frequency + 0.3 * pop.satisfaction)
+    m[:, S["advocacy"]] = np.exp(0.8 * pop.satisfaction)
+    m[:, S["at_risk"]] = np.exp(
+        -0.7 * pop.satisfaction
+        + 0.5 * pop.problems
+        + 0.6 * pop.price_index * pop.price_sensitivity
+        - 0.4 * pop.engagement
+        + 0.5 * pop.noise
+        - RISK_CENTER
+    )
+    return np.minimum(m, MAX_MULTIPLIER)
+
+
+def stage_multipliers(static: np.ndarray, tenure_days: np.ndarray) -> np.ndarray:
+    """Multipliers for one day: risk falls with tenure (days since first purchase, 0 if none)."""
+    m = static.copy()
+    m[:, S["at_risk"]] /= np.sqrt(1.0 + np.maximum(tenure_days, 0.0) / 180.0)
+    return m
+
+
+def step(stage: np.ndarray, mult: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Draw tomorrow's stage for every customer; ``stage`` int array, ``mult`` (n, stages)."""
+    cum = np.cumsum(BASE_RATES[stage] * mult, axis=1)
+    target = (rng.random(len(stage))[:, None] >= cum).sum(axis=1)
+    return np.where(target < N_STAGES, target, stage).astype(stage.dtype)
+
+
+def _advance(v: np.ndarray, mult: np.ndarray, base: np.ndarray) -> np.ndarray:
+    out_rate = mult @ base.T  # out_rate[i, s] = sum_t base[s, t] * mult[i, t]
+    return (v @ base) * mult + v * (1.0 - out_rate)
+
+
+def propagate(
+    stage: np.ndarray, mult: np.ndarray, churn_horizons: tuple[int, ...], stage_horizon: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact outlook of the chain from today's stage.
+
+    Returns ``(p_churn, p_stage)``: ``p_churn[:, j]`` is the probability of entering ``churned``
+    within ``churn_horizons[j]`` days (1 for customers churned today); ``p_stage`` is the
+    distribution over STAGES ``stage_horizon`` days ahead.
+    """
+    start = np.eye(N_STAGES)[stage]
+    v, p_stage = start.copy(), None
+    p_churn = np.empty((len(stage), len(churn_horizons)))
+    for day in range(1, max(max(churn_horizons), stage_horizon) + 1):
+        v = _advance(v, mult, _ABSORBING)
+        for j, h in enumerate(churn_horizons):
+            if h == day:
+                p_churn[:, j] = v[:, S["churned"]]
+    v = start
+    for _ in range(stage_horizon):
+        v = _advance(v, mult, BASE_RATES)
+    p_stage = v
+    return p_churn, p_stage
