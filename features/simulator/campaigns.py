@@ -26,6 +26,7 @@ from features.simulator.population import Population
 A = {name: i for i, name in enumerate(ARMS)}
 SEGMENT_LOGIT = np.array([-0.8, 0.6, -0.2, -1.2])  # prospect, active, lapsing, lapsed
 BASE_LOGIT = -2.4
+SURE_THING = 0.5
 
 
 def arm_weight_table() -> np.ndarray:
@@ -57,13 +58,13 @@ def true_effects(pop: Population, idx: np.ndarray, tenure: np.ndarray) -> np.nda
     eng, prob = pop.engagement[idx], pop.problems[idx]
     aff = pop.affinity[idx]
     tau = np.zeros((len(idx), len(ARMS)))
-    tau[:, A["upsell_premium"]] = 0.2 + 0.6 * sat - 0.5 * sens
-    tau[:, A["upsell_annual"]] = -0.1 + 0.5 * (tenure > 180) - 0.6 * sens + 0.3 * pop.frequency[idx]
-    tau[:, A["xsell_accessories"]] = -0.6 + 3.0 * aff[:, CATEGORIES.index("accessories")]
-    tau[:, A["xsell_services"]] = -0.5 + 2.0 * aff[:, CATEGORIES.index("services")] + 0.5 * prob
+    tau[:, A["upsell_premium"]] = 0.5 + 0.6 * sat - 0.5 * sens
+    tau[:, A["upsell_annual"]] = 0.2 + 0.5 * (tenure > 180) - 0.6 * sens + 0.3 * pop.frequency[idx]
+    tau[:, A["xsell_accessories"]] = 0.8 + 2.0 * aff[:, CATEGORIES.index("accessories")]
+    tau[:, A["xsell_services"]] = -0.1 + 2.0 * aff[:, CATEGORIES.index("services")] + 0.5 * prob
     tau[:, A["xsell_starter"]] = 0.5 + 0.5 * pop.interest[idx]
     tau[:, A["ret_discount20"]] = 0.2 + 1.0 * sens - 0.8 * sat
-    tau[:, A["ret_loyalty"]] = 0.1 + 0.7 * eng
+    tau[:, A["ret_loyalty"]] = 0.6 + 0.7 * eng
     tau[:, A["wb_comeback30"]] = 0.7 + 0.6 * sens - 0.4 * prob
     tau[:, A["wb_freemonth"]] = 0.2 + 0.8 * eng
     return tau
@@ -81,7 +82,10 @@ def true_probabilities(
         - 0.5 * (stage == S["at_risk"])
         - 1.5 * (stage == S["churned"])
     )
-    return 1.0 / (1.0 + np.exp(-(base[:, None] + true_effects(pop, idx, tenure))))
+    tau = true_effects(pop, idx, tenure)
+    # "sure things": customers who would buy anyway gain little from an offer (cannibalised)
+    tau[:, 1:] -= SURE_THING * np.maximum(base - BASE_LOGIT, 0.0)[:, None]
+    return 1.0 / (1.0 + np.exp(-(base[:, None] + tau)))
 
 
 @dataclass

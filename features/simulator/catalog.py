@@ -123,15 +123,15 @@ ACTIVE_DAYS, LAPSING_DAYS = 60, 180
 OFFERS = pd.DataFrame(
     [
         # offer_id, kind, product, value, cost, eligible_stages, exclude_if_owned, cooldown, channel
-        ("upsell_premium", "upsell", "premium_plan", 60.0, 0.5, "purchase|retention|advocacy", True, 30, "email"),
-        ("upsell_annual", "upsell", "annual_plan", 45.0, 0.5, "retention|advocacy", True, 30, "email"),
-        ("xsell_accessories", "cross_sell", "case", 14.0, 0.2, "purchase|retention|advocacy|at_risk", False, 14, "app"),
-        ("xsell_services", "cross_sell", "setup_service", 22.0, 0.3, "purchase|retention|advocacy", True, 21, "email"),
-        ("xsell_starter", "cross_sell", "starter_kit", 18.0, 0.2, "engagement|evaluation", False, 14, "email"),
-        ("ret_discount20", "retention", "pro_kit", 20.0, 1.0, "at_risk|retention", False, 30, "email"),
-        ("ret_loyalty", "retention", None, 16.0, 0.5, "at_risk|retention|advocacy", False, 30, "app"),
-        ("wb_comeback30", "winback", "pro_kit", 25.0, 0.8, "churned", False, 45, "email"),
-        ("wb_freemonth", "winback", "premium_plan", 22.0, 1.5, "churned", False, 60, "email"),
+        ("upsell_premium", "upsell", "premium_plan", 60.0, 1.0, "purchase|retention|advocacy", True, 30, "email"),
+        ("upsell_annual", "upsell", "annual_plan", 45.0, 1.0, "retention|advocacy", True, 30, "email"),
+        ("xsell_accessories", "cross_sell", "case", 8.0, 0.5, "purchase|retention|advocacy|at_risk", False, 14, "app"),
+        ("xsell_services", "cross_sell", "setup_service", 22.0, 0.6, "purchase|retention|advocacy", True, 21, "email"),
+        ("xsell_starter", "cross_sell", "starter_kit", 18.0, 0.5, "engagement|evaluation", False, 14, "email"),
+        ("ret_discount20", "retention", "pro_kit", 20.0, 2.0, "at_risk|retention", False, 30, "email"),
+        ("ret_loyalty", "retention", None, 8.0, 1.0, "at_risk|retention|advocacy", False, 30, "app"),
+        ("wb_comeback30", "winback", "pro_kit", 25.0, 1.5, "churned", False, 45, "email"),
+        ("wb_freemonth", "winback", "premium_plan", 22.0, 3.0, "churned", False, 60, "email"),
     ],
     columns=[
         "offer_id", "kind", "product", "value", "cost", "eligible_stages",

@@ -56,9 +56,23 @@ def step(stage: np.ndarray, mult: np.ndarray, rng: np.random.Generator) -> np.nd
     return np.where(target < N_STAGES, target, stage).astype(stage.dtype)
 
 
-def _advance(v: np.ndarray, mult: np.ndarray, base: np.ndarray) -> np.ndarray:
-    out_rate = mult @ base.T  # out_rate[i, s] = sum_t base[s, t] * mult[i, t]
-    return (v @ base) * mult + v * (1.0 - out_rate)
+def _stepper(mult: np.ndarray, base: np.ndarray):
+    """One-day update of stage distributions held stage-major, ``v`` of shape (stages, n).
+
+    ``base`` is sparse (a few moves per stage), so the update is a handful of vector
+    operations rather than a dense matrix product per customer.
+    """
+    mult_t = np.ascontiguousarray(mult.T)
+    stay = 1.0 - base @ mult_t  # stay[s, i] = 1 - sum_t base[s, t] * mult[i, t]
+    moves = [(s, t, base[s, t]) for s, t in zip(*np.nonzero(base), strict=True)]
+
+    def advance(v: np.ndarray) -> np.ndarray:
+        inflow = np.zeros_like(v)
+        for s, t, rate in moves:
+            inflow[t] += rate * v[s]
+        return inflow * mult_t + v * stay
+
+    return advance
 
 
 def propagate(
@@ -70,16 +84,16 @@ def propagate(
     within ``churn_horizons[j]`` days (1 for customers churned today); ``p_stage`` is the
     distribution over STAGES ``stage_horizon`` days ahead.
     """
-    start = np.eye(N_STAGES)[stage]
-    v, p_stage = start.copy(), None
+    start = np.eye(N_STAGES)[:, stage]  # stage-major: (stages, n)
+    advance = _stepper(mult, _ABSORBING)
     p_churn = np.empty((len(stage), len(churn_horizons)))
-    for day in range(1, max(max(churn_horizons), stage_horizon) + 1):
-        v = _advance(v, mult, _ABSORBING)
+    v = start
+    for day in range(1, max(churn_horizons) + 1):
+        v = advance(v)
         for j, h in enumerate(churn_horizons):
             if h == day:
-                p_churn[:, j] = v[:, S["churned"]]
-    v = start
+                p_churn[:, j] = v[S["churned"]]
+    advance, v = _stepper(mult, BASE_RATES), start
     for _ in range(stage_horizon):
-        v = _advance(v, mult, BASE_RATES)
-    p_stage = v
-    return p_churn, p_stage
+        v = advance(v)
+    return p_churn, v.T

@@ -1,0 +1,97 @@
+"""The ``lifecycle`` command line.
+
+Each subcommand is a thin shell over a library function; imports happen inside the commands so
+that ``lifecycle --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(
+    name="lifecycle",
+    help="Customer-lifecycle decision service: simulate, validate, and (soon) train and serve.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+console = Console()
+
+OutDir = Annotated[Path, typer.Option("--out", "-o", help="Folder to write the data set into.")]
+Customers = Annotated[int, typer.Option(min=1, help="Number of customers to simulate.")]
+Seed = Annotated[int, typer.Option(min=0, help="Random seed; the same seed gives the same data.")]
+Days = Annotated[int, typer.Option(min=30, help="Length of the event log in days.")]
+ConfigFile = Annotated[
+    Path | None,
+    typer.Option("--config", exists=True, dir_okay=False, help="Simulator YAML (SimConfig)."),
+]
+Progress = Annotated[bool, typer.Option(help="Show a progress bar over simulated days.")]
+
+
+@app.command()
+def simulate(
+    out: OutDir = Path("data"),
+    customers: Customers = 10_000,
+    seed: Seed = 0,
+    days: Days = 365,
+    config: ConfigFile = None,
+    fmt: Annotated[str, typer.Option("--format", help="parquet or csv.")] = "parquet",
+    progress: Progress = True,
+) -> None:
+    """Simulate customers moving through lifecycle stages, with events, campaigns and truth."""
+    from features.simulator import SimConfig, write_simulation
+    from features.simulator import simulate as run_simulation
+
+    if fmt not in ("parquet", "csv"):
+        raise typer.BadParameter(f"must be parquet or csv; got {fmt!r}", param_hint="--format")
+    overrides = {"customers": customers, "seed": seed, "days": days}
+    cfg = SimConfig.from_yaml(config, **overrides) if config else SimConfig(**overrides)
+    sim = run_simulation(cfg, progress=progress)
+    paths = write_simulation(sim, out, cfg, fmt)  # type: ignore[arg-type]
+    console.print(f"[bold]Simulated[/] {cfg.customers:,} customers over {cfg.days} days -> {out}")
+    for name, path in paths.items():
+        console.print(f"  {name:16s} {len(getattr(sim, name)):>12,} rows  {path}")
+
+
+@app.command()
+def validate(
+    data: Annotated[Path, typer.Argument(help="Folder with events/customers/offers/exposures.")],
+    lenient: Annotated[bool, typer.Option(help="Quarantine bad rows instead of failing.")] = False,
+    quarantine_out: Annotated[
+        Path | None, typer.Option(help="With --lenient: write quarantined rows here (CSV).")
+    ] = None,
+) -> None:
+    """Load a data folder through the data contracts and print one load report per table."""
+    from features.contracts import ContractError
+    from training.data import load_folder
+
+    try:
+        loaded = load_folder(data, mode="lenient" if lenient else "strict")
+    except (ContractError, FileNotFoundError) as err:
+        console.print(f"[red]invalid:[/] {err}")
+        raise typer.Exit(1) from None
+    for name, result in loaded.items():
+        console.print(result.report.summary())
+        if quarantine_out is not None and len(result.quarantine):
+            quarantine_out.mkdir(parents=True, exist_ok=True)
+            result.quarantine.to_csv(quarantine_out / f"{name}.csv", index=False)
+
+
+@app.command()
+def demo(
+    out: OutDir = Path("demo_data"),
+    customers: Customers = 5_000,
+    seed: Seed = 7,
+) -> None:
+    """Generate the demo data set, load it through the contracts, and print a summary."""
+    from training.demo import run_demo
+
+    run_demo(out, customers=customers, seed=seed, console=console)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
