@@ -20,7 +20,9 @@ def conversion_by_arm(exposures: pd.DataFrame) -> pd.DataFrame:
     arm = exposures["offer_id"].astype("object").where(exposures["offer_id"].notna(), "control")
     conv = exposures["converted"].astype("float64")
     table = conv.groupby(arm).agg(sent="size", converted="sum", conversion_rate="mean")
-    control_rate = table.loc["control", "conversion_rate"] if "control" in table.index else float("nan")
+    control_rate = (
+        table.loc["control", "conversion_rate"] if "control" in table.index else float("nan")
+    )
     table["diff_vs_control"] = table["conversion_rate"] - control_rate
     return table.sort_values("sent", ascending=False)
 

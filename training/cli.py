@@ -19,7 +19,14 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_show_locals=False,
 )
-console = Console()
+console = Console(soft_wrap=True)  # long paths and messages stay whole (and greppable)
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print a clear error and return the Exit to raise."""
+    console.print(f"[red]error:[/] {message}", markup=True, highlight=False)
+    return typer.Exit(code)
+
 
 OutDir = Annotated[Path, typer.Option("--out", "-o", help="Folder to write the data set into.")]
 Customers = Annotated[int, typer.Option(min=1, help="Number of customers to simulate.")]
@@ -49,7 +56,10 @@ def simulate(
     if fmt not in ("parquet", "csv"):
         raise typer.BadParameter(f"must be parquet or csv; got {fmt!r}", param_hint="--format")
     overrides = {"customers": customers, "seed": seed, "days": days}
-    cfg = SimConfig.from_yaml(config, **overrides) if config else SimConfig(**overrides)
+    try:
+        cfg = SimConfig.from_yaml(config, **overrides) if config else SimConfig(**overrides)
+    except ValueError as err:
+        raise fail(str(err), code=2) from None
     sim = run_simulation(cfg, progress=progress)
     paths = write_simulation(sim, out, cfg, fmt)  # type: ignore[arg-type]
     console.print(f"[bold]Simulated[/] {cfg.customers:,} customers over {cfg.days} days -> {out}")
@@ -72,8 +82,7 @@ def validate(
     try:
         loaded = load_folder(data, mode="lenient" if lenient else "strict")
     except (ContractError, FileNotFoundError) as err:
-        console.print(f"[red]invalid:[/] {err}")
-        raise typer.Exit(1) from None
+        raise fail(str(err)) from None
     for name, result in loaded.items():
         console.print(result.report.summary())
         if quarantine_out is not None and len(result.quarantine):

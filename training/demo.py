@@ -20,14 +20,18 @@ def run_demo(out: Path, customers: int, seed: int, console: Console) -> dict:
     t0 = time.perf_counter()
     sim = simulate(cfg, progress=console.is_terminal)
     write_simulation(sim, out, cfg)
-    console.print(f"[bold]1. Simulated[/] {customers:,} customers, {cfg.days} days, seed {seed} "
-                  f"-> {out}/ ({time.perf_counter() - t0:.1f}s)")
+    console.print(
+        f"[bold]1. Simulated[/] {customers:,} customers, {cfg.days} days, seed {seed} "
+        f"-> {out}/ ({time.perf_counter() - t0:.1f}s)"
+    )
     loaded = load_folder(out, mode="strict")
     console.print("[bold]2. Loaded through the data contracts[/] (strict):")
     for result in loaded.values():
         r = result.report
-        console.print(f"   {r.table:10s} {r.rows_accepted:>10,} rows accepted, "
-                      f"{r.rows_quarantined} quarantined")
+        console.print(
+            f"   {r.table:10s} {r.rows_accepted:>10,} rows accepted, "
+            f"{r.rows_quarantined} quarantined"
+        )
     end = pd.Timestamp(cfg.start, tz="UTC") + pd.Timedelta(days=cfg.days)
     _print_summary(console, loaded, sim.truth_customers, end)
     return loaded
@@ -35,14 +39,18 @@ def run_demo(out: Path, customers: int, seed: int, console: Console) -> dict:
 
 def _print_summary(console: Console, loaded: dict, truth: pd.DataFrame, end: pd.Timestamp) -> None:
     events = loaded["events"].data
-    console.print(f"[bold]3. Summary[/] as of {end:%Y-%m-%d}: "
-                  f"{events['customer_id'].nunique():,} customers with events, "
-                  f"{len(events):,} events")
+    console.print(
+        f"[bold]3. Summary[/] as of {end:%Y-%m-%d}: "
+        f"{events['customer_id'].nunique():,} customers with events, "
+        f"{len(events):,} events"
+    )
     console.print(_table("Events by role", events_by_role(events).to_frame()))
     stages = stage_distribution(truth["final_stage"])
     console.print(_table("True stage at the end (simulator ground truth)", stages))
-    console.print(f"Churn rate (customers who ever bought, churned at the end): "
-                  f"[bold]{churn_rate(truth, end):.1%}[/]")
+    console.print(
+        f"Churn rate (customers who ever bought, churned at the end): "
+        f"[bold]{churn_rate(truth, end):.1%}[/]"
+    )
     arms = conversion_by_arm(loaded["exposures"].data)
     console.print(_table("Conversion by offer arm (control = held out)", arms))
 

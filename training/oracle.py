@@ -53,7 +53,9 @@ def stage_oracle(
     p = snap[[f"p_next_{s}" for s in STAGES]].to_numpy()[known]
     y = y[known]
     prior = np.maximum(p.mean(axis=0), 1e-9)
-    scores = {k: _macro_f1(y, np.array(STAGES)[(p / prior**k).argmax(axis=1)]) for k in PRIOR_POWERS}
+    scores = {
+        k: _macro_f1(y, np.array(STAGES)[(p / prior**k).argmax(axis=1)]) for k in PRIOR_POWERS
+    }
     best = max(scores, key=scores.get)
     stay = snap["stage"].astype("object").to_numpy()[known]
     return {"customers": int(known.sum()), "macro_f1": scores[best], "prior_power": best,

@@ -21,7 +21,9 @@ STAGES = (
     "win_back",
 )
 S = {name: i for i, name in enumerate(STAGES)}
-PURCHASER_STAGES = np.array([S[s] for s in ("purchase", "retention", "advocacy", "at_risk", "win_back")])
+PURCHASER_STAGES = np.array(
+    [S[s] for s in ("purchase", "retention", "advocacy", "at_risk", "win_back")]
+)
 
 # Daily base hazards from a stage (row) to another (column). A customer's hazard is this rate
 # times their multiplier for the *target* column (see dynamics.stage_multipliers).
@@ -71,21 +73,23 @@ E = {name: i for i, name in enumerate(EVENT_TYPES)}
 TRAIT_GROUPS = ("visit", "engagement", "intent", "purchase", "support", "plain")
 EVENT_GROUP = np.array([0, 1, 1, 1, 2, 2, 2, 3, 3, 4, 5, 5, 5])
 #                          aw     en     ev     pu     re     ad     ar     ch      wb
-EVENT_RATES = np.array([
-    [0.080, 0.060, 0.100, 0.050, 0.040, 0.050, 0.015, 0.0020, 0.050],  # page_view
-    [0.000, 0.030, 0.030, 0.030, 0.025, 0.030, 0.008, 0.0010, 0.020],  # email_click
-    [0.000, 0.020, 0.020, 0.040, 0.035, 0.045, 0.008, 0.0005, 0.030],  # app_open
-    [0.000, 0.020, 0.020, 0.030, 0.030, 0.040, 0.008, 0.0005, 0.020],  # login
-    [0.005, 0.010, 0.060, 0.005, 0.004, 0.004, 0.006, 0.0010, 0.005],  # pricing_view
-    [0.000, 0.003, 0.040, 0.010, 0.012, 0.014, 0.004, 0.0005, 0.010],  # add_to_cart
-    [0.000, 0.001, 0.010, 0.000, 0.000, 0.000, 0.000, 0.0000, 0.000],  # trial_start
-    [0.000, 0.000, 0.000, 0.012, 0.020, 0.024, 0.004, 0.0002, 0.015],  # purchase
-    [0.000, 0.000, 0.000, 0.0006, 0.0008, 0.0006, 0.0006, 0.0, 0.0005],  # refund
-    [0.000, 0.000, 0.001, 0.003, 0.002, 0.0015, 0.006, 0.0000, 0.003],  # support_ticket
-    [0.000, 0.000, 0.000, 0.004, 0.004, 0.006, 0.004, 0.0000, 0.004],  # nps_response
-    [0.000, 0.000, 0.000, 0.000, 0.0005, 0.006, 0.000, 0.0000, 0.000],  # referral
-    [0.000, 0.000, 0.000, 0.001, 0.001, 0.005, 0.001, 0.0000, 0.001],  # review
-]).T  # -> (stage, event type)
+EVENT_RATES = np.array(
+    [
+        [0.080, 0.060, 0.100, 0.050, 0.040, 0.050, 0.015, 0.0020, 0.050],  # page_view
+        [0.000, 0.030, 0.030, 0.030, 0.025, 0.030, 0.008, 0.0010, 0.020],  # email_click
+        [0.000, 0.020, 0.020, 0.040, 0.035, 0.045, 0.008, 0.0005, 0.030],  # app_open
+        [0.000, 0.020, 0.020, 0.030, 0.030, 0.040, 0.008, 0.0005, 0.020],  # login
+        [0.005, 0.010, 0.060, 0.005, 0.004, 0.004, 0.006, 0.0010, 0.005],  # pricing_view
+        [0.000, 0.003, 0.040, 0.010, 0.012, 0.014, 0.004, 0.0005, 0.010],  # add_to_cart
+        [0.000, 0.001, 0.010, 0.000, 0.000, 0.000, 0.000, 0.0000, 0.000],  # trial_start
+        [0.000, 0.000, 0.000, 0.012, 0.020, 0.024, 0.004, 0.0002, 0.015],  # purchase
+        [0.000, 0.000, 0.000, 0.0006, 0.0008, 0.0006, 0.0006, 0.0, 0.0005],  # refund
+        [0.000, 0.000, 0.001, 0.003, 0.002, 0.0015, 0.006, 0.0000, 0.003],  # support_ticket
+        [0.000, 0.000, 0.000, 0.004, 0.004, 0.006, 0.004, 0.0000, 0.004],  # nps_response
+        [0.000, 0.000, 0.000, 0.000, 0.0005, 0.006, 0.000, 0.0000, 0.000],  # referral
+        [0.000, 0.000, 0.000, 0.001, 0.001, 0.005, 0.001, 0.0000, 0.001],  # review
+    ]
+).T  # -> (stage, event type)
 
 CHANNELS = ("web", "app", "store", "email")
 EVENT_FIXED_CHANNEL = {E["email_click"]: "email", E["app_open"]: "app", E["login"]: "app"}

@@ -8,12 +8,12 @@ import pandas as pd
 from features.simulator.catalog import (
     CATEGORIES,
     CHANNELS,
-    E,
     EVENT_FIXED_CHANNEL,
     EVENT_GROUP,
     EVENT_RATES,
     EVENT_TYPES,
     PRODUCTS,
+    E,
     S,
 )
 from features.simulator.population import Population

@@ -54,7 +54,9 @@ class Population:
         return PLAN_PRICE_INDEX[self.plan]
 
 
-def draw_population(n: int, days: int, initial_share: float, rng: np.random.Generator) -> Population:
+def draw_population(
+    n: int, days: int, initial_share: float, rng: np.random.Generator
+) -> Population:
     """Draw ``n`` customers: who is known on day 0, who arrives later and when, and their traits."""
     initial = rng.random(n) < initial_share
     arrival = np.where(initial, 0, rng.integers(1, max(2, int(days * 0.85)), size=n))

@@ -81,8 +81,7 @@ def run(config: SimConfig, progress: bool = False) -> RawSimulation:
         _emit(events, who, kind, day, state)
         if day >= config.campaign_first_day and _is_campaign_day(config, day):
             _campaign(config, pop, state, k, day, events, exposures, history, rng)
-        mult = dynamics.stage_multipliers(static_mult[:k], state.tenure(day)[:k])
-        new = dynamics.step(state.stage[:k], mult, rng)
+        new = dynamics.step(state.stage[:k], static_mult[:k], state.tenure(day)[:k], rng)
         _transition(pop, state, new, day, events, history, rng)
         if _is_snapshot_day(config, day):
             _snapshot(config, state, static_mult[:k], day, snaps)
@@ -184,8 +183,9 @@ def _transition(
     state.signup[signup] = day
     _emit(events, signup, T["signup"], day)
     first = moved[(src == S["evaluation"]) & (dst == S["purchase"])]
-    state.first_purchase[first] = np.fmin(state.first_purchase[first], day)
-    back = moved[(src == S["churned"]) & (dst == S["win_back"])]
+    back = moved[(src == S["churned"]) & (dst == S["win_back"])]  # lost leads too
+    for buyers in (first, back):
+        state.first_purchase[buyers] = np.fmin(state.first_purchase[buyers], day)
     buy = np.concatenate([first, moved[(src == S["purchase"]) & (dst == S["retention"])], back])
     _emit(events, buy, T["purchase"], day, state)
     subs = np.concatenate([first, back])
@@ -225,19 +225,24 @@ def _campaign(
     )  # fmt: skip
     c = draw.converted
     who, arm = draw.idx[c], draw.arm[c]
-    _emit(events, who, T["purchase"], day + draw.delay[c], state, _OFFER_PRODUCT[arm], arm - 1, ids[c])
-    _apply_offer_effects(state, who, arm, day, history)
+    _emit(
+        events, who, T["purchase"], day + draw.delay[c], state, _OFFER_PRODUCT[arm], arm - 1, ids[c]
+    )
+    _apply_offer_effects(state, who, day, history)
 
 
-def _apply_offer_effects(
-    state: State, who: np.ndarray, arm: np.ndarray, day: int, history: Log
-) -> None:
-    """A converted retention offer brings an at-risk customer back; a win-back one, a churned."""
-    kind = OFFERS["kind"].to_numpy()[np.maximum(arm - 1, 0)]
+def _apply_offer_effects(state: State, who: np.ndarray, day: int, history: Log) -> None:
+    """A conversion moves a customer on: a prospect becomes a buyer, an at-risk customer is
+    retained, a churned one is won back (from the next day)."""
     stage = state.stage[who]
-    saved = (arm > 0) & (kind == "retention") & (stage == S["at_risk"])
-    won = (arm > 0) & (kind == "winback") & (stage == S["churned"])
-    for mask, target in ((saved, S["retention"]), (won, S["win_back"])):
+    prospect = np.isin(stage, [S["awareness"], S["engagement"], S["evaluation"]])
+    state.first_purchase[who] = np.fmin(state.first_purchase[who], day)
+    moves = (
+        (prospect, S["purchase"]),
+        (stage == S["at_risk"], S["retention"]),
+        (stage == S["churned"], S["win_back"]),
+    )
+    for mask, target in moves:
         state.stage[who[mask]] = target
         history.add(who=who[mask], stage=np.full(mask.sum(), target, np.int8), day=day + 1)
 

@@ -70,8 +70,12 @@ def build_tables(raw: RawSimulation) -> Simulation:
     )
 
 
-def _day_ts(start: pd.Timestamp, days: np.ndarray) -> pd.DatetimeIndex:
-    return (start + pd.to_timedelta(np.asarray(days, dtype=float), unit="D")).as_unit("us")
+def _day_ts(
+    start: pd.Timestamp, days: np.ndarray, seconds: np.ndarray | int = 0
+) -> pd.DatetimeIndex:
+    """``start`` + whole ``days`` (NaN -> NaT) + ``seconds``, at microsecond resolution."""
+    secs = np.asarray(days, dtype=float) * 86_400 + seconds
+    return (start + pd.to_timedelta(secs, unit="s")).as_unit("us")
 
 
 def _stage_cat(codes: np.ndarray) -> pd.Categorical:
@@ -99,7 +103,9 @@ def _customers(raw: RawSimulation, ids: np.ndarray, start: pd.Timestamp) -> pd.D
             "signup_at": _day_ts(start, raw.state.signup),
             "plan": pd.Categorical.from_codes(pop.plan, categories=PLANS),
             "region": pd.Categorical.from_codes(pop.region, categories=REGIONS),
-            "acquisition_channel": pd.Categorical.from_codes(pop.acquisition, categories=ACQUISITION),
+            "acquisition_channel": pd.Categorical.from_codes(
+                pop.acquisition, categories=ACQUISITION
+            ),
         }
     )
 
@@ -121,7 +127,7 @@ def _exposures(
             "exposure_id": pd.array([f"x{i:08d}" for i in range(1, m + 1)], dtype="str"),
             "customer_id": pd.array(ids[ex.get("who", np.zeros(0, int))], dtype="str"),
             "offer_id": pd.array(np.array([None, *ARMS[1:]], dtype=object)[arm], dtype="str"),
-            "sent_at": _day_ts(start, ex.get("day", np.zeros(0)) + seconds / 86_400),
+            "sent_at": _day_ts(start, ex.get("day", np.zeros(0)), seconds),
             "channel": pd.array(offer_channel[arm], dtype="str"),
             "propensity": ex["propensity"][np.arange(m), arm] if m else np.zeros(0),
             "converted": pd.array(ex.get("converted", np.zeros(0, bool)), dtype="boolean"),

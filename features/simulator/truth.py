@@ -70,13 +70,15 @@ def arm_uplift(exposures: pd.DataFrame, truth_exposures: pd.DataFrame) -> pd.Dat
     rows = []
     for a in ARMS[1:]:
         el = x[f"pi_{a}"].to_numpy() > 0
-        terms = (arm[el] == a) * y[el] / x[f"pi_{a}"].to_numpy()[el] - (
-            arm[el] == "control"
-        ) * y[el] / x["pi_control"].to_numpy()[el]
+        terms = (arm[el] == a) * y[el] / x[f"pi_{a}"].to_numpy()[el] - (arm[el] == "control") * y[
+            el
+        ] / x["pi_control"].to_numpy()[el]
         true = (x[f"p_{a}"] - x["p_control"]).to_numpy()[el]
         se = terms.std(ddof=1) / np.sqrt(max(el.sum(), 1))
         rows.append((a, int(el.sum()), int((arm == a).sum()), terms.mean(), se, true.mean()))
-    out = pd.DataFrame(rows, columns=["arm", "eligible", "sent", "observed_uplift", "se", "true_uplift"])
+    out = pd.DataFrame(
+        rows, columns=["arm", "eligible", "sent", "observed_uplift", "se", "true_uplift"]
+    )
     out["z"] = (out["observed_uplift"] - out["true_uplift"]) / out["se"]
     return out.set_index("arm")
 
@@ -88,13 +90,15 @@ def stage_at(stage_history: pd.DataFrame, when: pd.Timestamp) -> pd.Series:
     return h.loc[live].set_index("customer_id")["stage"]
 
 
-def churned_within(
-    stage_history: pd.DataFrame, as_of: pd.Timestamp, horizon_days: int
-) -> pd.Index:
+def churned_within(stage_history: pd.DataFrame, as_of: pd.Timestamp, horizon_days: int) -> pd.Index:
     """Customers who entered ``churned`` in ``(as_of, as_of + horizon]`` (the true churn label)."""
     h = stage_history
     end = as_of + pd.Timedelta(days=horizon_days)
-    hit = (h["stage"].astype("object") == "churned") & (h["start_at"] > as_of) & (h["start_at"] <= end)
+    hit = (
+        (h["stage"].astype("object") == "churned")
+        & (h["start_at"] > as_of)
+        & (h["start_at"] <= end)
+    )
     return pd.Index(h.loc[hit, "customer_id"].unique())
 
 
