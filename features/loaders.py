@@ -203,7 +203,7 @@ def _with_role_counts(result: LoadResult) -> LoadResult:
     data = result.data
     roles = {str(role): int(n) for role, n in data["role"].value_counts(sort=False).items() if n}
     unmapped_types = data.loc[data["role"] == UNMAPPED, "event_type"].value_counts()
-    unmapped = {str(name): int(n) for name, n in unmapped_types.items()}
+    unmapped = {str(name): int(n) for name, n in unmapped_types.items() if n}
     if unmapped:
         listed = ", ".join(f"{name!r} ({plural(n, 'row')})" for name, n in unmapped.items())
         warnings.warn(
