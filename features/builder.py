@@ -1,0 +1,187 @@
+"""Point-in-time feature vectors: ``build_features(events, as_of, feature_set)``.
+
+The one implementation behind training sets, the online store and the service's cold-start
+scoring (DESIGN section 4): features see only events with ``timestamp <= as_of``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from features import families
+from features.families import DAY_US, EventArrays
+from features.offer_history import offer_history
+from features.registry import CHANNELS, REGISTRY, FeatureSet, get_feature_set
+
+FAMILY_FUNCTIONS = {
+    "role_windows": families.role_windows_and_rfm,
+    "rfm": families.role_windows_and_rfm,
+    "trends": families.role_windows_and_rfm,
+    "intervals": families.purchase_intervals,
+    "tenure": families.recency_and_tenure,
+    "products": families.products,
+    "channels": families.channels,
+    "feedback": families.feedback,
+}
+# rfm's recency features come from the recency pass
+RECENCY = {"recency_days", "purchase_recency_days", "engagement_recency_days"}
+
+
+def to_utc(as_of: object) -> pd.Timestamp:
+    """A tz-aware UTC timestamp (naive input is read as UTC)."""
+    ts = pd.Timestamp(as_of)
+    if ts is pd.NaT:
+        raise ValueError(f"as_of must be a timestamp; got {as_of!r}")
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def epoch_us(ts: pd.Timestamp) -> int:
+    """Microseconds since the epoch (``Timestamp.value`` is always nanoseconds)."""
+    return int(np.datetime64(ts.tz_convert(None), "us").astype(np.int64))
+
+
+def build_features(
+    events: pd.DataFrame,
+    as_of: object,
+    feature_set: str | FeatureSet = "default",
+    customers: pd.DataFrame | None = None,
+    exposures: pd.DataFrame | None = None,
+    offers: pd.DataFrame | None = None,
+    response_window_days: int = 14,
+) -> pd.DataFrame:
+    """Feature vectors of every customer with at least one event up to ``as_of``.
+
+    Parameters
+    ----------
+    events : DataFrame from ``load_events`` (``customer_id``, ``timestamp``, ``role``,
+        ``amount``, ``product``, ``channel``).
+    as_of : timestamp; naive is UTC. Only events with ``timestamp <= as_of`` are used.
+    feature_set : a :class:`FeatureSet` or its key (``"default"``, ``"rfm_core@1"``).
+    customers, exposures, offers : optional validated tables for static attributes, signup
+        dates and offer history (``offers`` maps exposures to offer kinds).
+    response_window_days : an exposure's outcome counts once its window closed by ``as_of``.
+
+    Returns
+    -------
+    DataFrame with ``customer_id`` (str), the feature set's features in order (float32), then
+    its static attributes; one row per customer, ordered by first appearance in ``events``.
+    ``attrs`` carries ``as_of`` and ``feature_set``.
+    """
+    fs = get_feature_set(feature_set)
+    when = to_utc(as_of)
+    ev, labels = event_arrays(events, when)
+    values = _compute(fs, ev, labels, customers, exposures, offers, response_window_days)
+    seen = np.flatnonzero(np.bincount(ev.code, minlength=ev.n) > 0)
+    frame = pd.DataFrame({"customer_id": pd.array(labels[seen], dtype="str")})
+    feats = pd.DataFrame({name: values[name][seen] for name in fs.features})
+    frame = pd.concat([frame, feats, _static(fs, customers, labels[seen])], axis=1)
+    frame.attrs.update(as_of=when, feature_set=fs.key)
+    return frame
+
+
+def _compute(
+    fs: FeatureSet,
+    ev: EventArrays,
+    labels: pd.Index,
+    customers: pd.DataFrame | None,
+    exposures: pd.DataFrame | None,
+    offers: pd.DataFrame | None,
+    window: int,
+) -> dict[str, np.ndarray]:
+    wanted = set(fs.features)
+    runs = {FAMILY_FUNCTIONS[f] for f in fs.families if f in FAMILY_FUNCTIONS}
+    if wanted & RECENCY:
+        runs.add(families.recency_and_tenure)
+    values: dict[str, np.ndarray] = {}
+    for fn in sorted(runs, key=lambda f: f.__name__):  # deterministic order
+        values |= fn(ev)
+    if "offers" in fs.families:
+        values |= offer_history(ev, labels, exposures, offers, window)
+    if "days_since_signup" in wanted and customers is not None:
+        values["days_since_signup"] = _signup_days(ev, labels, customers, values)
+    return {name: _filled(name, values[name]) for name in fs.features}
+
+
+def _filled(name: str, values: np.ndarray) -> np.ndarray:
+    fill = REGISTRY[name].fill
+    out = values.astype(REGISTRY[name].dtype, copy=False)
+    return out if np.isnan(fill) else np.where(np.isnan(out), fill, out).astype(out.dtype)
+
+
+def event_arrays(events: pd.DataFrame, as_of: pd.Timestamp) -> tuple[EventArrays, pd.Index]:
+    """Flat arrays of the events up to ``as_of`` and the customer label of each code."""
+    _require(events, ("customer_id", "timestamp", "role"))
+    code, labels = _codes(events["customer_id"])
+    ts = events["timestamp"].dt.as_unit("us").array.asi8
+    cutoff = epoch_us(as_of)
+    keep = ts <= cutoff
+    take = (lambda a: a) if keep.all() else (lambda a: a[keep])
+    arrays = EventArrays(
+        n=len(labels),
+        as_of=cutoff,
+        code=take(code),
+        ts=take(ts),
+        role=take(events["role"].cat.codes.to_numpy()),
+        amount=take(_column(events, "amount", np.nan).to_numpy(dtype="float64", na_value=np.nan)),
+        product=take(_codes(_column(events, "product", None))[0].astype(np.int32)),
+        channel=take(_channel_index(_column(events, "channel", None))),
+    )
+    return arrays, labels
+
+
+def _require(events: pd.DataFrame, columns: tuple[str, ...]) -> None:
+    missing = [c for c in columns if c not in events.columns]
+    if missing:
+        raise ValueError(
+            f"events lacks column(s) {missing}: pass the .data of features.loaders.load_events "
+            "(it validates the table and adds each event's lifecycle role)"
+        )
+    if not isinstance(events["role"].dtype, pd.CategoricalDtype):
+        raise ValueError("events.role must be the categorical column that load_events adds")
+
+
+def _column(events: pd.DataFrame, name: str, fill: object) -> pd.Series:
+    return events[name] if name in events.columns else pd.Series(fill, index=events.index)
+
+
+def _codes(values: pd.Series) -> tuple[np.ndarray, pd.Index]:
+    """Integer codes (-1 = missing) and labels; free for categoricals."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        return values.cat.codes.to_numpy().astype(np.int64), values.cat.categories
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    return codes.astype(np.int64), pd.Index(uniques)
+
+
+def _channel_index(channel: pd.Series) -> np.ndarray:
+    """Index into CHANNELS, len(CHANNELS) for any other channel, -1 when missing."""
+    codes, labels = _codes(channel)
+    lookup = np.array([CHANNELS.index(c) if c in CHANNELS else len(CHANNELS) for c in labels])
+    lookup = np.r_[lookup, -1].astype(np.int8)  # code -1 -> the last entry
+    return lookup[codes]
+
+
+def _signup_days(
+    ev: EventArrays, labels: pd.Index, customers: pd.DataFrame, values: dict[str, np.ndarray]
+) -> np.ndarray:
+    """Days since signup_at from the customers table when known by as_of, else the event's."""
+    if "signup_at" not in customers.columns:
+        return values["days_since_signup"]
+    pos = labels.get_indexer(customers["customer_id"].astype("str"))
+    at = customers["signup_at"].dt.as_unit("us").array.asi8
+    ok = (pos >= 0) & (at <= ev.as_of) & customers["signup_at"].notna().to_numpy()
+    out = values["days_since_signup"].copy()
+    out[pos[ok]] = ((ev.as_of - at[ok]) / DAY_US).astype(np.float32)
+    return out
+
+
+def _static(fs: FeatureSet, customers: pd.DataFrame | None, ids: pd.Index) -> pd.DataFrame:
+    """The feature set's static attributes for ``ids`` (missing customers -> NA)."""
+    if customers is None or fs.static == ():
+        return pd.DataFrame(index=pd.RangeIndex(len(ids)))
+    columns = fs.static or [c for c in customers.columns if c not in ("customer_id", "signup_at")]
+    absent = [c for c in columns if c not in customers.columns]
+    if absent:
+        raise ValueError(f"feature set {fs.key} needs customers columns {absent}")
+    table = customers.set_index(customers["customer_id"].astype("str"))[list(columns)]
+    return table.reindex(pd.Index(ids, dtype="str")).reset_index(drop=True)
