@@ -12,10 +12,10 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from features.contracts import STAGES
+from features.yaml_config import load_yaml_model
 
 # Rule-based stages: win_back is a move (churned -> buying again), seen in transitions.
 RULE_STAGES = tuple(s for s in STAGES if s != "win_back")
@@ -43,14 +43,8 @@ class StageRules(BaseModel):
         """Rules from a YAML file (default: the packaged defaults); errors name file and field."""
         if path is None:
             text = resources.files("features").joinpath(DEFAULT_STAGES_FILE).read_text()
-            path = DEFAULT_STAGES_FILE
-        else:
-            text = Path(path).read_text()
-        raw = yaml.safe_load(text) or {}
-        try:
-            return cls(**raw)
-        except (ValidationError, TypeError) as err:
-            raise ValueError(f"{path}: invalid stage rules: {err}") from None
+            return load_yaml_model(cls, DEFAULT_STAGES_FILE, text=text)
+        return load_yaml_model(cls, path)
 
     def required_features(self) -> tuple[str, ...]:
         w, a = self.recent_days, self.advocacy_window_days

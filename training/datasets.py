@@ -13,13 +13,13 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
 from features.builder import build_features, to_utc
 from features.labels import churn_labels, future_stage
 from features.stages import StageRules, assign_stages
+from features.yaml_config import load_yaml_model
 
 CHURN_POPULATION = ("purchase", "retention", "advocacy", "at_risk")
 
@@ -45,11 +45,7 @@ class DatasetConfig(BaseModel):
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> DatasetConfig:
-        raw = yaml.safe_load(Path(path).read_text()) or {}
-        try:
-            return cls(**raw)
-        except (ValidationError, TypeError) as err:
-            raise ValueError(f"{path}: invalid dataset config: {err}") from None
+        return load_yaml_model(cls, path)
 
 
 @dataclass(frozen=True)

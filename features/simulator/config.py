@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import date
 from pathlib import Path
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from features.yaml_config import load_yaml_model
 
 
 class SimConfig(BaseModel):
@@ -56,14 +57,4 @@ class SimConfig(BaseModel):
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: object) -> SimConfig:
         """Read a config file; errors name the file and the field."""
-        raw = yaml.safe_load(Path(path).read_text()) or {}
-        if not isinstance(raw, dict):
-            raise ValueError(f"{path}: expected a mapping of settings, got {type(raw).__name__}")
-        try:
-            return cls(**{**raw, **overrides})
-        except ValidationError as err:
-            fields = "; ".join(
-                f"{'.'.join(map(str, e['loc'])) or '<root>'}: {e['msg']} (got {e.get('input')!r})"
-                for e in err.errors()
-            )
-            raise ValueError(f"{path}: invalid simulator config: {fields}") from None
+        return load_yaml_model(cls, path, **overrides)
