@@ -79,8 +79,10 @@ def test_yaml_defaults_match_the_code_and_bad_files_name_the_field(tmp_path):
 def test_funnel_and_transition_matrix():
     before = pd.DataFrame({"customer_id": ["a", "b", "c"],
                            "stage": ["awareness", "retention", "retention"]})  # fmt: skip
-    after = pd.DataFrame({"customer_id": ["a", "b", "c", "d"],
-                          "stage": ["engagement", "retention", "at_risk", "awareness"]})  # fmt: skip
+    after = pd.DataFrame(
+        {"customer_id": ["a", "b", "c", "d"],
+         "stage": ["engagement", "retention", "at_risk", "awareness"]}
+    )  # fmt: skip
     funnel = stage_funnel(after["stage"])
     assert funnel.loc["retention", "customers"] == 1 and funnel["share"].sum() == pytest.approx(1)
     assert funnel.index[0] == "awareness" and len(funnel) == 9
