@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
+
+from training import cli_features
+from training.cli_common import DataDir, console, fail
 
 app = typer.Typer(
     name="lifecycle",
@@ -19,13 +21,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_show_locals=False,
 )
-console = Console(soft_wrap=True)  # long paths and messages stay whole (and greppable)
-
-
-def fail(message: str, code: int = 1) -> typer.Exit:
-    """Print a clear error and return the Exit to raise."""
-    console.print(f"[red]error:[/] {message}", markup=True, highlight=False)
-    return typer.Exit(code)
+app.add_typer(cli_features.app, name="features")
 
 
 OutDir = Annotated[Path, typer.Option("--out", "-o", help="Folder to write the data set into.")]
@@ -69,7 +65,7 @@ def simulate(
 
 @app.command()
 def validate(
-    data: Annotated[Path, typer.Argument(help="Folder with events/customers/offers/exposures.")],
+    data: DataDir,
     lenient: Annotated[bool, typer.Option(help="Quarantine bad rows instead of failing.")] = False,
     quarantine_out: Annotated[
         Path | None, typer.Option(help="With --lenient: write quarantined rows here (CSV).")

@@ -48,3 +48,11 @@ def load_folder(folder: str | Path, mode: str = "strict") -> dict[str, LoadResul
         offers = out["offers"].data if "offers" in out else None
         out["exposures"] = load_exposures(paths["exposures"], offers=offers, mode=mode)
     return out
+
+
+def load_tables(folder: str | Path, mode: str = "strict"):
+    """The folder's validated tables as a :class:`training.datasets.Tables`."""
+    from training.datasets import Tables
+
+    loaded = load_folder(folder, mode)
+    return Tables(**{name: result.data for name, result in loaded.items()})
