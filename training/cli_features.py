@@ -108,3 +108,18 @@ def stages(
         then = staged(to_utc(compare_to))
         console.print(f"\nMoves from {compare_to} to {when:%Y-%m-%d} (row shares):")
         console.print(transition_matrix(then, now).to_string(float_format="{:.2f}".format))
+
+
+@app.command("list")
+def list_features(feature_set: FeatureSetOpt = "default") -> None:
+    """List a feature set's features: name, family, fill value and definition."""
+    from features.registry import REGISTRY, get_feature_set
+
+    try:
+        fs = get_feature_set(feature_set)
+    except KeyError as err:
+        raise fail(str(err.args[0])) from None
+    console.print(f"feature set {fs.key}: {len(fs.features)} features")
+    for name in fs.features:
+        f = REGISTRY[name]
+        console.print(f"  {name:34s} {f.family:12s} fill={f.fill!s:5s} {f.definition}")

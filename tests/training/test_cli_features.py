@@ -1,0 +1,51 @@
+"""``lifecycle features``: build, materialize, stages, list."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from features.simulator import SimConfig, simulate, write_simulation
+from training.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("data")
+    cfg = SimConfig(customers=400, days=120, seed=2)
+    write_simulation(simulate(cfg), folder, cfg)
+    return folder
+
+
+def test_build_writes_vectors_as_of_a_date(data, tmp_path):
+    out = tmp_path / "v.parquet"
+    result = runner.invoke(app, ["features", "build", str(data), "--out", str(out),
+                                 "--as-of", "2025-03-01", "--feature-set", "rfm_core"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    vectors = pd.read_parquet(out)
+    assert list(vectors.columns[:2]) == ["customer_id", "purchases_7d"]
+    assert vectors.shape[1] == 10 and "2025-03-01T00:00:00Z" in result.output
+
+
+def test_build_rejects_unknown_feature_sets_and_bad_dates(data, tmp_path):
+    out = str(tmp_path / "v.parquet")
+    bad_set = runner.invoke(app, ["features", "build", str(data), "-o", out, "--feature-set", "x"])
+    assert bad_set.exit_code == 1 and "unknown feature set 'x'" in bad_set.output
+    bad_date = runner.invoke(app, ["features", "build", str(data), "-o", out, "--as-of", "soon"])
+    assert bad_date.exit_code == 1 and "as_of must be a timestamp" in bad_date.output
+
+
+def test_stages_prints_funnel_and_transitions(data):
+    result = runner.invoke(app, ["features", "stages", str(data), "--compare-to", "2025-02-01"])
+    assert result.exit_code == 0, result.output
+    assert "Stage funnel" in result.output and "retention" in result.output
+    assert "Moves from 2025-02-01" in result.output
+
+
+def test_list_shows_definitions():
+    result = runner.invoke(app, ["features", "list"])
+    assert result.exit_code == 0
+    assert "purchase_interval_mean_days" in result.output and "feature set default@1" in result.output
