@@ -48,4 +48,5 @@ def test_stages_prints_funnel_and_transitions(data):
 def test_list_shows_definitions():
     result = runner.invoke(app, ["features", "list"])
     assert result.exit_code == 0
-    assert "purchase_interval_mean_days" in result.output and "feature set default@1" in result.output
+    assert "purchase_interval_mean_days" in result.output
+    assert "feature set default@1" in result.output
