@@ -95,6 +95,9 @@ def _categorical_to_str(raw: pd.Series, lower: bool) -> pd.Series:
     """
     cleaned, _ = coerce_str(pd.Series(raw.cat.categories.astype("str")), lower=lower)
     categories = pd.Index(cleaned.dropna().unique(), dtype="str")
+    if len(categories) == len(cleaned) and categories.equals(raw.cat.categories):
+        # already clean: no pass over the codes (categories made `str` if they were not)
+        return raw.cat.rename_categories(categories)
     remap = categories.get_indexer(cleaned)  # -1 for blanks
     codes = raw.cat.codes.to_numpy()
     new_codes = np.where(codes >= 0, remap[np.maximum(codes, 0)], -1)

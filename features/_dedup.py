@@ -21,11 +21,44 @@ def duplicate_mask(
         return np.arange(len(norm)) > 0
     table = pd.DataFrame(key, index=norm.index)
     table.columns = range(len(key))  # extra columns may have any label
-    candidates = pd.util.hash_pandas_object(table, index=False).duplicated(keep=False)
+    candidates = _shares_a_hash(_row_hashes(table))
     dup = np.zeros(len(table), dtype=bool)
     if candidates.any():
-        dup[np.flatnonzero(candidates)] = _exact_duplicates(table[candidates.to_numpy()])
+        dup[candidates] = _exact_duplicates(table[candidates])
     return dup
+
+
+_PRIME = np.uint64(0x100000001B3)
+
+
+def _row_hashes(table: pd.DataFrame) -> np.ndarray:
+    """A 64-bit hash per row, from each column's integer representation (codes, epoch
+    microseconds, float bits) where it has one: a few vector operations per column."""
+    h = np.zeros(len(table), dtype=np.uint64)
+    for _, values in table.items():
+        h ^= _column_hash(values)
+        h *= _PRIME
+    return h
+
+
+def _column_hash(values: pd.Series) -> np.ndarray:
+    dtype = values.dtype
+    if isinstance(dtype, pd.CategoricalDtype):
+        return values.cat.codes.to_numpy().astype(np.uint64)
+    if isinstance(dtype, pd.DatetimeTZDtype):
+        return values.array.asi8.view(np.uint64)
+    if dtype == np.float64:
+        return values.to_numpy().view(np.uint64)  # canonical: one NaN, no -0.0
+    return pd.util.hash_array(values.to_numpy(dtype=object))
+
+
+def _shares_a_hash(h: np.ndarray) -> np.ndarray:
+    """Rows whose hash occurs more than once (sort-based: steady on tens of millions)."""
+    s = np.sort(h)
+    repeated = np.unique(s[1:][s[1:] == s[:-1]])
+    if len(repeated) == 0:
+        return np.zeros(len(h), dtype=bool)
+    return np.isin(h, repeated)
 
 
 def dedup_key(
