@@ -69,12 +69,16 @@ def build_peak_mb(fn) -> float:
 
 def check_parity(ours, theirs) -> float:
     """Largest absolute difference between our RFM core and DuckDB's, over shared columns."""
-    merged = ours.merge(theirs.astype({"customer_id": "str"}), on="customer_id", suffixes=("", "_db"))
+    merged = ours.merge(
+        theirs.astype({"customer_id": "str"}), on="customer_id", suffixes=("", "_db")
+    )
     worst = 0.0
     for col in [c for c in ours.columns if c != "customer_id"]:
         a, b = merged[col].to_numpy(float), merged[f"{col}_db"].to_numpy(float)
         both = ~(np.isnan(a) & np.isnan(b))
-        worst = max(worst, float(np.nanmax(np.abs(a[both] - b[both]) / np.maximum(1, np.abs(b[both])))))
+        worst = max(
+            worst, float(np.nanmax(np.abs(a[both] - b[both]) / np.maximum(1, np.abs(b[both]))))
+        )
     return worst
 
 

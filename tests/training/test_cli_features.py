@@ -50,3 +50,30 @@ def test_list_shows_definitions():
     assert result.exit_code == 0
     assert "purchase_interval_mean_days" in result.output
     assert "feature set default@1" in result.output
+
+
+def test_materialize_then_look_up(data, tmp_path):
+    from features.store import OnlineStore
+
+    store = tmp_path / "store" / "online.sqlite"
+    for as_of in ("2025-03-01", "2025-04-01"):
+        result = runner.invoke(app, ["features", "materialize", str(data), "--store", str(store),
+                                     "--as-of", as_of])  # fmt: skip
+        assert result.exit_code == 0, result.output
+    assert "version 2 is current" in result.output
+    online = OnlineStore(store)
+    assert [v.version for v in online.versions()] == [1, 2]
+    current = online.current()
+    assert current.as_of == pd.Timestamp("2025-04-01", tz="UTC")
+    hit = online.lookup(["c0000001", "nobody"])
+    assert hit.missing == ("nobody",) and "stage" in hit.categorical
+    assert hit.categorical["stage"][0] in {
+        "retention",
+        "purchase",
+        "churned",
+        "at_risk",
+        "advocacy",
+        "awareness",
+        "engagement",
+        "evaluation",
+    }
