@@ -13,6 +13,7 @@ from features import families
 from features.families import DAY_US, EventArrays
 from features.offer_history import offer_history
 from features.registry import CHANNELS, REGISTRY, FeatureSet, get_feature_set
+from features.roles import ROLE_DTYPE
 
 FAMILY_FUNCTIONS = {
     "role_windows": families.role_windows_and_rfm,
@@ -30,7 +31,10 @@ RECENCY = {"recency_days", "purchase_recency_days", "engagement_recency_days"}
 
 def to_utc(as_of: object) -> pd.Timestamp:
     """A tz-aware UTC timestamp (naive input is read as UTC)."""
-    ts = pd.Timestamp(as_of)
+    try:
+        ts = pd.Timestamp(as_of)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"as_of must be a timestamp; got {as_of!r} ({exc})") from None
     if ts is pd.NaT:
         raise ValueError(f"as_of must be a timestamp; got {as_of!r}")
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
@@ -65,18 +69,19 @@ def build_features(
     Returns
     -------
     DataFrame with ``customer_id`` (str), the feature set's features in order (float32), then
-    its static attributes; one row per customer, ordered by first appearance in ``events``.
-    ``attrs`` carries ``as_of`` and ``feature_set``.
+    its static attributes; one row per customer, ordered by first appearance among the events
+    up to ``as_of`` (for str and categorical ``customer_id`` alike).
+    ``attrs`` carries ``as_of`` (ISO 8601 UTC) and ``feature_set``.
     """
     fs = get_feature_set(feature_set)
     when = to_utc(as_of)
     ev, labels = event_arrays(events, when)
     values = _compute(fs, ev, labels, customers, exposures, offers, response_window_days)
-    seen = np.flatnonzero(np.bincount(ev.code, minlength=ev.n) > 0)
+    seen = pd.unique(ev.code)  # codes in order of first appearance
     frame = pd.DataFrame({"customer_id": pd.array(labels[seen], dtype="str")})
     feats = pd.DataFrame({name: values[name][seen] for name in fs.features})
     frame = pd.concat([frame, feats, _static(fs, customers, labels[seen])], axis=1)
-    frame.attrs.update(as_of=when, feature_set=fs.key)
+    frame.attrs.update(as_of=when.isoformat(), feature_set=fs.key)  # JSON-safe (Parquet)
     return frame
 
 
@@ -137,7 +142,9 @@ def _require(events: pd.DataFrame, columns: tuple[str, ...]) -> None:
             f"events lacks column(s) {missing}: pass the .data of features.loaders.load_events "
             "(it validates the table and adds each event's lifecycle role)"
         )
-    if not isinstance(events["role"].dtype, pd.CategoricalDtype):
+    role = events["role"].dtype
+    ours = isinstance(role, pd.CategoricalDtype) and role.categories.equals(ROLE_DTYPE.categories)
+    if not ours:  # other categories (or their order) would misread the role codes
         raise ValueError("events.role must be the categorical column that load_events adds")
 
 

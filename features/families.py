@@ -140,20 +140,27 @@ def purchase_intervals(ev: EventArrays) -> dict[str, np.ndarray]:
     code, ts = code[order], ts[order]
     same = code[1:] == code[:-1]
     gaps = (np.diff(ts) / DAY_US)[same]
-    gap_code = code[1:][same]
-    n_gaps = np.bincount(gap_code, minlength=ev.n)
-    total = np.bincount(gap_code, weights=gaps, minlength=ev.n)
-    sq = np.bincount(gap_code, weights=gaps**2, minlength=ev.n)
-    mean = _ratio(total, n_gaps)
-    var = np.maximum(_ratio(sq, n_gaps) - mean.astype(np.float64) ** 2, 0.0)
-    std = np.where(n_gaps > 1, np.sqrt(var * n_gaps / np.maximum(n_gaps - 1, 1)), np.nan)
+    mean, std = _mean_and_std(ev.n, code[1:][same], gaps)
     last = _days_since(ev, _last(ev.n, code, ts), np.iinfo(np.int64).min)
     return {
         "purchases_total": np.bincount(code, minlength=ev.n).astype(np.float32),
-        "purchase_interval_mean_days": mean,
+        "purchase_interval_mean_days": mean.astype(np.float32),
         "purchase_interval_std_days": std.astype(np.float32),
         "purchase_recency_vs_interval": _ratio(last, mean),
     }
+
+
+def _mean_and_std(n: int, code: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-code mean (NaN without values) and sample std (NaN below two values), float64.
+
+    Two passes (deviations from the float64 mean): ``E[x^2] - mean^2`` cancels badly for
+    near-equal gaps of hundreds of days.
+    """
+    count = np.bincount(code, minlength=n)
+    mean = np.bincount(code, weights=x, minlength=n) / np.maximum(count, 1)
+    dev2 = np.bincount(code, weights=(x - mean[code]) ** 2, minlength=n)
+    std = np.where(count > 1, np.sqrt(dev2 / np.maximum(count - 1, 1)), np.nan)
+    return np.where(count > 0, mean, np.nan), std
 
 
 def products(ev: EventArrays) -> dict[str, np.ndarray]:
@@ -186,7 +193,7 @@ def feedback(ev: EventArrays) -> dict[str, np.ndarray]:
     """Latest feedback score, and the mean score over 365 days."""
     m = (ev.role == R["feedback"]) & ~np.isnan(ev.amount)
     code, ts, score = ev.code[m], ev.ts[m], ev.amount[m]
-    order = np.lexsort((ts, code))
+    order = np.lexsort((score, ts, code))  # ties in time: the higher score is "last"
     code, score = code[order], score[order]
     last_of_group = np.r_[code[1:] != code[:-1], True] if len(code) else np.zeros(0, bool)
     last = np.full(ev.n, np.nan, dtype=np.float32)
