@@ -77,12 +77,21 @@ def build_features(
     when = to_utc(as_of)
     ev, labels = event_arrays(events, when)
     values = _compute(fs, ev, labels, customers, exposures, offers, response_window_days)
-    seen = pd.unique(ev.code)  # codes in order of first appearance
+    seen = _first_appearance(ev)
     frame = pd.DataFrame({"customer_id": pd.array(labels[seen], dtype="str")})
-    feats = pd.DataFrame({name: values[name][seen] for name in fs.features})
+    feats = pd.DataFrame({name: values.pop(name)[seen] for name in fs.features})
     frame = pd.concat([frame, feats, _static(fs, customers, labels[seen])], axis=1)
     frame.attrs.update(as_of=when.isoformat(), feature_set=fs.key)  # JSON-safe (Parquet)
     return frame
+
+
+def _first_appearance(ev: EventArrays) -> np.ndarray:
+    """Codes of the customers with events up to as_of, in order of their first event row."""
+    rows = np.arange(len(ev.code), dtype=np.int32 if len(ev.code) < 2**31 - 1 else np.int64)
+    first = np.full(ev.n, len(ev.code), dtype=rows.dtype)
+    np.minimum.at(first, ev.code, rows)
+    seen = np.flatnonzero(first < len(ev.code))
+    return seen[np.argsort(first[seen], kind="stable")]
 
 
 def _compute(
@@ -105,7 +114,8 @@ def _compute(
         values |= offer_history(ev, labels, exposures, offers, window)
     if "days_since_signup" in wanted and customers is not None:
         values["days_since_signup"] = _signup_days(ev, labels, customers, values)
-    return {name: _filled(name, values[name]) for name in fs.features}
+    # pop as we go: each raw array is freed once its filled copy exists (peak memory)
+    return {name: _filled(name, values.pop(name)) for name in fs.features}
 
 
 def _filled(name: str, values: np.ndarray) -> np.ndarray:
@@ -118,21 +128,31 @@ def event_arrays(events: pd.DataFrame, as_of: pd.Timestamp) -> tuple[EventArrays
     """Flat arrays of the events up to ``as_of`` and the customer label of each code."""
     _require(events, ("customer_id", "timestamp", "role"))
     code, labels = _codes(events["customer_id"])
-    ts = events["timestamp"].dt.as_unit("us").array.asi8
+    ts = _epoch_us(events["timestamp"])
     cutoff = epoch_us(as_of)
-    keep = ts <= cutoff
-    take = (lambda a: a) if keep.all() else (lambda a: a[keep])
+    time_sorted = bool(len(ts) < 2 or (ts[1:] >= ts[:-1]).all())
+    sel = _up_to(ts, cutoff, time_sorted)
     arrays = EventArrays(
         n=len(labels),
         as_of=cutoff,
-        code=take(code),
-        ts=take(ts),
-        role=take(events["role"].cat.codes.to_numpy()),
-        amount=take(_column(events, "amount", np.nan).to_numpy(dtype="float64", na_value=np.nan)),
-        product=take(_codes(_column(events, "product", None))[0].astype(np.int32)),
-        channel=take(_channel_index(_column(events, "channel", None))),
+        code=code[sel],
+        ts=ts[sel],
+        role=events["role"].cat.codes.to_numpy()[sel],
+        amount=_floats(_column(events, "amount", np.nan))[sel],
+        product=_codes(_column(events, "product", None))[0][sel],
+        channel=_channel_index(_column(events, "channel", None))[sel],
+        time_sorted=time_sorted,
     )
     return arrays, labels
+
+
+def _up_to(ts: np.ndarray, cutoff: int, time_sorted: bool) -> slice | np.ndarray:
+    """Selector of the events at or before ``cutoff``: a prefix slice (a view, no copy) when
+    the events are in time order, else a mask (or everything)."""
+    if time_sorted:
+        return slice(0, int(np.searchsorted(ts, cutoff, side="right")))
+    keep = ts <= cutoff
+    return slice(None) if keep.all() else keep
 
 
 def _require(events: pd.DataFrame, columns: tuple[str, ...]) -> None:
@@ -153,11 +173,26 @@ def _column(events: pd.DataFrame, name: str, fill: object) -> pd.Series:
 
 
 def _codes(values: pd.Series) -> tuple[np.ndarray, pd.Index]:
-    """Integer codes (-1 = missing) and labels; free for categoricals."""
+    """Integer codes (-1 = missing; at least int32, no copy when already) and labels; free
+    for categoricals."""
     if isinstance(values.dtype, pd.CategoricalDtype):
-        return values.cat.codes.to_numpy().astype(np.int64), values.cat.categories
-    codes, uniques = pd.factorize(values, use_na_sentinel=True)
-    return codes.astype(np.int64), pd.Index(uniques)
+        codes, labels = values.cat.codes.to_numpy(), values.cat.categories
+    else:
+        codes, uniques = pd.factorize(values, use_na_sentinel=True)
+        labels = pd.Index(uniques)
+    return codes.astype(np.promote_types(codes.dtype, np.int32), copy=False), labels
+
+
+def _epoch_us(ts: pd.Series) -> np.ndarray:
+    """int64 microseconds of a tz-aware timestamp column (a view when already in us)."""
+    arr = ts.array if ts.dt.unit == "us" else ts.dt.as_unit("us").array
+    return arr.asi8
+
+
+def _floats(values: pd.Series) -> np.ndarray:
+    if values.dtype == np.float64:
+        return values.to_numpy()
+    return values.to_numpy(dtype="float64", na_value=np.nan)
 
 
 def _channel_index(channel: pd.Series) -> np.ndarray:

@@ -40,16 +40,26 @@ class EventArrays:
     amount: np.ndarray
     product: np.ndarray
     channel: np.ndarray
+    time_sorted: bool = False
 
     def days_ago(self, ts: np.ndarray) -> np.ndarray:
         return (self.as_of - ts) / DAY_US
 
-    def bucket(self) -> np.ndarray:
-        """Age bucket per event: 0..4 inside 365 days, 5 older."""
+    def buckets(self) -> list[slice | np.ndarray]:
+        """Selectors of the events in each age bucket ``[0,7) [7,30) ... [120,365)`` days.
+
+        Time-sorted events (the usual case: logs are written in time order) give slices,
+        which select without copying; otherwise boolean masks from one bucket pass.
+        """
+        edges = [self.as_of - e * DAY_US for e in BUCKET_EDGES_DAYS]
+        if self.time_sorted:
+            cuts = np.searchsorted(self.ts, edges, side="right")  # ascending ts, falling edges
+            ends = [len(self.ts), *cuts[:-1]]
+            return [slice(int(lo), int(hi)) for lo, hi in zip(cuts, ends, strict=True)]
         b = np.zeros(len(self.ts), dtype=np.int8)
-        for edge in BUCKET_EDGES_DAYS:
-            b += self.ts <= self.as_of - edge * DAY_US
-        return b
+        for edge in edges:
+            b += self.ts <= edge
+        return [b == k for k in range(len(BUCKET_EDGES_DAYS))]
 
 
 def _last(n: int, code: np.ndarray, ts: np.ndarray) -> np.ndarray:
@@ -75,16 +85,16 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 
 def role_windows_and_rfm(ev: EventArrays) -> dict[str, np.ndarray]:
     """Counts per role per window, spend per window, trends: one pass per age bucket."""
-    bucket, key = ev.bucket(), ev.code * N_ROLES + ev.role
-    is_buy = ev.role == R["purchase"]
-    running = np.zeros((ev.n, N_ROLES), dtype=np.int64)
+    key_type = np.int32 if ev.n * N_ROLES < np.iinfo(np.int32).max else np.int64
+    key = ev.code.astype(key_type) * key_type(N_ROLES) + ev.role
+    running = np.zeros((ev.n, N_ROLES), dtype=np.int32)
     spend = np.zeros(ev.n)
     counts, spends = {}, {}
-    for b in range(len(BUCKET_EDGES_DAYS)):
-        inside = bucket == b
-        running += np.bincount(key[inside], minlength=ev.n * N_ROLES).reshape(ev.n, N_ROLES)
-        buys = inside & is_buy
-        spend += np.bincount(ev.code[buys], weights=np.nan_to_num(ev.amount[buys]), minlength=ev.n)
+    for b, sel in enumerate(ev.buckets()):
+        running += np.bincount(key[sel], minlength=ev.n * N_ROLES).reshape(ev.n, N_ROLES)
+        buys = ev.role[sel] == R["purchase"]
+        amount = np.nan_to_num(ev.amount[sel][buys])
+        spend += np.bincount(ev.code[sel][buys], weights=amount, minlength=ev.n)
         for w, end in WINDOW_END_BUCKET.items():
             if end == b:
                 counts[w], spends[w] = running.copy(), spend.copy()
@@ -167,7 +177,8 @@ def products(ev: EventArrays) -> dict[str, np.ndarray]:
     """Distinct products bought in 365 days and the top product's share of those purchases."""
     m = (ev.role == R["purchase"]) & (ev.product >= 0) & (ev.ts > ev.as_of - 365 * DAY_US)
     n_products = int(ev.product.max(initial=-1)) + 1
-    pairs, counts = np.unique(ev.code[m] * max(n_products, 1) + ev.product[m], return_counts=True)
+    keys = ev.code[m].astype(np.int64) * max(n_products, 1) + ev.product[m]
+    pairs, counts = np.unique(keys, return_counts=True)
     owner = pairs // max(n_products, 1)
     top = np.zeros(ev.n)
     np.maximum.at(top, owner, counts)
