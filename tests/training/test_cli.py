@@ -9,7 +9,19 @@ from typer.testing import CliRunner
 from training.cli import app
 
 runner = CliRunner()
-COMMANDS = sorted(get_command(app).commands)
+
+
+def command_paths(group, prefix=()) -> list[tuple[str, ...]]:
+    """Every command and subcommand of the CLI, as argument paths."""
+    paths = []
+    for name, command in group.commands.items():
+        paths.append((*prefix, name))
+        if hasattr(command, "commands"):
+            paths += command_paths(command, (*prefix, name))
+    return paths
+
+
+COMMANDS = sorted(command_paths(get_command(app)))
 
 
 def test_top_level_help_lists_the_subcommands():
@@ -19,9 +31,9 @@ def test_top_level_help_lists_the_subcommands():
         assert name in result.output
 
 
-@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
 def test_every_subcommand_has_help(command):
-    result = runner.invoke(app, [command, "--help"])
+    result = runner.invoke(app, [*command, "--help"])
     assert result.exit_code == 0, result.output
     assert "Usage" in result.output and "--help" in result.output
 
