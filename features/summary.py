@@ -11,19 +11,15 @@ def events_by_role(events: pd.DataFrame) -> pd.Series:
 
 
 def conversion_by_arm(exposures: pd.DataFrame) -> pd.DataFrame:
-    """Per offer arm (``control`` = held-out): sends, conversion rate and the naive lift.
+    """Per offer arm (``control`` = held-out): sends, conversions and conversion rate.
 
     Input columns: ``offer_id`` (NA = control), ``converted``. Output index: arm; columns
-    ``sent``, ``converted``, ``conversion_rate``, ``diff_vs_control`` (conversion rate minus the
-    control's over all sends: a naive difference, since arms go to different segments).
+    ``sent``, ``converted``, ``conversion_rate``. Rates are not comparable across arms when arms
+    go to different segments: estimate uplift with the logged propensities instead.
     """
     arm = exposures["offer_id"].astype("object").where(exposures["offer_id"].notna(), "control")
     conv = exposures["converted"].astype("float64")
     table = conv.groupby(arm).agg(sent="size", converted="sum", conversion_rate="mean")
-    control_rate = (
-        table.loc["control", "conversion_rate"] if "control" in table.index else float("nan")
-    )
-    table["diff_vs_control"] = table["conversion_rate"] - control_rate
     return table.sort_values("sent", ascending=False)
 
 

@@ -9,7 +9,8 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from features.simulator import SimConfig, simulate, write_simulation
+from features.simulator import SimConfig, Simulation, simulate, write_simulation
+from features.simulator.truth import arm_uplift
 from features.summary import churn_rate, conversion_by_arm, events_by_role, stage_distribution
 from training.data import load_folder
 
@@ -33,11 +34,12 @@ def run_demo(out: Path, customers: int, seed: int, console: Console) -> dict:
             f"{r.rows_quarantined} quarantined"
         )
     end = pd.Timestamp(cfg.start, tz="UTC") + pd.Timedelta(days=cfg.days)
-    _print_summary(console, loaded, sim.truth_customers, end)
+    _print_summary(console, loaded, sim, end)
     return loaded
 
 
-def _print_summary(console: Console, loaded: dict, truth: pd.DataFrame, end: pd.Timestamp) -> None:
+def _print_summary(console: Console, loaded: dict, sim: Simulation, end: pd.Timestamp) -> None:
+    truth = sim.truth_customers
     events = loaded["events"].data
     console.print(
         f"[bold]3. Summary[/] as of {end:%Y-%m-%d}: "
@@ -52,7 +54,15 @@ def _print_summary(console: Console, loaded: dict, truth: pd.DataFrame, end: pd.
         f"[bold]{churn_rate(truth, end):.1%}[/]"
     )
     arms = conversion_by_arm(loaded["exposures"].data)
+    uplift = arm_uplift(sim.exposures, sim.truth_exposures)
+    arms["uplift est."] = uplift["observed_uplift"]
+    arms["uplift true"] = uplift["true_uplift"]
+    arms = arms.rename(columns={"conversion_rate": "rate"})
     console.print(_table("Conversion by offer arm (control = held out)", arms))
+    console.print(
+        "uplift = conversion gained vs no offer: estimated from the randomised sends "
+        "with their logged propensities, beside the simulator's truth"
+    )
 
 
 def _table(title: str, frame: pd.DataFrame) -> Table:
@@ -67,5 +77,7 @@ def _table(title: str, frame: pd.DataFrame) -> Table:
 
 def _fmt(value: object) -> str:
     if isinstance(value, float):
+        if value != value:  # NaN
+            return "-"
         return f"{value:.3f}" if abs(value) < 10 else f"{value:,.0f}"
     return f"{value:,}" if isinstance(value, int) else str(value)
