@@ -12,12 +12,16 @@ from sklearn.metrics import roc_auc_score
 from training import registry
 
 
-@pytest.fixture
-def tracking(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    registry.setup("test-experiment")
-    yield tmp_path
+@pytest.fixture(scope="module")
+def tracking(tmp_path_factory):
+    """One SQLite store for the module (creating its schema takes seconds); tests use their
+    own model names."""
+    tmp_path = tmp_path_factory.mktemp("mlflow")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(tmp_path)
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+        registry.setup("test-experiment")
+        yield tmp_path
     mlflow.set_tracking_uri(None)
 
 
