@@ -1,0 +1,220 @@
+"""Evaluation plots for training runs, notebooks and reports.
+
+Every function builds a :class:`matplotlib.figure.Figure` with the object API (no pyplot, no
+global state) and returns it, so it works headless and in threads. Functions taking ``ax`` draw
+into that axes instead and return its figure. :func:`save_figure` writes a PNG.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from training.metrics import expected_calibration_error, gains_table, reliability_table
+
+FIGSIZE = (6.4, 4.8)
+DPI = 110
+MUTED = "0.45"  # reference lines (random, perfect calibration)
+HEATMAP_CMAP = "Blues"
+
+
+def _axes(ax: Axes | None = None, figsize: tuple[float, float] = FIGSIZE) -> tuple[Figure, Axes]:
+    if ax is not None:
+        return ax.get_figure(root=True), ax
+    fig = Figure(figsize=figsize, layout="constrained")
+    return fig, fig.add_subplot()
+
+
+def _style(ax: Axes, title: str, xlabel: str, ylabel: str, legend: bool = False) -> None:
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3)
+    ax.set_axisbelow(True)
+    if legend:
+        ax.legend(loc="best", fontsize="small", frameon=False)
+
+
+def _unit_square(ax: Axes) -> None:
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(-0.02, 1.02)
+
+
+def save_figure(fig: Figure, path: str | Path) -> Path:
+    """Write ``fig`` as a PNG (dpi 110, tight bounding box); creates the parent folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", dpi=DPI, bbox_inches="tight")
+    return path
+
+
+# --- churn ----------------------------------------------------------------------------------
+
+
+def _reliability_curve(ax: Axes, y, p, bins: int, label: str | None) -> None:
+    table = reliability_table(y, p, bins=bins)
+    ece = expected_calibration_error(y, p, bins=bins)
+    name = f"{label} (ECE {ece:.3f})" if label else f"ECE {ece:.3f}"
+    ax.plot(table["mean_p"], table["observed_rate"], marker="o", label=name)
+
+
+def reliability_diagram(
+    y, p, bins: int = 10, label: str | None = None, ax: Axes | None = None
+) -> Figure:
+    """Observed positive rate against mean predicted probability per equal-frequency bin,
+    with the diagonal of perfect calibration."""
+    return reliability_diagrams({label or "model": (y, p)}, bins=bins, ax=ax)
+
+
+def reliability_diagrams(
+    curves: Mapping[str, tuple], bins: int = 10, ax: Axes | None = None
+) -> Figure:
+    """Several models' reliability curves overlaid; ``curves`` maps name -> ``(y, p)``."""
+    fig, ax = _axes(ax)
+    ax.plot([0, 1], [0, 1], ls="--", color=MUTED, label="perfectly calibrated")
+    for name, (y, p) in curves.items():
+        _reliability_curve(ax, y, p, bins, name)
+    _unit_square(ax)
+    _style(ax, "Reliability diagram", "mean predicted probability", "observed rate", True)
+    return fig
+
+
+def gains_chart(curves: Mapping[str, tuple], steps: int = 100, ax: Axes | None = None) -> Figure:
+    """Cumulative gains: share of positives captured against share targeted, best first;
+    ``curves`` maps name -> ``(y, score)``."""
+    fig, ax = _axes(ax)
+    ax.plot([0, 1], [0, 1], ls="--", color=MUTED, label="random")
+    for name, (y, p) in curves.items():
+        table = gains_table(y, p, steps=steps)
+        ax.plot(table["share_targeted"], table["share_of_positives_captured"], label=name)
+    _unit_square(ax)
+    _style(ax, "Cumulative gains", "share targeted", "share of positives captured", True)
+    return fig
+
+
+# --- heatmaps -------------------------------------------------------------------------------
+
+
+def _annotate(ax: Axes, values: np.ndarray, fmt: str) -> None:
+    top = np.nanmax(values) if values.size else 0.0
+    for (i, j), value in np.ndenumerate(values):
+        color = "white" if top > 0 and value > 0.6 * top else "black"
+        ax.text(j, i, format(value, fmt), ha="center", va="center", color=color, fontsize=8)
+
+
+def _heatmap(ax: Axes, table: pd.DataFrame, shares: bool, colorbar_label: str) -> None:
+    values = table.to_numpy(dtype=float)
+    fmt = ".2f" if shares else ".0f"
+    image = ax.imshow(values, cmap=HEATMAP_CMAP, aspect="auto")
+    xlabels = [str(c) for c in table.columns]
+    ax.set_xticks(range(table.shape[1]), xlabels, rotation=45, ha="right", rotation_mode="anchor")
+    ax.set_yticks(range(table.shape[0]), [str(i) for i in table.index])
+    _annotate(ax, values, fmt)
+    ax.get_figure(root=True).colorbar(image, ax=ax, label=colorbar_label)
+
+
+def _row_shares(table: pd.DataFrame) -> pd.DataFrame:
+    totals = table.sum(axis=1).replace(0, np.nan)
+    return table.div(totals, axis=0).fillna(0.0)
+
+
+def confusion_heatmap(confusion_df: pd.DataFrame, normalize: bool = True) -> Figure:
+    """Heatmap of a :func:`training.metrics.confusion` frame (rows true, columns predicted);
+    with ``normalize`` each row shows shares of that true class."""
+    fig, ax = _axes(figsize=(7.2, 6.0))
+    table = _row_shares(confusion_df) if normalize else confusion_df
+    _heatmap(ax, table, normalize, "share of true class" if normalize else "count")
+    title = "Confusion matrix" + (" (row shares)" if normalize else " (counts)")
+    ax.set_title(title)
+    ax.set_xlabel(confusion_df.columns.name or "predicted")
+    ax.set_ylabel(confusion_df.index.name or "true")
+    return fig
+
+
+def _looks_like_counts(table: pd.DataFrame) -> bool:
+    values = table.to_numpy(dtype=float)
+    return bool(values.size) and np.allclose(values, np.round(values)) and values.max() > 1
+
+
+def transition_heatmap(matrix_df: pd.DataFrame, normalized: bool | None = None) -> Figure:
+    """Heatmap of :func:`features.stages.transition_matrix` (rows: stage before, columns:
+    stage after). ``normalized``: cells are row shares (True) or counts (False); None = detect
+    (counts when every cell is a whole number and some exceed 1)."""
+    fig, ax = _axes(figsize=(7.2, 6.0))
+    shares = not _looks_like_counts(matrix_df) if normalized is None else normalized
+    _heatmap(ax, matrix_df, shares, "share of row" if shares else "count")
+    ax.set_title("Stage transitions")
+    ax.set_xlabel(f"stage after ({matrix_df.columns.name or 'to'})")
+    ax.set_ylabel(f"stage before ({matrix_df.index.name or 'from'})")
+    return fig
+
+
+# --- offers ---------------------------------------------------------------------------------
+
+
+def qini_plot(curves: Mapping[str, pd.DataFrame], ax: Axes | None = None) -> Figure:
+    """Qini curves (``training.metrics.qini_curve`` frames, by name), each with its random
+    line (dashed, same colour) from (0, 0) to its end point."""
+    fig, ax = _axes(ax)
+    ax.axhline(0.0, color=MUTED, lw=0.8)
+    for name, curve in curves.items():
+        x, q = curve["share_targeted"], curve["incremental_conversions"]
+        (line,) = ax.plot(x, q, label=name)
+        ax.plot([0, 1], [0, q.iloc[-1]], ls="--", color=line.get_color(), alpha=0.6)
+    ax.set_xlim(0, 1)
+    ax.plot([], [], ls="--", color=MUTED, label="random targeting")
+    _style(ax, "Qini curve", "share targeted", "incremental conversions", True)
+    return fig
+
+
+def policy_value_plot(values: pd.DataFrame) -> Figure:
+    """Estimated value per policy with its interval (bars and error bars); an optional
+    ``true`` column is drawn as markers. ``values``: ``policy, estimate, lo, hi[, true]``."""
+    fig, ax = _axes()
+    x = np.arange(len(values))
+    est = values["estimate"].to_numpy(dtype=float)
+    err = np.vstack([est - values["lo"].to_numpy(float), values["hi"].to_numpy(float) - est])
+    ax.bar(x, est, alpha=0.8, label="estimate")
+    ax.errorbar(x, est, yerr=err, fmt="none", ecolor="0.2", capsize=4, label="interval")
+    if "true" in values and values["true"].notna().any():
+        ax.scatter(x, values["true"], marker="D", s=40, color="C3", edgecolor="white",
+                   zorder=3, label="true value")  # fmt: skip
+    ax.set_xticks(x, [str(p) for p in values["policy"]], rotation=30, ha="right")
+    _style(ax, "Policy value", "policy", "value per decision", True)
+    return fig
+
+
+# --- features and stages --------------------------------------------------------------------
+
+
+def feature_importance_plot(importances: pd.Series, top: int = 20) -> Figure:
+    """Horizontal bars of the ``top`` features by absolute importance, largest on top."""
+    order = importances.abs().sort_values(ascending=False).index[:top]
+    shown = importances.loc[order][::-1]
+    fig, ax = _axes(figsize=(6.4, max(2.5, 0.3 * len(shown) + 1.2)))
+    ax.barh([str(i) for i in shown.index], shown.to_numpy(dtype=float))
+    ax.axvline(0.0, color=MUTED, lw=0.8)
+    ax.tick_params(axis="y", labelsize="small")
+    _style(ax, f"Feature importance (top {len(shown)})", importances.name or "importance", "")
+    ax.grid(False, axis="y")
+    return fig
+
+
+def stage_funnel_plot(funnel_df: pd.DataFrame) -> Figure:
+    """Customers per stage (:func:`features.stages.stage_funnel`), in lifecycle order, each bar
+    labelled with its share."""
+    fig, ax = _axes()
+    customers = funnel_df["customers"].to_numpy(dtype=float)
+    bars = ax.bar([str(s) for s in funnel_df.index], customers)
+    share = funnel_df["share"] if "share" in funnel_df else customers / max(customers.sum(), 1)
+    ax.bar_label(bars, labels=[f"{s:.0%}" for s in share], fontsize="small", padding=2)
+    ax.tick_params(axis="x", labelrotation=30)
+    ax.margins(y=0.12)
+    _style(ax, "Customers per lifecycle stage", "stage", "customers")
+    ax.grid(False, axis="x")
+    return fig
