@@ -11,17 +11,19 @@ from typing import Annotated
 
 import typer
 
-from training import cli_features
+from training import cli_features, cli_train
 from training.cli_common import DataDir, console, fail
 
 app = typer.Typer(
     name="lifecycle",
-    help="Customer-lifecycle decision service: simulate, validate, and (soon) train and serve.",
+    help="Customer-lifecycle decision service: simulate, validate, build features, train.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,
 )
 app.add_typer(cli_features.app, name="features")
+app.command()(cli_train.train)
+app.command()(cli_train.promote)
 
 
 OutDir = Annotated[Path, typer.Option("--out", "-o", help="Folder to write the data set into.")]

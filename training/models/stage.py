@@ -1,0 +1,145 @@
+"""The stage model: multiclass LightGBM over the rule stage at ``as_of + horizon``.
+
+Labels are stage names; ``classes_`` holds the stages present in training, in lifecycle order
+(``features.contracts.STAGES``; labels outside it follow, sorted). A stage absent from
+training gets no column: it is never predicted.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, column_or_1d
+
+from features.contracts import STAGES
+from training.models._lgbm import (
+    LGBMInputsMixin,
+    booster_params,
+    contribution_columns,
+    holdout_mask,
+    keep_top_columns,
+    train_booster,
+)
+
+
+def stage_classes(y: np.ndarray) -> np.ndarray:
+    """Distinct labels of ``y`` in ``STAGES`` order, then any other labels sorted."""
+    present = set(y.tolist())
+    known = [s for s in STAGES if s in present]
+    others = present - set(known)
+    try:
+        others = sorted(others)
+    except TypeError:  # mixed label types
+        others = sorted(others, key=str)
+    return np.asarray(known + others, dtype=y.dtype)
+
+
+def multiclass_target(y) -> tuple[np.ndarray, np.ndarray]:
+    """``(classes, y as class positions)``; at least two classes are required."""
+    y = column_or_1d(y, warn=True)
+    check_classification_targets(y)
+    y = np.asarray(y, dtype=object) if not np.issubdtype(y.dtype, np.number) else y
+    classes = stage_classes(y)
+    if len(classes) < 2:
+        raise ValueError(f"y needs at least 2 stages; y has 1 class: {classes.tolist()}")
+    codes = pd.Index(classes).get_indexer(y)
+    return classes, codes.astype(np.float64)
+
+
+class StageModel(LGBMInputsMixin, ClassifierMixin, BaseEstimator):
+    """Multiclass LightGBM classifier of the future lifecycle stage (``stage_next``).
+
+    Parameters
+    ----------
+    n_estimators, learning_rate, num_leaves, min_child_samples, subsample, colsample_bytree,
+    reg_lambda : LightGBM parameters (sklearn-wrapper names).
+    early_stopping_rounds : if set, the number of rounds is chosen on a later fold (about
+        ``validation_fraction`` of the rows: the latest whole ``time`` values, or the last
+        rows), then the booster is refitted on all rows with that many rounds.
+    validation_fraction : share of rows held out for early stopping.
+    random_state, n_jobs : LightGBM seed and threads.
+
+    Attributes
+    ----------
+    classes_ : stages present in training, in lifecycle order.
+    feature_names_in_, n_features_in_, categories_, booster_, n_iter_ : as in ``ChurnModel``.
+    """
+
+    def __init__(
+        self, n_estimators: int = 400, learning_rate: float = 0.05, num_leaves: int = 31,
+        min_child_samples: int = 50, subsample: float = 0.8, colsample_bytree: float = 0.8,
+        reg_lambda: float = 1.0, early_stopping_rounds: int | None = 50,
+        validation_fraction: float = 0.25, random_state: int | None = 0, n_jobs: int = 1,
+    ) -> None:  # fmt: skip
+        self.n_estimators = n_estimators
+        self.learning_rate = learning_rate
+        self.num_leaves = num_leaves
+        self.min_child_samples = min_child_samples
+        self.subsample = subsample
+        self.colsample_bytree = colsample_bytree
+        self.reg_lambda = reg_lambda
+        self.early_stopping_rounds = early_stopping_rounds
+        self.validation_fraction = validation_fraction
+        self.random_state = random_state
+        self.n_jobs = n_jobs
+
+    def fit(self, X: pd.DataFrame, y, time=None) -> StageModel:
+        """Fit on ``X`` and stage labels ``y``; ``time`` (as-of per row) orders the
+        early-stopping fold."""
+        self.classes_, target = multiclass_target(y)
+        data, names, categorical = self._fit_array(X)
+        if len(target) != len(data):
+            raise ValueError(f"X has {len(data)} rows but y has {len(target)}")
+        params = booster_params(self, "multiclass", num_class=len(self.classes_))
+        rounds = self._rounds(params, data, target, names, categorical, time)
+        self.booster_ = train_booster(params, data, target, rounds, names=names,
+                                      categorical=categorical)  # fmt: skip
+        self.n_iter_ = rounds
+        return self
+
+    def _rounds(self, params, data, target, names, categorical, time) -> int:
+        """``n_estimators``, or the early-stopped count on the later fold."""
+        if not self.early_stopping_rounds:
+            return self.n_estimators
+        hold = holdout_mask(len(data), time, self.validation_fraction)
+        booster = train_booster(
+            params, data[~hold], target[~hold], self.n_estimators, names=names,
+            categorical=categorical, valid=(data[hold], target[hold]),
+            early_stopping_rounds=self.early_stopping_rounds,
+        )  # fmt: skip
+        return booster.num_trees() // len(self.classes_)
+
+    def predict_proba(self, X) -> np.ndarray:
+        """``(n, len(classes_))`` probabilities; rows sum to 1."""
+        check_is_fitted(self)
+        return self.booster_.predict(self.encode(X), num_threads=self.n_jobs)
+
+    def raw_score(self, X) -> np.ndarray:
+        """``(n, len(classes_))`` raw (softmax input) scores."""
+        check_is_fitted(self)
+        return self.booster_.predict(self.encode(X), raw_score=True, num_threads=self.n_jobs)
+
+    def predict(self, X) -> np.ndarray:
+        """The most probable stage of each row."""
+        best = np.argmax(self.predict_proba(X), axis=1)
+        return self.classes_[best]
+
+    def contributions(self, X, top: int | None = None) -> pd.DataFrame:
+        """Contributions to each class's raw score: columns ``(class, feature)`` with a
+        ``bias`` per class; each class's block sums to its column of :meth:`raw_score`.
+        ``top`` keeps the features with the largest mean absolute contribution."""
+        check_is_fitted(self)
+        array, index = self._contrib_array(X)
+        columns = pd.MultiIndex.from_product(
+            [self.classes_.tolist(), contribution_columns(self._input_names())],
+            names=["class", "feature"],
+        )
+        return keep_top_columns(pd.DataFrame(array, columns=columns, index=index), top)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True
+        tags.input_tags.categorical = True
+        return tags

@@ -1,0 +1,202 @@
+"""Next best offer: expected incremental value per offer, eligibility rules, action probabilities.
+
+The value of sending offer k is ``uplift_k * value_k - cost_k`` (DESIGN section 6); sending
+nothing is worth 0, so the best action is the eligible offer of highest positive value, or no
+offer. ``policy_probabilities`` turns chosen actions into (epsilon-greedy) probabilities over
+the arms, the form off-policy evaluation and logged serving propensities need.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+CONTROL = "control"
+
+
+def expected_values(
+    uplift: pd.DataFrame, offers: pd.DataFrame, eligible: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """``uplift * value - cost`` per row and offer; NaN uplift or ineligible -> -inf.
+
+    Columns are the catalog's offers (an offer without an uplift column is -inf).
+    """
+    catalog = offers.set_index(offers["offer_id"].astype("str"))
+    ids = list(catalog.index)
+    u = uplift.reindex(columns=ids).to_numpy(dtype=float)
+    ev = u * catalog["value"].to_numpy(float) - catalog["cost"].to_numpy(float)
+    if eligible is not None:
+        ev = np.where(_eligible_matrix(eligible, ids, uplift.index), ev, np.nan)
+    return pd.DataFrame(np.nan_to_num(ev, nan=-np.inf), index=uplift.index, columns=ids)
+
+
+def next_best_offer(
+    uplift: pd.DataFrame,
+    offers: pd.DataFrame,
+    eligible: pd.DataFrame | None = None,
+    max_offers: int = 3,
+) -> pd.DataFrame:
+    """The best offer per row and the ranked top offers.
+
+    Parameters
+    ----------
+    uplift : (n, offers) predicted uplift in conversion probability, columns = offer ids.
+    offers : catalog with ``offer_id``, ``value``, ``cost``.
+    eligible : optional (n, offers) booleans (missing columns = not eligible).
+    max_offers : how many ranked offers to return.
+
+    Returns
+    -------
+    DataFrame indexed like ``uplift``: ``best_offer`` (None when no offer has positive
+    value), ``best_value`` (0 then), ``offer_1..offer_m`` / ``value_1..value_m`` (eligible
+    offers by expected value, best first, positive or not; None / -inf beyond), and
+    ``ev_<offer>`` (expected value of every offer; -inf = ineligible or unknown).
+    """
+    if max_offers < 1:
+        raise ValueError(f"max_offers must be >= 1; got {max_offers}")
+    ev = expected_values(uplift, offers, eligible)
+    values = ev.to_numpy()
+    order = np.argsort(-values, axis=1, kind="stable")[:, :max_offers]
+    top_v = np.take_along_axis(values, order, axis=1)
+    top_id = np.where(np.isfinite(top_v), np.asarray(ev.columns, dtype=object)[order], None)
+    positive = top_v[:, 0] > 0
+    out = pd.DataFrame(index=ev.index)
+    out["best_offer"] = pd.Series(np.where(positive, top_id[:, 0], None), ev.index, object)
+    out["best_value"] = np.where(positive, top_v[:, 0], 0.0)
+    for r in range(order.shape[1]):
+        out[f"offer_{r + 1}"] = pd.Series(top_id[:, r], index=ev.index, dtype=object)
+        out[f"value_{r + 1}"] = top_v[:, r]
+    return pd.concat([out, ev.add_prefix("ev_")], axis=1)
+
+
+def eligibility(
+    stage: pd.Series,
+    owned_products: pd.Series | None,
+    offers: pd.DataFrame,
+    channel: str | None = None,
+    days_since_offer: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """Which offers each customer may receive, ``(n, offers)`` booleans indexed like ``stage``.
+
+    Rules: the customer's stage is in the offer's ``eligible_stages`` ("|"-joined; missing =
+    every stage); with ``exclude_if_owned`` the offer's product is not among
+    ``owned_products`` (sets per row; None = unknown, no exclusion); with ``channel`` the
+    offer's channel is that channel (a missing offer channel fits any); with
+    ``days_since_offer`` ((n, offers), NaN = never sent) at least ``cooldown_days`` passed.
+    """
+    stages = stage.astype("object").to_numpy()
+    cols = {}
+    for _, offer in offers.iterrows():
+        ok = _stage_ok(stages, offer["eligible_stages"])
+        ok &= ~_owned(owned_products, offer, len(stages)) & _channel_ok(offer, channel)
+        ok &= _cooled(days_since_offer, offer, len(stages))
+        cols[str(offer["offer_id"])] = ok
+    return pd.DataFrame(cols, index=stage.index, columns=offers["offer_id"].astype("str"))
+
+
+def _stage_ok(stages: np.ndarray, allowed: object) -> np.ndarray:
+    if pd.isna(allowed) or not str(allowed).strip():
+        return np.ones(len(stages), bool)
+    return np.isin(stages, [s.strip() for s in str(allowed).split("|")])
+
+
+def _owned(owned_products: pd.Series | None, offer: pd.Series, n: int) -> np.ndarray:
+    flag = offer["exclude_if_owned"]
+    if owned_products is None or pd.isna(flag) or not flag or pd.isna(offer["product"]):
+        return np.zeros(n, bool)
+    product = offer["product"]
+    return np.array([isinstance(s, set | frozenset) and product in s for s in owned_products])
+
+
+def _channel_ok(offer: pd.Series, channel: str | None) -> bool:
+    return channel is None or pd.isna(offer["channel"]) or offer["channel"] == channel
+
+
+def _cooled(days: pd.DataFrame | None, offer: pd.Series, n: int) -> np.ndarray:
+    if days is None or offer["offer_id"] not in days.columns:
+        return np.ones(n, bool)
+    d = days[offer["offer_id"]].to_numpy(dtype=float)
+    return np.isnan(d) | (d >= float(offer["cooldown_days"]))
+
+
+def policy_probabilities(
+    best: pd.Series | np.ndarray,
+    arms: list[str],
+    epsilon: float = 0.0,
+    eligible: pd.DataFrame | np.ndarray | None = None,
+) -> np.ndarray:
+    """Epsilon-greedy probabilities over ``arms`` per row, ``(n, len(arms))``.
+
+    ``best`` is the chosen arm per row (an offer id; None/NA = "control"). The chosen arm gets
+    ``1 - epsilon``; ``epsilon`` is spread evenly over the row's eligible arms ("control" is
+    always eligible; ``eligible`` as booleans over offers or arms, default all).
+    """
+    if not 0.0 <= epsilon <= 1.0:
+        raise ValueError(f"epsilon must be in [0, 1]; got {epsilon}")
+    chosen = _arm_index(best, arms)
+    ok = _arm_eligibility(eligible, arms, len(chosen))
+    probs = ok * (epsilon / ok.sum(axis=1, keepdims=True))
+    probs[np.arange(len(chosen)), chosen] += 1.0 - epsilon
+    return probs
+
+
+def propensity_policy(
+    arm_proba: pd.DataFrame, offers: pd.DataFrame, eligible: pd.DataFrame | None = None
+) -> pd.Series:
+    """Baseline: the eligible offer with the highest predicted conversion probability.
+
+    Ignores the control's probability, so it always sends something (None only when no
+    offer is eligible or predicted).
+    """
+    ids = list(offers["offer_id"].astype("str"))
+    p = arm_proba.reindex(columns=ids).to_numpy(dtype=float)
+    if eligible is not None:
+        p = np.where(_eligible_matrix(eligible, ids, arm_proba.index), p, np.nan)
+    score = np.nan_to_num(p, nan=-np.inf)
+    pick = np.where(np.isfinite(score.max(axis=1)), np.array(ids, object)[score.argmax(1)], None)
+    return pd.Series(pick, index=arm_proba.index, dtype=object, name="best_offer")
+
+
+def random_policy(
+    eligible: pd.DataFrame, arms: list[str], include_control: bool = False
+) -> np.ndarray:
+    """Baseline: a uniformly random eligible offer (control too if asked, or if none is
+    eligible), as probabilities ``(n, len(arms))``."""
+    ok = _arm_eligibility(eligible, arms, len(eligible)).astype(float)
+    control = arms.index(CONTROL)
+    offers_ok = ok.copy()
+    offers_ok[:, control] = 0.0
+    use = ok if include_control else offers_ok
+    use[use.sum(axis=1) == 0, control] = 1.0
+    return use / use.sum(axis=1, keepdims=True)
+
+
+def _arm_index(best: pd.Series | np.ndarray, arms: list[str]) -> np.ndarray:
+    labels = pd.Series(np.asarray(best, dtype=object)).fillna(CONTROL).astype(str)
+    idx = pd.Index(arms).get_indexer(labels)
+    if (idx < 0).any():
+        raise ValueError(f"chosen arms not in arms: {sorted(set(labels[idx < 0]))[:5]}")
+    return idx
+
+
+def _arm_eligibility(eligible, arms: list[str], n: int) -> np.ndarray:
+    """(n, arms) booleans; control always True; no ``eligible`` = all True."""
+    if CONTROL not in arms:
+        raise ValueError(f'arms must include "{CONTROL}"; got {arms}')
+    if eligible is None:
+        return np.ones((n, len(arms)), bool)
+    if isinstance(eligible, pd.DataFrame):
+        ok = eligible.reindex(columns=arms, fill_value=False).to_numpy(dtype=bool)
+    else:
+        ok = np.asarray(eligible, dtype=bool)
+    if ok.shape != (n, len(arms)):
+        raise ValueError(f"eligible must have shape {(n, len(arms))}; got {ok.shape}")
+    ok = ok.copy()
+    ok[:, arms.index(CONTROL)] = True
+    return ok
+
+
+def _eligible_matrix(eligible: pd.DataFrame, ids: list[str], index: pd.Index) -> np.ndarray:
+    if len(eligible) != len(index):
+        raise ValueError(f"eligible has {len(eligible)} rows; expected {len(index)}")
+    return eligible.reindex(columns=ids, fill_value=False).to_numpy(dtype=bool)

@@ -1,0 +1,47 @@
+"""Promotion: evaluate challenger and champion on the same later holdout, keep the better."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from training.datasets import Tables, build_training_set, time_split
+from training.metrics import churn_metrics, stage_metrics
+from training.models._lgbm import feature_columns
+from training.pipeline import PRIMARY, TrainConfig, churn_population
+from training.registry import Promotion, promote
+from training.tracking import REGISTERED_NAMES
+
+
+def latest_holdout(tables: Tables, config: TrainConfig) -> pd.DataFrame:
+    parts = time_split(build_training_set(tables, config.dataset), config.dataset)
+    return parts["test"] if len(parts["test"]) else parts["validation"]
+
+
+def churn_score(holdout: pd.DataFrame):
+    test = churn_population(holdout)
+    cols = feature_columns(test)
+
+    def evaluate(estimator) -> float:
+        p = estimator.predict_proba(test[cols])[:, 1]
+        return churn_metrics(test["churned"].to_numpy(), p)[PRIMARY["churn"]]
+
+    return evaluate
+
+
+def stage_score(holdout: pd.DataFrame):
+    cols = feature_columns(holdout)
+
+    def evaluate(estimator) -> float:
+        proba = pd.DataFrame(estimator.predict_proba(holdout[cols]),
+                             columns=list(estimator.classes_))  # fmt: skip
+        y = holdout["stage_next"].astype("str").to_numpy()
+        return stage_metrics(y, proba)[PRIMARY["stage"]]
+
+    return evaluate
+
+
+def promote_all(tables: Tables, config: TrainConfig) -> list[Promotion]:
+    holdout = latest_holdout(tables, config)
+    scores = {"churn": churn_score(holdout), "stage": stage_score(holdout)}
+    return [promote(REGISTERED_NAMES[name], PRIMARY[name], score)
+            for name, score in scores.items()]  # fmt: skip
