@@ -24,7 +24,7 @@ from training.models.baselines import LogisticChurn, RFMChurnHeuristic, StayInSt
 from training.models.churn import ChurnModel
 from training.models.stage import StageModel
 
-PRIMARY = {"churn": "roc_auc", "stage": "macro_f1"}
+PRIMARY = {"churn": "roc_auc", "stage": "macro_f1", "offers": "policy_value_dr"}
 
 
 class TrainConfig(BaseModel):
@@ -35,6 +35,7 @@ class TrainConfig(BaseModel):
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
     churn: dict = Field(default_factory=dict, description="ChurnModel parameters")
     stage: dict = Field(default_factory=dict, description="StageModel parameters")
+    offers: dict = Field(default_factory=dict, description="UpliftModel parameters")
     seed: int = 0
 
     @classmethod
@@ -78,7 +79,21 @@ def fit_and_evaluate(tables: Tables, config: TrainConfig | None = None) -> Train
         "churn": fit_churn(fit_part, holdout, config),
         "stage": fit_stage(fit_part, holdout, config),
     }
+    if tables.exposures is not None and tables.offers is not None and len(tables.exposures):
+        reports["offers"] = fit_offers(tables, config)
     return TrainResult(config, frame, holdout["as_of"].max(), reports)
+
+
+def fit_offers(tables: Tables, config: TrainConfig) -> ModelReport:
+    """Uplift model on earlier sends; Qini/AUUC and off-policy values on later sends."""
+    from training import offers_pipeline as op
+
+    train, test = op.split_by_send_day(op.offer_data(tables, config.dataset.feature_set))
+    params = {"random_state": config.seed, **config.offers}
+    model = op.fit_uplift(train, params)
+    result = op.evaluate_offers(model, test, tables.offers)
+    return ModelReport("offers", model, params, result["metrics"], {}, op.offer_figures(result),
+                       test.X.head(100))  # fmt: skip
 
 
 def churn_population(frame: pd.DataFrame) -> pd.DataFrame:

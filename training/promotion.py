@@ -40,8 +40,21 @@ def stage_score(holdout: pd.DataFrame):
     return evaluate
 
 
+def offers_score(tables: Tables, config: TrainConfig):
+    from training import offers_pipeline as op
+
+    _, test = op.split_by_send_day(op.offer_data(tables, config.dataset.feature_set))
+
+    def evaluate(estimator) -> float:
+        return op.evaluate_offers(estimator, test, tables.offers)["metrics"][PRIMARY["offers"]]
+
+    return evaluate
+
+
 def promote_all(tables: Tables, config: TrainConfig) -> list[Promotion]:
     holdout = latest_holdout(tables, config)
     scores = {"churn": churn_score(holdout), "stage": stage_score(holdout)}
+    if tables.exposures is not None and tables.offers is not None and len(tables.exposures):
+        scores["offers"] = offers_score(tables, config)
     return [promote(REGISTERED_NAMES[name], PRIMARY[name], score)
             for name, score in scores.items()]  # fmt: skip

@@ -12,8 +12,9 @@ import pandas as pd
 from training.pipeline import ModelReport, TrainResult
 from training.registry import Kind, Registered, log_estimator
 
-REGISTERED_NAMES = {"churn": "lifecycle-churn", "stage": "lifecycle-stage"}
-KINDS: dict[str, Kind] = {"churn": "churn", "stage": "stage"}
+REGISTERED_NAMES = {"churn": "lifecycle-churn", "stage": "lifecycle-stage",
+                    "offers": "lifecycle-offers"}  # fmt: skip
+KINDS: dict[str, Kind] = {"churn": "churn", "stage": "stage", "offers": "uplift"}
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ def _log_model(report: ModelReport, register: bool) -> Registered | None:
 
 
 def log_run(result: TrainResult, source: str, register: bool = True) -> LoggedRun:
-    """Parent run ``train`` with the config, child runs ``churn`` and ``stage``."""
+    """Parent run ``train`` with the config, a child run per model (churn, stage, offers)."""
     children, registered = {}, {}
     with mlflow.start_run(run_name="train") as parent:
         mlflow.log_params({"dataset." + k: str(v)

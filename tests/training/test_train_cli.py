@@ -48,7 +48,7 @@ def test_train_logs_runs_and_promote_moves_champion_only_on_a_win(workdir):
         [parent.info.experiment_id],
         filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
     )
-    assert {c.info.run_name for c in children} == {"churn", "stage"}
+    assert {c.info.run_name for c in children} == {"churn", "stage", "offers"}
     churn = next(c for c in children if c.info.run_name == "churn")
     assert {"roc_auc", "brier", "ece", "baseline_logistic.roc_auc"} <= set(churn.data.metrics)
     assert churn.inputs.dataset_inputs, "data lineage is logged"
@@ -56,7 +56,7 @@ def test_train_logs_runs_and_promote_moves_champion_only_on_a_win(workdir):
     assert "plots/reliability.png" in artifacts and "plots/gains.png" in artifacts
 
     first = run("promote", "data", "--config", "train.yaml")
-    assert first.count("-> champion") == 2
+    assert first.count("-> champion") == 3  # churn, stage, offers
     run("train", "data", "--config", "train.yaml")  # same data and seed: no better
     second = run("promote", "data", "--config", "train.yaml")
     assert "stays challenger" in second
