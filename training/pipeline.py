@@ -92,7 +92,10 @@ def fit_offers(tables: Tables, config: TrainConfig) -> ModelReport:
     params = {"random_state": config.seed, **config.offers}
     model = op.fit_uplift(train, params)
     result = op.evaluate_offers(model, test, tables.offers)
-    return ModelReport("offers", model, params, result["metrics"], {}, op.offer_figures(result),
+    metrics = result["metrics"]
+    baselines = {p: {PRIMARY["offers"]: metrics[f"policy_value_dr.{p}"]}
+                 for p in ("propensity", "random")}  # fmt: skip
+    return ModelReport("offers", model, params, metrics, baselines, op.offer_figures(result),
                        test.X.head(100))  # fmt: skip
 
 

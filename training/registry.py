@@ -36,11 +36,17 @@ def tracking_uri() -> str:
 def setup(experiment: str = EXPERIMENT, artifact_root: str | Path | None = None) -> str:
     """Point MLflow at :func:`tracking_uri` and make sure ``experiment`` exists.
 
-    With the embedded SQLite default, artifacts go to ``./mlartifacts`` beside it. Returns the
-    experiment id.
+    With the embedded SQLite default, artifacts go to ``./mlartifacts`` beside it. Under
+    ``mlflow run`` (``MLFLOW_RUN_ID`` set) the launched run's experiment is used, so our runs
+    land in (and nest under) the run MLflow started. Returns the experiment id.
     """
     mlflow.set_tracking_uri(tracking_uri())
     client = MlflowClient()
+    launched = os.environ.get("MLFLOW_RUN_ID")  # started by `mlflow run`: use its experiment
+    if launched:
+        experiment_id = client.get_run(launched).info.experiment_id
+        mlflow.set_experiment(experiment_id=experiment_id)
+        return experiment_id
     found = client.get_experiment_by_name(experiment)
     if found is not None:
         mlflow.set_experiment(experiment)
