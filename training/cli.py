@@ -93,11 +93,21 @@ def demo(
     out: OutDir = Path("demo_data"),
     customers: Customers = 5_000,
     seed: Seed = 7,
+    train: Annotated[bool, typer.Option(help="Also train, register and promote models.")] = True,
 ) -> None:
-    """Generate the demo data set, load it through the contracts, and print a summary."""
+    """Generate the demo data set, validate and summarise it, then train, register and
+    promote the models in MLflow (SQLite in the working directory)."""
     from training.demo import run_demo
 
     run_demo(out, customers=customers, seed=seed, console=console)
+    if train:
+        console.print("[bold]4. Training[/] churn, stage and offer models (logged to MLflow):")
+        cli_train.train(out, config=None, register=True, experiment="customer-lifecycle")
+        console.print("[bold]5. Promoting[/] challengers that beat the champion:")
+        cli_train.promote(out, config=None, experiment="customer-lifecycle")
+        console.print(
+            "Browse the runs: .venv/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db"
+        )
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -82,7 +82,8 @@ def test_validate_missing_folder_is_a_clear_error(tmp_path):
 
 
 def test_demo_prints_the_summary(tmp_path):
-    result = runner.invoke(app, ["demo", "--out", str(tmp_path / "demo"), "--customers", "800"])
+    args = ["demo", "--out", str(tmp_path / "demo"), "--customers", "800", "--no-train"]
+    result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     for text in ("Events by role", "True stage", "Churn rate", "Conversion by offer arm"):
         assert text in result.output
