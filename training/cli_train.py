@@ -20,9 +20,10 @@ def _setup(data: Path, config: Path | None, experiment: str):
     from training.data import load_tables
     from training.pipeline import TrainConfig
     from training.registry import setup, tracking_uri
+    from training.tune import with_tuned
 
     try:
-        cfg = TrainConfig.from_yaml(config) if config else TrainConfig()
+        cfg = with_tuned(TrainConfig.from_yaml(config) if config else TrainConfig())
         tables = load_tables(data)
     except (ValueError, FileNotFoundError) as err:
         raise fail(str(err)) from None

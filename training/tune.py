@@ -126,8 +126,12 @@ def stage_fold(train: pd.DataFrame, test: pd.DataFrame) -> Fold:
 
 
 def build_folds(tables: Tables, model: Model, config: TrainConfig) -> list[Fold]:
-    """The training set, built once, cut into the model's time-ordered folds."""
+    """The training set, built once, without the final test snapshots (kept for the honest
+    holdout of ``train`` and ``promote``), cut into the model's time-ordered folds."""
     frame = build_training_set(tables, config.dataset)
+    dates = np.sort(frame["as_of"].unique())
+    if config.dataset.test_snapshots:
+        frame = frame[frame["as_of"] < dates[len(dates) - config.dataset.test_snapshots]]
     make = churn_fold if model == "churn" else stage_fold
     return [make(train, test) for train, test in fold_frames(frame, config.dataset)]
 

@@ -18,7 +18,7 @@ from training.datasets import DatasetConfig
 from training.pipeline import TrainConfig
 from training.registry import setup
 
-CONFIG = TrainConfig(dataset={"snapshots": 5, "snapshot_every_days": 30})
+CONFIG = TrainConfig(dataset={"snapshots": 6, "snapshot_every_days": 30})
 
 if not any(c.callback is cli_tune.tune for c in app.registered_commands):
     app.command()(cli_tune.tune)
@@ -150,7 +150,7 @@ def test_tune_rejects_bad_arguments(tables):
 
 
 def test_cli_prints_trials_and_best(data, workdir, tracking):
-    (workdir / "train.yaml").write_text("dataset:\n  snapshots: 5\n")
+    (workdir / "train.yaml").write_text("dataset:\n  snapshots: 6\n")
     runner = CliRunner()
     args = ["tune", str(data), "--model", "churn", "--trials", "2", "--config", "train.yaml"]
     result = runner.invoke(app, [*args, "--experiment", tracking])
