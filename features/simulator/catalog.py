@@ -9,17 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-STAGES = (
-    "awareness",
-    "engagement",
-    "evaluation",
-    "purchase",
-    "retention",
-    "advocacy",
-    "at_risk",
-    "churned",
-    "win_back",
-)
+from features.contracts import STAGES  # the one list of lifecycle stages
+
 S = {name: i for i, name in enumerate(STAGES)}
 PURCHASER_STAGES = np.array(
     [S[s] for s in ("purchase", "retention", "advocacy", "at_risk", "win_back")]
