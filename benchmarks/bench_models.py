@@ -27,14 +27,12 @@ from training.pipeline import TrainConfig, fit_and_evaluate
 def true_policy_values(report, sim, tables: Tables) -> dict[str, float]:
     """True value of the learned next-best-offer policy on the evaluation sends."""
     from training import offers_pipeline as op
-    from training.policy import next_best_offer
 
     _, test = op.split_by_send_day(op.offer_data(tables))
     model = report.estimator
     truth = sim.truth_exposures.set_index("exposure_id").loc[test.exposures["exposure_id"]]
     truth = truth.reset_index()
-    catalog = tables.offers.set_index("offer_id").loc[model.offers_].reset_index()
-    best = next_best_offer(model.predict_uplift(test.X)[model.offers_], catalog)["best_offer"]
+    best, _ = op.learned_choice(model, test.X, tables.offers)
     iv = incremental_values(truth, tables.offers)
     arms = ["control", *tables.offers["offer_id"]]
     col = pd.Index(arms).get_indexer(best.fillna("control").astype(object))

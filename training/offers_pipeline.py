@@ -86,18 +86,31 @@ def evaluate_offers(model: UpliftModel, test: OfferData, offers: pd.DataFrame) -
     return {"metrics": metrics, "qini": qini, "policy_table": table}
 
 
+def learned_choice(
+    model: UpliftModel, X: pd.DataFrame, offers: pd.DataFrame, uplift: pd.DataFrame | None = None
+) -> tuple[pd.Series, pd.DataFrame]:
+    """The next-best offer per row (None = no offer) and the eligibility it chose within:
+    the catalog's rules for the customer's stage, offers the model could learn, and offers
+    the logging policy sent to customers like this one."""
+    uplift = model.predict_uplift(X) if uplift is None else uplift
+    catalog = offers.set_index("offer_id").loc[model.offers_].reset_index()
+    eligible = eligibility(assign_stages(X).astype("str"), None, catalog)
+    eligible &= model.supported(X)[model.offers_].to_numpy()
+    eligible &= uplift[model.offers_].notna().to_numpy()
+    best = next_best_offer(uplift[model.offers_], catalog, eligible)["best_offer"]
+    return best, eligible
+
+
 def policy_table(
     model: UpliftModel, test: OfferData, offers: pd.DataFrame, uplift: pd.DataFrame
 ) -> pd.DataFrame:
     """IPS / SNIPS / DR values of the learned, propensity and random policies."""
     catalog = offers.set_index("offer_id").loc[model.offers_].reset_index()
     arms = ["control", *model.offers_]
-    eligible = eligibility(assign_stages(test.X).astype("str"), None, catalog)
+    best, eligible = learned_choice(model, test.X, offers, uplift)
     proba = model.predict_arm_proba(test.X)[arms]
     unfitted = [k for k in model.offers_ if proba[k].isna().all()]  # too few sends to model
-    eligible[unfitted] = False
     proba[unfitted] = np.repeat(proba[["control"]].to_numpy(), len(unfitted), axis=1)
-    best = next_best_offer(uplift[model.offers_], catalog, eligible)["best_offer"]
     policies = {
         "learned": policy_probabilities(best, arms, 0.0, eligible),
         "propensity": policy_probabilities(propensity_policy(proba, catalog, eligible), arms),

@@ -19,6 +19,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
+from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.model_selection import KFold
 from sklearn.utils.validation import check_is_fitted
 
@@ -36,6 +37,8 @@ class UpliftModel(BaseEstimator):
     n_estimators, learning_rate, num_leaves, min_child_samples : LightGBM settings; the
         defaults are strongly regularised (arms of ~1k exposures overfit larger trees).
     min_arm_size : arms with fewer exposures get no model (uplift NaN, with a warning).
+    min_support : an offer counts as supported for a customer when the logging policy's
+        estimated probability of sending it (``logging_model_``) is at least this.
     n_folds : cross-fitting folds of the outcome models behind the DR pseudo-outcomes.
     random_state, n_jobs : LightGBM ``seed`` and ``num_threads`` (training is deterministic).
 
@@ -58,6 +61,7 @@ class UpliftModel(BaseEstimator):
         num_leaves: int = 4,
         min_child_samples: int = 100,
         min_arm_size: int = 200,
+        min_support: float = 0.02,
         n_folds: int = 2,
         random_state: int = 0,
         n_jobs: int = 1,
@@ -71,6 +75,7 @@ class UpliftModel(BaseEstimator):
         self.n_folds = n_folds
         self.random_state = random_state
         self.n_jobs = n_jobs
+        self.min_support = min_support
 
     def fit(
         self,
@@ -103,6 +108,7 @@ class UpliftModel(BaseEstimator):
         self.offers_ = self.arms_[1:]
         self._warn_small()
         self.outcome_models_ = self._fit_outcomes(data, arm, y)
+        self.logging_model_ = self._fit_logging(data, arm)
         if self.learner == "dr":
             m = self._cross_fitted(data, arm, y)
             self.effect_models_ = self._fit_effects(data, arm, y, p, m)
@@ -116,6 +122,19 @@ class UpliftModel(BaseEstimator):
             {a: _predict(self.outcome_models_[a], data) for a in self.arms_}, index=X.index
         )
 
+    def logging_proba(self, X: pd.DataFrame) -> pd.DataFrame:
+        """Estimated probability that the logging policy sent each arm, ``(n, arms_)``."""
+        data = self._matrix(self._aligned(X))
+        proba = self.logging_model_.predict_proba(data)
+        return pd.DataFrame(proba, columns=list(self.logging_model_.classes_),
+                            index=X.index).reindex(columns=self.arms_, fill_value=0.0)  # fmt: skip
+
+    def supported(self, X: pd.DataFrame) -> pd.DataFrame:
+        """Offers the logging policy plausibly sent to customers like these (estimated
+        probability >= ``min_support``): the only arms whose value the logs can vouch for, so
+        a policy choosing elsewhere is extrapolating (and off-policy estimates are biased)."""
+        return self.logging_proba(X)[self.offers_] >= self.min_support
+
     def predict_uplift(self, X: pd.DataFrame) -> pd.DataFrame:
         """Predicted uplift ``p_offer - p_control`` of each offer, ``(n, offers_)``."""
         if self.learner == "t":
@@ -127,6 +146,12 @@ class UpliftModel(BaseEstimator):
         )
 
     # ---- fitting --------------------------------------------------------------------
+
+    def _fit_logging(self, data: np.ndarray, arm: np.ndarray):
+        """A classifier of the arm sent given the features: the logging policy's support."""
+        clf = HistGradientBoostingClassifier(max_iter=100, max_leaf_nodes=15,
+                                             random_state=self.random_state)  # fmt: skip
+        return clf.fit(data, arm)
 
     def _check_fit(self, X, arm, y, propensity) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if self.learner not in LEARNERS:
