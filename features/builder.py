@@ -218,7 +218,8 @@ def _signup_days(
 
 
 def _static(fs: FeatureSet, customers: pd.DataFrame | None, ids: pd.Index) -> pd.DataFrame:
-    """The feature set's static attributes for ``ids`` (missing customers -> NA)."""
+    """The feature set's static attributes for ``ids`` (missing customers -> NA; numeric
+    attributes as float64, categoricals as they are)."""
     if customers is None or fs.static == ():
         return pd.DataFrame(index=pd.RangeIndex(len(ids)))
     columns = fs.static or [c for c in customers.columns if c not in ("customer_id", "signup_at")]
@@ -226,4 +227,9 @@ def _static(fs: FeatureSet, customers: pd.DataFrame | None, ids: pd.Index) -> pd
     if absent:
         raise ValueError(f"feature set {fs.key} needs customers columns {absent}")
     table = customers.set_index(customers["customer_id"].astype("str"))[list(columns)]
-    return table.reindex(pd.Index(ids, dtype="str")).reset_index(drop=True)
+    out = table.reindex(pd.Index(ids, dtype="str")).reset_index(drop=True)
+    # numeric attributes are always float64, so the dtype never depends on whether some
+    # customer lacks a customers row (NaN) — pandas and per-partition Dask results agree
+    numeric = [c for c in out.columns if pd.api.types.is_numeric_dtype(table[c].dtype)
+               and not isinstance(table[c].dtype, pd.CategoricalDtype)]  # fmt: skip
+    return out.astype(dict.fromkeys(numeric, "float64"))

@@ -491,3 +491,15 @@ def test_time_sorted_and_unsorted_events_give_the_same_vectors():
         a = build_features(ordered, when).sort_values("customer_id", ignore_index=True)
         b = build_features(shuffled, when).sort_values("customer_id", ignore_index=True)
         pd.testing.assert_frame_equal(a, b)
+
+
+def test_numeric_static_attributes_are_float64_whether_or_not_a_customer_is_missing():
+    frame = pd.DataFrame({"customer_id": ["a", "b"], "timestamp": ["2025-01-01", "2025-01-02"],
+                          "event_type": ["login", "login"]})  # fmt: skip
+    events = load_events(frame).data
+    both = pd.DataFrame({"customer_id": ["a", "b"], "seats": [3, 5], "vip": [True, False]})
+    only_a = both.iloc[:1]
+    full = build_features(events, "2025-02-01", customers=both)
+    assert full["seats"].dtype == "float64" and full["vip"].dtype == "float64"
+    partial = build_features(events, "2025-02-01", customers=only_a)
+    assert partial["seats"].dtype == "float64" and np.isnan(partial["seats"].iloc[1])
