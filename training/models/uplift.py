@@ -23,6 +23,8 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.model_selection import KFold
 from sklearn.utils.validation import check_is_fitted
 
+from training.models._lgbm import category_codes, learn_categories
+
 CONTROL = "control"
 LEARNERS = ("t", "dr")
 
@@ -88,7 +90,7 @@ class UpliftModel(BaseEstimator):
 
         Parameters
         ----------
-        X : (n, features) DataFrame; category, str, object and bool columns are categorical.
+        X : (n, features) DataFrame; category, str and object columns are categorical.
         arm : (n,) the arm sent: an offer id, or "control" / NA for the held-out control.
         y : (n,) 0/1 conversion.
         propensity : (n,) logging probability of the arm sent, in (0, 1]; required for "dr".
@@ -100,7 +102,7 @@ class UpliftModel(BaseEstimator):
         arm, y, p = self._check_fit(X, arm, y, propensity)
         self.feature_names_in_ = np.asarray(X.columns, dtype=object)
         self.n_features_in_ = X.shape[1]
-        self.categories_ = training_categories(X)
+        self.categories_ = learn_categories(X)
         data = self._matrix(X)
         counts = pd.Series(arm).value_counts()
         self.arm_counts_ = {a: int(counts.get(a, 0)) for a in arm_order(arm)}
@@ -257,29 +259,6 @@ def arm_labels(arm: object) -> np.ndarray:
     """Arm per exposure as an object array of str; missing (NA offer_id) -> "control"."""
     s = pd.Series(arm, dtype="object")
     return s.where(s.notna(), CONTROL).astype(str).to_numpy(dtype=object)
-
-
-def is_categorical(s: pd.Series) -> bool:
-    return isinstance(s.dtype, pd.CategoricalDtype) or s.dtype.kind in "OUSb" or (
-        isinstance(s.dtype, pd.StringDtype)
-    )  # fmt: skip
-
-
-def training_categories(X: pd.DataFrame) -> dict[str, list]:
-    """Categories of every categorical (category, str, object, bool) column, as seen."""
-    out = {}
-    for c in X.columns:
-        if is_categorical(X[c]):
-            values = X[c].astype("category")
-            used = values.cat.remove_unused_categories().cat.categories
-            out[c] = used.tolist()
-    return out
-
-
-def category_codes(values: pd.Series, categories: list) -> np.ndarray:
-    """Codes of ``values`` in ``categories`` as float (missing or unseen -> NaN)."""
-    codes = pd.Index(categories, dtype="object").get_indexer(values.astype("object"))
-    return np.where(codes < 0, np.nan, codes.astype(float))
 
 
 def dr_pseudo_outcome(y, sent_k, sent_control, p, m_k, m_0) -> np.ndarray:
