@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from training import cli_features, cli_train, cli_tune
+from training import cli_features, cli_report, cli_train, cli_tune
 from training.cli_common import DataDir, console, fail
 
 app = typer.Typer(
@@ -25,6 +25,7 @@ app.add_typer(cli_features.app, name="features")
 app.command()(cli_train.train)
 app.command()(cli_train.promote)
 app.command()(cli_tune.tune)
+app.command()(cli_report.report)
 
 
 OutDir = Annotated[Path, typer.Option("--out", "-o", help="Folder to write the data set into.")]

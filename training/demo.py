@@ -81,3 +81,15 @@ def _fmt(value: object) -> str:
             return "-"
         return f"{value:.3f}" if abs(value) < 10 else f"{value:,.0f}"
     return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def ensure_demo_data(folder: str | Path, customers: int = 5_000, seed: int = 7) -> Path:
+    """``folder`` if it already holds an events table, else simulate the demo data set into it
+    (``make demo``'s defaults); for notebooks that should run on a fresh clone."""
+    from training.data import find_table
+
+    folder = Path(folder)
+    if not (folder.is_dir() and find_table(folder, "events")):
+        cfg = SimConfig(customers=customers, seed=seed)
+        write_simulation(simulate(cfg), folder, cfg)
+    return folder

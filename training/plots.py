@@ -7,13 +7,17 @@ into that axes instead and return its figure. :func:`save_figure` writes a PNG.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping
 from pathlib import Path
 
+import matplotlib
+import matplotlib.image
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import PercentFormatter
 
 from training.metrics import expected_calibration_error, gains_table, reliability_table
 
@@ -218,3 +222,117 @@ def stage_funnel_plot(funnel_df: pd.DataFrame) -> Figure:
     _style(ax, "Customers per lifecycle stage", "stage", "customers")
     ax.grid(False, axis="x")
     return fig
+
+
+def cohort_retention_plot(table: pd.DataFrame) -> Figure:
+    """One line per first-purchase cohort (:func:`features.summary.cohort_retention`): the
+    share active in each month since the first purchase, early cohorts light, late dark."""
+    fig, ax = _axes()
+    colors = matplotlib.colormaps["viridis_r"](np.linspace(0.15, 0.95, max(len(table), 1)))
+    for color, (cohort, row) in zip(colors, table.iterrows(), strict=False):
+        ax.plot(row.index.astype(int), row.to_numpy(float), marker=".", color=color, label=cohort)
+    ax.set_ylim(0, 1.02)
+    _style(ax, "Cohort retention", "months since first purchase", "share active", False)
+    ax.legend(title="cohort", fontsize="x-small", ncols=2, frameon=False, loc="upper right")
+    return fig
+
+
+def stage_rate_plot(table: pd.DataFrame, column: str = "churn_rate") -> Figure:
+    """A rate per stage as bars labelled with the stage's customers
+    (:func:`features.summary.churn_rate_by_stage`: ``customers`` and ``column``)."""
+    fig, ax = _axes()
+    bars = ax.bar([str(s) for s in table.index], table[column].to_numpy(float), color="C3")
+    labels = [f"{v:.0%}\n(n={n:,})" for v, n in zip(table[column], table["customers"], strict=True)]
+    ax.bar_label(bars, labels=labels, fontsize="x-small", padding=2)
+    ax.tick_params(axis="x", labelrotation=30)
+    ax.margins(y=0.2)
+    _style(
+        ax, f"{column.replace('_', ' ').capitalize()} by stage", "stage", column.replace("_", " ")
+    )
+    return fig
+
+
+def risk_histogram(p, bins: int = 20) -> Figure:
+    """Distribution of predicted churn probabilities, with their mean marked."""
+    fig, ax = _axes()
+    p = np.asarray(p, dtype=float)
+    ax.hist(p, bins=np.linspace(0, max(float(p.max(initial=0)), 1e-9), bins + 1), color="C3")
+    ax.axvline(p.mean() if p.size else 0, color=MUTED, ls="--", label=f"mean {p.mean():.1%}")
+    _style(ax, "Churn risk of current customers", "churn probability", "customers", True)
+    return fig
+
+
+def reasons_plot(table: pd.DataFrame) -> Figure:
+    """Top churn reasons (:func:`training.insights.top_reasons`): share of at-risk customers
+    citing each feature, most cited on top."""
+    shown = table["share"][::-1]
+    fig, ax = _axes(figsize=(6.4, max(2.5, 0.3 * len(shown) + 1.2)))
+    ax.barh([str(i) for i in shown.index], shown.to_numpy(dtype=float), color="C3")
+    ax.xaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.tick_params(axis="y", labelsize="small")
+    _style(ax, "Top churn reasons", "share of customers citing it", "")
+    return fig
+
+
+def offer_mix_plot(mix: pd.DataFrame) -> Figure:
+    """Stacked bars: per stage, the share of customers given each offer
+    (:func:`training.insights.offer_mix_by_stage`); "no offer" in grey."""
+    fig, ax = _axes(figsize=(7.2, 4.8))
+    left = np.zeros(len(mix))
+    for k, offer in enumerate(mix.columns):
+        share = mix[offer].to_numpy(float)
+        color = "0.85" if offer == "no offer" else f"C{k % 10}"
+        ax.barh([str(s) for s in mix.index], share, left=left, color=color, label=str(offer))
+        left += share
+    ax.invert_yaxis()
+    ax.xaxis.set_major_formatter(PercentFormatter(1.0))
+    _style(ax, "Offer chosen by the policy, per stage", "share of customers", "stage")
+    ax.legend(fontsize="x-small", frameon=False, loc="center left", bbox_to_anchor=(1, 0.5))
+    return fig
+
+
+def value_by_stage_plot(table: pd.DataFrame) -> Figure:
+    """Expected incremental value per customer by stage
+    (:func:`training.insights.policy_by_stage`), bars labelled with the stage total."""
+    fig, ax = _axes()
+    bars = ax.bar([str(s) for s in table.index], table["expected_value_mean"].to_numpy(float))
+    labels = [f"total {v:,.0f}" for v in table["expected_value_total"]]
+    ax.bar_label(bars, labels=labels, fontsize="x-small", padding=2)
+    ax.tick_params(axis="x", labelrotation=30)
+    ax.margins(y=0.15)
+    _style(ax, "Expected value of the policy by stage", "stage", "value per customer")
+    return fig
+
+
+def uplift_by_offer_plot(table: pd.DataFrame) -> Figure:
+    """Predicted vs observed uplift per offer (:func:`training.insights.uplift_by_offer`):
+    bars for ``predicted`` and ``observed`` (with ``se`` error bars), ``true`` as markers."""
+    fig, ax = _axes(figsize=(7.2, 4.8))
+    x = np.arange(len(table))
+    ax.bar(x - 0.2, table["predicted"], 0.4, label="predicted (mean)")
+    ax.bar(x + 0.2, table["observed"], 0.4, yerr=table.get("se"), capsize=3,
+           label="observed (weighted)", color="C1")  # fmt: skip
+    if "true" in table and table["true"].notna().any():
+        ax.scatter(x, table["true"], marker="D", color="C3", zorder=3, label="true")
+    ax.axhline(0.0, color=MUTED, lw=0.8)
+    ax.set_xticks(x, [str(i) for i in table.index], rotation=30, ha="right")
+    _style(ax, "Uplift per offer", "offer", "uplift in conversion probability", True)
+    return fig
+
+
+def figure_panel(figures: Mapping[str, Figure], ncols: int = 2, title: str = "") -> Figure:
+    """Several figures in a grid, row by row, each rasterised at :data:`DPI` (e.g. a picture
+    of a report); ``figures`` maps a name to each figure (the figures keep their titles)."""
+    nrows = -(-len(figures) // ncols)
+    panel = Figure(figsize=(6.0 * ncols, 4.4 * nrows), layout="constrained")
+    axes = np.atleast_1d(panel.subplots(nrows, ncols)).ravel()
+    for ax, fig in zip(axes, figures.values(), strict=False):
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
+        buffer.seek(0)
+        ax.imshow(matplotlib.image.imread(buffer, format="png"))
+    for ax in axes:
+        ax.set_axis_off()
+    if title:
+        panel.suptitle(title, fontsize="x-large")
+    return panel

@@ -82,6 +82,46 @@ def _policy_values():
     return plots.policy_value_plot(values)
 
 
+def _cohorts():
+    months = pd.Index([0, 1, 2], name="months_since_first_purchase")
+    table = pd.DataFrame([[1.0, 0.4, 0.3], [1.0, 0.5, np.nan]], index=["2025-01", "2025-02"],
+                         columns=months)  # fmt: skip
+    return plots.cohort_retention_plot(table)
+
+
+def _stage_rates():
+    table = pd.DataFrame({"customers": [10, 30, 5], "churn_rate": [0.1, 0.05, 0.4]},
+                         index=["purchase", "retention", "at_risk"])  # fmt: skip
+    return plots.stage_rate_plot(table)
+
+
+def _risk():
+    return plots.risk_histogram(np.random.default_rng(10).beta(1, 8, 500))
+
+
+def _reasons():
+    table = pd.DataFrame({"customers": [50, 20], "share": [0.5, 0.2]}, index=["recency", "nps"])
+    return plots.reasons_plot(table)
+
+
+def _offer_mix():
+    mix = pd.DataFrame({"up": [0.6, 0.0], "ret": [0.1, 0.5], "no offer": [0.3, 0.5]},
+                       index=["retention", "at_risk"])  # fmt: skip
+    return plots.offer_mix_plot(mix)
+
+
+def _value_by_stage():
+    table = pd.DataFrame({"expected_value_mean": [2.0, 0.5], "expected_value_total": [600, 20]},
+                         index=["retention", "at_risk"])  # fmt: skip
+    return plots.value_by_stage_plot(table)
+
+
+def _uplift_by_offer():
+    table = pd.DataFrame({"predicted": [0.05, -0.01], "observed": [0.07, 0.0], "se": [0.02, 0.01],
+                          "true": [0.06, -0.005]}, index=["up", "ret"])  # fmt: skip
+    return plots.uplift_by_offer_plot(table)
+
+
 BUILDERS = {
     "reliability_diagram": _reliability,
     "reliability_diagrams": _reliabilities,
@@ -93,6 +133,13 @@ BUILDERS = {
     "stage_funnel_plot": _funnel,
     "transition_heatmap": _transitions,
     "policy_value_plot": _policy_values,
+    "cohort_retention_plot": _cohorts,
+    "stage_rate_plot": _stage_rates,
+    "risk_histogram": _risk,
+    "reasons_plot": _reasons,
+    "offer_mix_plot": _offer_mix,
+    "value_by_stage_plot": _value_by_stage,
+    "uplift_by_offer_plot": _uplift_by_offer,
 }
 
 
@@ -103,7 +150,7 @@ def test_plot_renders_with_title_and_labels_and_saves(name, tmp_path):
     FigureCanvasAgg(fig).draw()
     ax = fig.axes[0]
     assert ax.get_title() and ax.get_xlabel()
-    if name != "feature_importance_plot":  # the bars are labelled by their feature names
+    if name not in ("feature_importance_plot", "reasons_plot"):  # bars labelled by feature
         assert ax.get_ylabel()
     path = plots.save_figure(fig, tmp_path / "sub" / f"{name}.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 1000
@@ -148,3 +195,13 @@ def test_heatmaps_write_counts_as_integers_and_shares_with_decimals():
     counts = pd.DataFrame([[3, 0], [1, 2]], index=["new", "a"], columns=["a", "b"])
     assert _cell_texts(plots.transition_heatmap(counts)) == ["3", "0", "1", "2"]
     assert _cell_texts(plots.transition_heatmap(counts / 3, normalized=True))[0] == "1.00"
+
+
+def test_figure_panel_tiles_figures_as_images(tmp_path):
+    panel = plots.figure_panel({"funnel": _funnel(), "risk": _risk(), "mix": _offer_mix()},
+                               title="Report")  # fmt: skip
+    FigureCanvasAgg(panel).draw()
+    assert len(panel.axes) == 4 and sum(bool(ax.images) for ax in panel.axes) == 3
+    assert panel.get_suptitle() == "Report"
+    path = plots.save_figure(panel, tmp_path / "panel.png")
+    assert path.stat().st_size > 10_000

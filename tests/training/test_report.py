@@ -1,0 +1,96 @@
+"""``lifecycle report`` on small simulated data: a self-contained page with every section, from
+models trained on the spot or from the registry's champions; clear errors otherwise."""
+
+from __future__ import annotations
+
+import re
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+from threadpoolctl import threadpool_limits
+from typer.testing import CliRunner
+
+from features.simulator import SimConfig, simulate, write_simulation
+from training.cli import app
+from training.data import load_tables
+from training.insights import current_vectors
+from training.pipeline import TrainConfig
+from training.registry import log_estimator, setup
+from training.report import models_from_training
+
+runner = CliRunner()
+SECTIONS = ("Data as of", "Stage funnel", "Churn risk", "Top churn reasons",
+            "Offer policy by stage", "Model metrics")  # fmt: skip
+SMALL = "dataset:\n  snapshots: 4\nchurn:\n  n_estimators: 60\nstage:\n  n_estimators: 30\n"
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("report")
+    cfg = SimConfig(customers=1500, days=300, seed=5, campaign_share=0.15)
+    write_simulation(simulate(cfg), folder / "data", cfg)
+    (folder / "train.yaml").write_text(SMALL)
+    with pytest.MonkeyPatch.context() as mp, threadpool_limits(1):
+        mp.chdir(folder)
+        yield folder
+    mlflow.set_tracking_uri(None)
+
+
+def run(*args: str) -> str:
+    result = runner.invoke(app, list(args))
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def check_page(path) -> str:
+    page = path.read_text(encoding="utf-8")
+    for section in SECTIONS:
+        assert section in page, section
+    assert len(re.findall(r'<img alt="[^"]*" src="data:image/png;base64,[A-Za-z0-9+/=]{500,}"',
+                          page)) >= 5  # fmt: skip
+    assert not re.search(r"https?://", page), "no external resources or links"
+    assert "<script" not in page and "<link" not in page
+    return page
+
+
+def test_report_trains_on_the_data_when_there_is_no_registry(workdir, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{workdir / 'none' / 'mlflow.db'}")
+    out = run("report", "--data", "data", "--out", "out/report.html", "--config", "train.yaml",
+              "--panel", "out/panel.png")  # fmt: skip
+    assert "trained on this data" in out
+    assert not (workdir / "none").exists(), "looking for a registry must not create one"
+    page = check_page(workdir / "out" / "report.html")
+    assert "roc auc" in page and "baseline: logistic" in page
+    assert (workdir / "out" / "panel.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_uses_the_champions_of_the_registry(workdir, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{workdir / 'mlflow.db'}")
+    tables = load_tables("data")
+    models = models_from_training(tables, TrainConfig.from_yaml("train.yaml"))
+    vectors = current_vectors(tables)
+    setup("report-test")
+    client = MlflowClient()
+    for kind, estimator, name in (("churn", models.churn, "lifecycle-churn"),
+                                  ("uplift", models.uplift, "lifecycle-offers")):  # fmt: skip
+        with mlflow.start_run():
+            mlflow.log_metrics({"roc_auc": 0.777, "baseline_rfm.roc_auc": 0.6})
+            X = vectors[list(estimator.feature_names_in_)].head(20)
+            found = log_estimator(estimator, kind, kind, X, register_as=name)
+        client.set_registered_model_alias(name, "champion", found.version)
+    out = run("report", "--data", "data", "--out", "champions.html", "--models", "registry")
+    assert "MLflow registry" in out and "lifecycle-churn v1" in out
+    page = check_page(workdir / "champions.html")
+    assert "0.777" in page
+
+
+def test_report_fails_clearly_without_data_or_champions(workdir, monkeypatch):
+    result = runner.invoke(app, ["report", "--data", "missing", "--out", "x.html"])
+    assert result.exit_code == 1
+    assert "data folder missing does not exist" in result.output and "make demo" in result.output
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{workdir / 'empty' / 'mlflow.db'}")
+    result = runner.invoke(app, ["report", "--data", "data", "--models", "registry"])
+    assert result.exit_code == 1 and "no 'champion' churn model" in result.output
+    result = runner.invoke(app, ["report", "--data", "data", "--models", "best"])
+    assert result.exit_code == 2 and "auto, registry or train" in result.output

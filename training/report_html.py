@@ -1,0 +1,135 @@
+"""Render a :class:`training.report.Report` as one self-contained HTML page for business users:
+inline CSS, figures embedded as base64 PNG, no scripts and no external links."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from training.insights import KEY_METRICS
+from training.report import Report
+
+CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto;
+       max-width: 1100px; color: #222; line-height: 1.45; padding: 0 1rem; }
+h1 { margin-bottom: .2rem; } h2 { border-bottom: 2px solid #ddd; padding-bottom: .2rem;
+       margin-top: 2.2rem; }
+.meta { color: #555; } .note { color: #555; font-size: .92rem; }
+.row { display: flex; flex-wrap: wrap; gap: 1.5rem; align-items: flex-start; }
+.row > * { flex: 1 1 420px; } img { max-width: 100%; height: auto; }
+table { border-collapse: collapse; font-size: .88rem; margin: .5rem 0; }
+th, td { border: 1px solid #ddd; padding: .25rem .55rem; text-align: right; }
+th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
+.facts { display: flex; gap: 1rem; flex-wrap: wrap; }
+.fact { background: #f6f8fa; border-radius: 6px; padding: .6rem 1rem; }
+.fact b { display: block; font-size: 1.4rem; }
+"""
+PERCENT = ("share", "offered_share", "churn_probability", "mean_probability")
+
+
+def figure_tag(fig: Figure, alt: str, dpi: int = 90) -> str:
+    """An ``<img>`` with the figure as an embedded base64 PNG."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    data = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _cell(column: str, value: object) -> str:
+    if isinstance(value, float):
+        if value != value:
+            return "–"
+        if column in PERCENT or column.endswith("_rate"):
+            return f"{value:.1%}"
+        return f"{value:,.3f}" if abs(value) < 100 else f"{value:,.0f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def table_html(frame: pd.DataFrame) -> str:
+    """A small DataFrame as an HTML table, numbers formatted for reading (shares as %)."""
+    shown = frame.copy()
+    for column in shown.columns:
+        shown[column] = [_cell(str(column), v) for v in shown[column].tolist()]
+    shown.columns = [str(c).replace("_", " ") for c in shown.columns]
+    shown.index = [str(i) for i in shown.index]
+    return shown.to_html(border=0, escape=True, index_names=False)
+
+
+def _section(title: str, intro: str, *parts: str) -> str:
+    return (f"<section><h2>{html.escape(title)}</h2><p class='note'>{intro}</p>"
+            + "".join(parts) + "</section>")  # fmt: skip
+
+
+def _row(*parts: str) -> str:
+    return "<div class='row'>" + "".join(f"<div>{p}</div>" for p in parts) + "</div>"
+
+
+def _facts(report: Report) -> str:
+    f = report.facts
+    items = [("customers", f"{report.customers:,}"),
+             ("in the churn population", f"{int(f.get('churn_population', 0)):,}"),
+             ("expected churners", f"{f.get('expected_churners', 0):,.0f}")]  # fmt: skip
+    if "expected_value_total" in f:
+        items.append(("expected value of the offers", f"{f['expected_value_total']:,.0f}"))
+    cells = "".join(f"<div class='fact'><b>{v}</b>{html.escape(k)}</div>" for k, v in items)
+    return f"<div class='facts'>{cells}</div>"
+
+
+def _metrics(report: Report) -> str:
+    parts = []
+    for model, described in KEY_METRICS.items():
+        table = report.tables.get(f"metrics_{model}")
+        if table is None:
+            continue
+        cols = [c for c in described if c in table.columns]
+        notes = "".join(f"<li><b>{c}</b>: {html.escape(described[c])}</li>" for c in cols)
+        parts.append(f"<h3>{model}</h3>{table_html(table[cols])}<ul class='note'>{notes}</ul>")
+    return "".join(parts) or "<p>No model metrics available.</p>"
+
+
+def render_html(report: Report) -> str:
+    """The report page as one HTML string."""
+    t, fig = report.tables, report.figures
+    head = (f"<h1>Customer lifecycle report</h1><p class='meta'>Data as of "
+            f"<b>{report.as_of:%Y-%m-%d %H:%M} UTC</b> · {report.customers:,} customers · "
+            f"models: {html.escape(report.models_source)}</p>{_facts(report)}")  # fmt: skip
+    sections = [
+        _section("Stage funnel", "Where customers are in their lifecycle now, by transparent "
+                 "rules over their own activity.",
+                 _row(figure_tag(fig["funnel"], "stage funnel"), table_html(t["funnel"]))),
+        _section("Churn risk", "Predicted probability of churning (no activity) within the "
+                 "horizon, for customers who have bought and are still active.",
+                 _row(figure_tag(fig["risk"], "churn risk"), table_html(t["risk"]))),
+        _section("Top churn reasons", "What pushes the riskiest customers' scores up most "
+                 f"(from the model's own feature contributions, for the "
+                 f"{int(report.facts.get('reason_customers', 0)):,} riskiest customers).",
+                 _row(figure_tag(fig["reasons"], "churn reasons"), table_html(t["reasons"]))),
+    ]  # fmt: skip
+    if "policy" in t:
+        sections.append(_section(
+            "Offer policy by stage", "The offer with the highest expected incremental value "
+            "(uplift × value − cost) that the catalog allows for the stage, or nothing. These "
+            "values are the model's predictions; the policy value under Model metrics is what "
+            "past campaigns support.",
+            _row(figure_tag(fig["offer_mix"], "offers by stage"),
+                 figure_tag(fig["value"], "value by stage")),
+            table_html(t["policy"])))  # fmt: skip
+    sections.append(_section("Model metrics", "Measured on later data than the models were "
+                             "trained on, beside simple baselines.", _metrics(report)))  # fmt: skip
+    body = head + "".join(sections)
+    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+            f"<title>Customer lifecycle report</title><style>{CSS}</style></head>"
+            f"<body>{body}</body></html>")  # fmt: skip
+
+
+def write_report(report: Report, path: str | Path) -> Path:
+    """Write :func:`render_html` to ``path`` (creating its folder); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_html(report), encoding="utf-8")
+    return path
