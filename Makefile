@@ -6,6 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo_data
 DEMO_CUSTOMERS ?= 5000
 DEMO_SEED ?= 7
+DEMO_PORT ?= 3000
 
 .PHONY: install demo test lint bench clean
 
@@ -21,6 +22,8 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/lifecycle demo --out $(DEMO_DIR) --customers $(DEMO_CUSTOMERS) --seed $(DEMO_SEED)
+	$(BIN)/lifecycle features materialize $(DEMO_DIR) --store store/online.sqlite
+	$(BIN)/lifecycle serve --data $(DEMO_DIR) --store store/online.sqlite --port $(DEMO_PORT)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
@@ -33,4 +36,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/oracle.py
 
 clean:
-	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache
+	rm -rf $(VENV) $(DEMO_DIR) store .pytest_cache

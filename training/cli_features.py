@@ -66,14 +66,17 @@ def materialize(
     feature_set: FeatureSetOpt = "default",
     keep_versions: Annotated[int, typer.Option(min=1, help="Versions to keep.")] = 2,
 ) -> None:
-    """Write the latest vectors (with the rule stage) to the online store as a new version;
-    readers switch to it atomically."""
-    from features.stages import assign_stages
+    """Write the latest vectors (with the rule stage and owned products) to the online store
+    as a new version; readers (the decision service) switch to it atomically."""
+    from features.online_vectors import serving_vectors
     from features.store import OnlineStore
 
     tables, when = _inputs(data, as_of)
-    vectors = _build(tables, when, feature_set)
-    vectors["stage"] = assign_stages(vectors).astype("str").to_numpy()
+    try:
+        vectors = serving_vectors(tables.events, when, feature_set, tables.customers,
+                                  tables.exposures, tables.offers)  # fmt: skip
+    except (KeyError, ValueError) as err:
+        raise fail(str(err)) from None
     store.parent.mkdir(parents=True, exist_ok=True)
     version = OnlineStore(store).materialize(vectors, when, feature_set,
                                              keep_versions=keep_versions)  # fmt: skip

@@ -194,6 +194,21 @@ class OnlineStore:
             rows = conn.execute(sql, (json.dumps(ids),)).fetchall()
         return decode_rows(rows, ids, version)
 
+    def customer_ids(self) -> list[str]:
+        """Every customer id of the current version, in storage order.
+
+        Raises
+        ------
+        NoVersionError
+            If nothing was materialised yet.
+        """
+        with read_txn(self._reader()) as conn:
+            version = self._current(conn)
+            if version is None:
+                raise self._no_version()
+            rows = conn.execute(f"SELECT customer_id FROM {version.table} ORDER BY rid").fetchall()
+        return [row[0] for row in rows]
+
     def lookup_frame(self, customer_ids: Sequence[str]) -> pd.DataFrame:
         """Like :meth:`lookup`, as a frame of the found rows with the materialised dtypes.
 

@@ -119,17 +119,17 @@ class UpliftModel(BaseEstimator):
     def predict_arm_proba(self, X: pd.DataFrame) -> pd.DataFrame:
         """Predicted conversion probability under each arm, ``(n, arms_)``; NaN for arms
         without a model."""
-        data = self._matrix(self._aligned(X))
+        data = self.encode(X)
         return pd.DataFrame(
-            {a: _predict(self.outcome_models_[a], data) for a in self.arms_}, index=X.index
+            {a: _predict(self.outcome_models_[a], data) for a in self.arms_}, index=_index(X)
         )
 
     def logging_proba(self, X: pd.DataFrame) -> pd.DataFrame:
         """Estimated probability that the logging policy sent each arm, ``(n, arms_)``."""
-        data = self._matrix(self._aligned(X))
+        data = self.encode(X)
         proba = self.logging_model_.predict_proba(data)
         return pd.DataFrame(proba, columns=list(self.logging_model_.classes_),
-                            index=X.index).reindex(columns=self.arms_, fill_value=0.0)  # fmt: skip
+                            index=_index(X)).reindex(columns=self.arms_, fill_value=0.0)  # fmt: skip
 
     def supported(self, X: pd.DataFrame) -> pd.DataFrame:
         """Offers the logging policy plausibly sent to customers like these (estimated
@@ -142,9 +142,9 @@ class UpliftModel(BaseEstimator):
         if self.learner == "t":
             proba = self.predict_arm_proba(X)
             return proba[self.offers_].sub(proba[CONTROL], axis=0)
-        data = self._matrix(self._aligned(X))
+        data = self.encode(X)
         return pd.DataFrame(
-            {k: _predict(self.effect_models_[k], data) for k in self.offers_}, index=X.index
+            {k: _predict(self.effect_models_[k], data) for k in self.offers_}, index=_index(X)
         )
 
     # ---- fitting --------------------------------------------------------------------
@@ -234,6 +234,18 @@ class UpliftModel(BaseEstimator):
 
     # ---- features -------------------------------------------------------------------
 
+    def encode(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
+        """The float matrix the boosters see: from a frame (training columns by name,
+        categoricals as training codes) or a float64 array already in that form (the
+        service's hot path, one column per ``feature_names_in_``)."""
+        if isinstance(X, pd.DataFrame):
+            return self._matrix(self._aligned(X))
+        check_is_fitted(self, "outcome_models_")
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
+            raise ValueError(f"X must have shape (n, {self.n_features_in_}); got {X.shape}")
+        return X
+
     def _aligned(self, X: pd.DataFrame) -> pd.DataFrame:
         check_is_fitted(self, "outcome_models_")
         missing = [c for c in self.feature_names_in_ if c not in X.columns]
@@ -264,6 +276,10 @@ def arm_labels(arm: object) -> np.ndarray:
 def dr_pseudo_outcome(y, sent_k, sent_control, p, m_k, m_0) -> np.ndarray:
     """Doubly robust pseudo-outcome of offer k's effect per exposure (see module docstring)."""
     return m_k - m_0 + sent_k * (y - m_k) / p - sent_control * (y - m_0) / p  # NaN m -> NaN
+
+
+def _index(X: pd.DataFrame | np.ndarray) -> pd.Index:
+    return X.index if isinstance(X, pd.DataFrame) else pd.RangeIndex(len(X))
 
 
 def _floats(s: pd.Series) -> np.ndarray:

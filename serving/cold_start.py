@@ -1,0 +1,58 @@
+"""``POST /score``: features for customers the store does not know, from the events in the
+request, through the same contracts and feature code as training (no second implementation).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from features.builder import to_utc
+from features.contracts import ContractError
+from features.loaders import load_events
+from features.online_vectors import serving_vectors
+from serving.inputs import FeatureRows
+from serving.schemas import ColdCustomer
+
+
+def feature_rows(customers: list[ColdCustomer], as_of: str | None, feature_set: str) -> FeatureRows:
+    """Validated events -> ``serving_vectors`` -> :class:`FeatureRows` in request order.
+
+    Raises ``ValueError`` with the contract's message (field, rule, bad value) on bad events;
+    customers whose events all fall after ``as_of`` get all-missing features.
+    """
+    when = to_utc(as_of) if as_of else pd.Timestamp.now(tz="UTC")
+    events = _events_frame(customers)
+    try:
+        validated = load_events(events, mode="strict").data
+    except ContractError as err:
+        raise ValueError(f"customers[].events: {err}") from None
+    frame = serving_vectors(validated, when, feature_set, _attributes(customers))
+    ids = [c.customer_id for c in customers]
+    frame = frame.set_index(frame["customer_id"].astype("str")).reindex(ids)
+    frame["customer_id"] = ids
+    return FeatureRows.from_frame(frame.reset_index(drop=True), when)
+
+
+def _events_frame(customers: list[ColdCustomer]) -> pd.DataFrame:
+    rows = [{"customer_id": c.customer_id, **e.model_dump()} for c in customers for e in c.events]
+    frame = pd.DataFrame(rows)
+    stamps = pd.to_datetime(frame["timestamp"], utc=True, errors="coerce", format="ISO8601")
+    if stamps.isna().any():
+        bad = frame.loc[stamps.isna(), ["customer_id", "timestamp"]].iloc[0]
+        raise ValueError(
+            f"customers[].events[].timestamp must be an ISO-8601 time; got "
+            f"{bad['timestamp']!r} in {int(stamps.isna().sum())} event(s) (first: customer "
+            f"{bad['customer_id']})"
+        )
+    frame["timestamp"] = stamps
+    return frame
+
+
+def _attributes(customers: list[ColdCustomer]) -> pd.DataFrame | None:
+    rows = [{"customer_id": c.customer_id, **c.attributes} for c in customers if c.attributes]
+    if not rows:
+        return None
+    frame = pd.DataFrame(rows)
+    for col in frame.columns.drop("customer_id"):
+        frame[col] = frame[col].astype("category")
+    return frame

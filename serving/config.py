@@ -1,0 +1,96 @@
+"""The decision service's one config: where models, features and the ledger live, the offer
+policy's knobs and the request limits (YAML via ``LIFECYCLE_SERVICE_CONFIG``, or env vars).
+
+Nothing is read at import time: the service calls :func:`load_config` in its ``__init__``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from features.yaml_config import describe, load_yaml_model
+
+CONFIG_ENV = "LIFECYCLE_SERVICE_CONFIG"
+ENV_FIELDS = {  # env var -> config field (override the YAML file)
+    "LIFECYCLE_MODELS": "models",
+    "LIFECYCLE_STORE": "store",
+    "LIFECYCLE_LEDGER": "ledger",
+    "LIFECYCLE_OFFERS": "offers",
+    "LIFECYCLE_API_TOKEN": "api_token",
+    "LIFECYCLE_EXPLORATION": "exploration",
+    "LIFECYCLE_RELOAD_SECONDS": "reload_seconds",
+}
+
+
+class PolicyConfig(BaseModel):
+    """How the next-best offer is chosen among the eligible ones."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    exploration: float = Field(0.05, ge=0.0, le=0.5, description="epsilon of epsilon-greedy")
+    contact_cap: int = Field(3, ge=0, description="max offers sent per customer per window")
+    contact_window_days: int = Field(30, ge=1)
+    churn_bands: tuple[float, float] = Field(
+        (0.2, 0.5), description="churn probability from which risk is medium, then high"
+    )
+
+    @field_validator("churn_bands")
+    @classmethod
+    def _ordered(cls, bands: tuple[float, float]) -> tuple[float, float]:
+        low, high = bands
+        if not 0.0 < low < high < 1.0:
+            raise ValueError(f"churn_bands must satisfy 0 < low < high < 1; got {bands}")
+        return bands
+
+
+class ServiceConfig(BaseModel):
+    """Everything the service needs to start.
+
+    ``models`` is ``"registry"`` (the MLflow registry at ``MLFLOW_TRACKING_URI`` or the
+    embedded ``sqlite:///mlflow.db``, alias ``alias``) or a folder written by
+    ``lifecycle export`` (deployment without the registry).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    models: str = "registry"
+    alias: str = "champion"
+    store: Path = Path("store/online.sqlite")
+    ledger: Path = Path("store/ledger.sqlite")
+    offers: Path | None = Field(
+        None, description="offer catalog (.parquet/.csv); default: the one exported with models"
+    )
+    api_token: str | None = Field(None, description="require 'Authorization: Bearer <token>'")
+    max_ids: int = Field(1000, ge=1, description="customer ids per /decide request")
+    batch_max_ids: int = Field(10_000, ge=1, description="customers per /batch request")
+    max_events: int = Field(5000, ge=1, description="events per /score request")
+    explain_max: int = Field(1000, ge=0, description="customers explained per request")
+    reload_seconds: float = Field(10.0, ge=0.0, description="registry poll period; 0 = never")
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    seed: int | None = Field(None, description="exploration RNG seed (None = random)")
+
+    @property
+    def exploration(self) -> float:
+        return self.policy.exploration
+
+
+def load_config(environ: dict[str, str] | None = None) -> ServiceConfig:
+    """The YAML file named by ``LIFECYCLE_SERVICE_CONFIG`` (if any), then env overrides."""
+    env = os.environ if environ is None else environ
+    data: dict = {}
+    if env.get(CONFIG_ENV):
+        data = load_yaml_model(ServiceConfig, env[CONFIG_ENV]).model_dump(exclude_unset=True)
+    used = {var: field for var, field in ENV_FIELDS.items() if env.get(var)}
+    for var, field in used.items():
+        if field == "exploration":
+            data["policy"] = {**dict(data.get("policy", {})), "exploration": env[var]}
+        else:
+            data[field] = env[var]
+    try:
+        return ServiceConfig.model_validate(data)
+    except ValidationError as err:
+        source = ", ".join([env.get(CONFIG_ENV) or "", *used]).strip(", ") or "defaults"
+        raise ValueError(f"service config ({source}): {describe(err)}") from None

@@ -1,0 +1,262 @@
+"""Decisions from feature rows: stage, churn risk with reasons, offers and the chosen one.
+
+Pure and fast: numpy arrays in, plain dicts out (the response models' shape), no pandas per
+request except when reasons are asked for. The offer policy (DESIGN sections 6 and 8): an offer
+is eligible when the customer's stage is in its ``eligible_stages``, the customer does not own
+its product (``exclude_if_owned``), it fits the request's channel, its cooldown passed, the
+customer's contact cap is not reached and the logged data support it (the uplift model knows
+customers like this one got it); the greedy choice is the eligible offer with the highest
+positive ``uplift x value - cost``, else no offer; with probability ``exploration`` the choice
+is instead uniform over the eligible offers and no offer, and every decision carries the
+probability of the action taken.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from features.online_vectors import OWNED, parse_owned
+from features.registry import REGISTRY
+from features.stages import assign_stages
+from serving.bundle import ModelBundle
+from serving.config import PolicyConfig
+from serving.inputs import FeatureRows, InputPlan
+from serving.ledger import Decision
+from training.policy import CONTROL, policy_probabilities
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Model outputs for n rows."""
+
+    churn: np.ndarray  # (n,)
+    stage_proba: np.ndarray  # (n, stages)
+    stage: np.ndarray  # (n,) current stage, object
+    uplift: np.ndarray  # (n, offers), NaN = unknown
+    supported: np.ndarray  # (n, offers) bool
+
+
+@dataclass(frozen=True)
+class Contacts:
+    """From the ledger: sends in the cap window ``(n,)``, days since each offer ``(n, offers)``."""
+
+    sends: np.ndarray
+    days_since: np.ndarray
+
+
+class Catalog:
+    """The offers the policy may choose, as arrays (only those the uplift model scores)."""
+
+    def __init__(self, offers: pd.DataFrame, scored: list[str]) -> None:
+        known = offers[offers["offer_id"].astype("str").isin(scored)].reset_index(drop=True)
+        self.ids = list(known["offer_id"].astype("str"))
+        self.kind = list(known["kind"].astype("str"))
+        self.value = known["value"].to_numpy(float)
+        self.cost = known["cost"].to_numpy(float)
+        self.cooldown = known["cooldown_days"].fillna(0).to_numpy(float)
+        self.channel = [None if pd.isna(c) else str(c) for c in known["channel"]]
+        self.stages = [_stage_set(s) for s in known["eligible_stages"]]
+        self.exclusive = [
+            None if pd.isna(f) or not f or pd.isna(p) else str(p)
+            for f, p in zip(known["exclude_if_owned"], known["product"], strict=True)
+        ]
+        self.model_column = np.array([scored.index(i) for i in self.ids], dtype=np.intp)
+
+
+class DecisionEngine:
+    """Scores and decides for feature rows with one loaded :class:`ModelBundle`."""
+
+    def __init__(self, bundle: ModelBundle, offers: pd.DataFrame, policy: PolicyConfig) -> None:
+        self.bundle, self.policy = bundle, policy
+        self.catalog = Catalog(offers, [str(k) for k in bundle.offers.offers_])
+        self.arms = [CONTROL, *self.catalog.ids]
+        self.stages = [str(c) for c in bundle.stage.classes_]
+        self.versions = bundle.versions
+        self._versions_json = json.dumps(self.versions, sort_keys=True)
+        self._plans: dict[tuple, InputPlan] = {}
+
+    # ---- scoring ------------------------------------------------------------------
+
+    def inputs(self, name: str, rows: FeatureRows) -> np.ndarray:
+        key = (name, rows.layout)
+        if key not in self._plans:
+            self._plans[key] = InputPlan(getattr(self.bundle, name), rows)
+        return self._plans[key].matrix(rows)
+
+    def score(self, rows: FeatureRows) -> Scores:
+        """Churn probability, stage probabilities, current stage and offer uplift per row."""
+        b = self.bundle
+        churn = b.churn.predict_proba(self.inputs("churn", rows))[:, 1]
+        stage_proba = b.stage.predict_proba(self.inputs("stage", rows))
+        x = self.inputs("offers", rows)
+        cols = self.catalog.model_column
+        uplift = b.offers.predict_uplift(x).to_numpy(dtype=float)[:, cols]
+        supported = b.offers.supported(x).to_numpy(dtype=bool)[:, cols]
+        return Scores(churn, stage_proba, current_stage(rows), uplift, supported)
+
+    # ---- policy -------------------------------------------------------------------
+
+    def eligibility(
+        self, rows: FeatureRows, scores: Scores, channel: str | None, contacts: Contacts
+    ) -> tuple[np.ndarray, list[list[str | None]]]:
+        """``(n, offers)`` booleans and, per row and offer, why it is not eligible (the first
+        rule it fails)."""
+        n, k = len(rows.customer_ids), len(self.catalog.ids)
+        ok = np.ones((n, k), bool)
+        why: list[list[str | None]] = [[None] * k for _ in range(n)]
+        for j in range(k):
+            for failed, reason in self._rules(j, rows, scores, channel, contacts):
+                for i in np.flatnonzero(failed & ok[:, j]):
+                    why[i][j] = reason(i)
+                ok[:, j] &= ~failed
+        return ok, why
+
+    def _rules(self, j: int, rows: FeatureRows, scores: Scores, channel, contacts) -> list:
+        """(failed mask, reason for row i) of each rule for offer ``j``, in the order shown."""
+        c, p, n = self.catalog, self.policy, len(rows.customer_ids)
+        stages, days = c.stages[j], contacts.days_since[:, j]
+        return [
+            (~np.isin(scores.stage, list(stages)) if stages else np.zeros(n, bool),
+             lambda i: f"stage {scores.stage[i]} not in {'|'.join(sorted(stages))}"),
+            (_owns(rows.text(OWNED), c.exclusive[j], n),
+             lambda i: f"already owns {c.exclusive[j]}"),
+            (np.full(n, channel is not None and c.channel[j] not in (None, channel)),
+             lambda i: f"offer goes by {c.channel[j]}, not {channel}"),
+            (days < c.cooldown[j],
+             lambda i: f"sent {days[i]:.1f} days ago (cooldown {c.cooldown[j]:.0f})"),
+            (contacts.sends >= p.contact_cap,
+             lambda i: f"contact cap {p.contact_cap} per {p.contact_window_days} days reached"),
+            (~scores.supported[:, j], lambda i: "outside what the campaign logs cover"),
+            (np.isnan(scores.uplift[:, j]), lambda i: "no uplift model for this offer"),
+        ]  # fmt: skip
+
+    def choose(
+        self, expected: np.ndarray, eligible: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Arm index (0 = no offer), its propensity and whether exploration chose it."""
+        value = np.where(eligible, expected, -np.inf)
+        best = value.argmax(axis=1) if value.shape[1] else np.zeros(len(value), np.intp)
+        greedy = np.where(value.max(axis=1, initial=-np.inf) > 0, best + 1, 0)
+        arms_ok = np.column_stack([np.ones(len(value), bool), eligible])
+        proba = policy_probabilities(
+            np.array(self.arms, dtype=object)[greedy], self.arms, self.policy.exploration, arms_ok
+        )
+        draw = rng.random(len(value))[:, None]
+        chosen = (draw > np.cumsum(proba, axis=1)).sum(axis=1).clip(max=len(self.arms) - 1)
+        return chosen, proba[np.arange(len(chosen)), chosen], chosen != greedy
+
+    # ---- decisions ----------------------------------------------------------------
+
+    def decide(
+        self,
+        rows: FeatureRows,
+        contacts: Contacts,
+        rng: np.random.Generator,
+        channel: str | None = None,
+        max_offers: int = 3,
+        explain: bool = False,
+    ) -> tuple[list[dict], list[Decision]]:
+        """Decisions for the found rows of ``rows`` (unknown ids are the caller's business)."""
+        scores = self.score(rows)
+        eligible, why = self.eligibility(rows, scores, channel, contacts)
+        c = self.catalog
+        expected = scores.uplift * c.value - c.cost
+        chosen, propensity, explored = self.choose(expected, eligible, rng)
+        reasons = self.reasons(rows) if explain else None
+        bands = np.digitize(scores.churn, self.policy.churn_bands)
+        as_of = None if rows.as_of is None else rows.as_of.isoformat()
+        out, logged = [], []
+        for i, customer in enumerate(rows.customer_ids):
+            arm = int(chosen[i])
+            offer = None if arm == 0 else c.ids[arm - 1]
+            value = 0.0 if arm == 0 else float(expected[i, arm - 1])
+            decision_id = uuid.uuid4().hex
+            out.append({
+                "customer_id": customer,
+                "stage": {"current": str(scores.stage[i]),
+                          "next": dict(zip(self.stages, scores.stage_proba[i].round(6).tolist(),
+                                           strict=True))},
+                "churn": {"probability": round(float(scores.churn[i]), 6),
+                          "risk_band": ("low", "medium", "high")[bands[i]],
+                          "reasons": None if reasons is None else reasons[i]},
+                "offers": self._ranked(i, scores, expected, eligible, why, max_offers),
+                "decision": {"decision_id": decision_id, "offer_id": offer,
+                             "propensity": float(propensity[i]), "explored": bool(explored[i]),
+                             "expected_value": value},
+                "models": self.versions,
+                "features_as_of": as_of,
+            })  # fmt: skip
+            logged.append(Decision(decision_id, customer, offer, float(propensity[i]),
+                                   bool(explored[i]), channel, value, self._versions_json,
+                                   as_of))  # fmt: skip
+        return out, logged
+
+    def _ranked(self, i, scores, expected, eligible, why, max_offers) -> list[dict]:
+        c = self.catalog
+        order = sorted(
+            range(len(c.ids)), key=lambda j: (not eligible[i, j], -_finite(expected[i, j]))
+        )
+        return [
+            {"offer_id": c.ids[j], "kind": c.kind[j], "uplift": _num(scores.uplift[i, j]),
+             "expected_value": _num(expected[i, j]), "eligible": bool(eligible[i, j]),
+             "ineligible_reason": why[i][j]}
+            for j in order[:max_offers]
+        ]  # fmt: skip
+
+    def reasons(self, rows: FeatureRows, top: int = 3) -> list[list[dict]]:
+        """The churn model's top positive feature contributions per row, readable."""
+        x = self.inputs("churn", rows)
+        names = [str(c) for c in self.bundle.churn.feature_names_in_]
+        found = self.bundle.churn.reasons(pd.DataFrame(x, columns=names), top=top)
+        col = {n: j for j, n in enumerate(names)}
+        return [
+            [{"feature": f, "label": _label(f), "value": _value(rows, i, f, x[i, col[f]]),
+              "contribution": round(v, 6)} for f, v in row]
+            for i, row in enumerate(found)
+        ]  # fmt: skip
+
+
+def current_stage(rows: FeatureRows) -> np.ndarray:
+    """The rule stage: materialised in the store, else computed from the numeric features."""
+    stage = rows.text("stage")
+    if stage is not None:
+        return np.array(["awareness" if s is None else s for s in stage], dtype=object)
+    frame = pd.DataFrame(rows.numeric, columns=list(rows.numeric_columns))
+    return assign_stages(frame).astype("str").to_numpy(dtype=object)
+
+
+def _stage_set(value: object) -> frozenset[str]:
+    if pd.isna(value) or not str(value).strip():
+        return frozenset()
+    return frozenset(s.strip() for s in str(value).split("|"))
+
+
+def _owns(owned: np.ndarray | None, product: str | None, n: int) -> np.ndarray:
+    if owned is None or product is None:
+        return np.zeros(n, bool)
+    return np.array([product in parse_owned(v) for v in owned], dtype=bool)
+
+
+def _finite(v: float) -> float:
+    return v if np.isfinite(v) else -np.inf
+
+
+def _num(v: float) -> float | None:
+    return None if not np.isfinite(v) else round(float(v), 6)
+
+
+def _label(feature: str) -> str:
+    spec = REGISTRY.get(feature)
+    return spec.definition if spec is not None else feature.replace("_", " ")
+
+
+def _value(rows: FeatureRows, i: int, feature: str, encoded: float) -> float | str | None:
+    text = rows.text(feature)
+    if text is not None:
+        return text[i]
+    return None if np.isnan(encoded) else round(float(encoded), 6)

@@ -1,0 +1,167 @@
+"""The feedback ledger: decisions the service made and what campaign apps report back.
+
+One SQLite file (WAL). ``decisions`` holds every decision with the propensity of the action
+chosen (for off-policy evaluation); ``feedback`` holds sends, opens, clicks and conversions,
+idempotent on the caller's ``event_id``; ``feedback_rejected`` keeps events that could not be
+matched to a decision, with the reason, so nothing a caller sent is lost. Feedback is
+committed with ``synchronous=FULL`` (on disk before the service answers 200); decisions with
+``NORMAL`` (safe across a crash of the service, not of the machine), which keeps ``/decide``
+fast. The ledger feeds contact caps and cooldowns (:meth:`FeedbackLedger.contacts`).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+EVENTS = ("sent", "opened", "clicked", "converted")
+_DDL = (
+    """CREATE TABLE IF NOT EXISTS decisions (
+        decision_id TEXT PRIMARY KEY, customer_id TEXT NOT NULL, offer_id TEXT,
+        propensity REAL NOT NULL, explored INTEGER NOT NULL, channel TEXT,
+        expected_value REAL, models TEXT NOT NULL, features_as_of TEXT,
+        decided_at REAL NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS feedback (
+        event_id TEXT PRIMARY KEY, decision_id TEXT, customer_id TEXT NOT NULL, offer_id TEXT,
+        event TEXT NOT NULL, revenue REAL, occurred_at REAL NOT NULL, received_at REAL NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS feedback_contacts ON feedback (customer_id, event, occurred_at)",
+    """CREATE TABLE IF NOT EXISTS feedback_rejected (
+        received_at REAL NOT NULL, event_id TEXT, reason TEXT NOT NULL, body TEXT NOT NULL)""",
+)
+_CONTACTS_SQL = """
+    SELECT customer_id, offer_id, MAX(occurred_at), SUM(occurred_at >= ?)
+    FROM feedback WHERE event = 'sent' AND customer_id IN (SELECT value FROM json_each(?))
+    GROUP BY customer_id, offer_id"""
+
+
+@dataclass(frozen=True)
+class Decision:
+    decision_id: str
+    customer_id: str
+    offer_id: str | None
+    propensity: float
+    explored: bool
+    channel: str | None
+    expected_value: float
+    models: str  # JSON of the model versions
+    features_as_of: str | None
+
+
+@dataclass(frozen=True)
+class FeedbackResult:
+    accepted: int
+    duplicates: int
+    rejected: list[dict]
+
+
+class FeedbackLedger:
+    """Thread-safe (one connection per thread and durability level) ledger in ``path``."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        with self._conn("FULL") as conn:
+            for ddl in _DDL:
+                conn.execute(ddl)
+
+    def _conn(self, synchronous: str) -> sqlite3.Connection:
+        key = f"conn_{synchronous}"
+        conn = getattr(self._local, key, None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={synchronous}")
+            setattr(self._local, key, conn)
+        return conn
+
+    def record_decisions(self, decisions: Sequence[Decision]) -> None:
+        now = time.time()
+        rows = [(d.decision_id, d.customer_id, d.offer_id, d.propensity, int(d.explored),
+                 d.channel, d.expected_value, d.models, d.features_as_of, now)
+                for d in decisions]  # fmt: skip
+        with self._conn("NORMAL") as conn:
+            conn.executemany("INSERT INTO decisions VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+
+    def decision(self, decision_id: str) -> Decision | None:
+        row = (
+            self._conn("NORMAL")
+            .execute(
+                "SELECT decision_id, customer_id, offer_id, propensity, explored, channel, "
+                "expected_value, models, features_as_of FROM decisions WHERE decision_id = ?",
+                (decision_id,),
+            )
+            .fetchone()
+        )
+        return None if row is None else Decision(*row[:4], bool(row[4]), *row[5:])
+
+    def record_feedback(
+        self, events: Iterable[dict], refused: Iterable[tuple[dict, str]] = ()
+    ) -> FeedbackResult:
+        """Store feedback events durably; each needs ``event_id``, ``event``, ``occurred_at``
+        (epoch seconds) and a ``decision_id`` or a ``customer_id`` (+ ``offer_id``).
+
+        Events the caller already ``refused`` (event, reason) and events that match no
+        decision are kept in ``feedback_rejected`` with their reason, in the same commit."""
+        now, rows, refused = time.time(), [], list(refused)
+        for event in events:
+            resolved = self._resolve(event)
+            if isinstance(resolved, str):
+                refused.append((event, resolved))
+                continue
+            rows.append((event["event_id"], event.get("decision_id"), *resolved, event["event"],
+                         event.get("revenue"), event["occurred_at"], now))  # fmt: skip
+        with self._conn("FULL") as conn:
+            before = conn.total_changes
+            conn.executemany("INSERT OR IGNORE INTO feedback VALUES (?,?,?,?,?,?,?,?)", rows)
+            accepted = conn.total_changes - before
+            conn.executemany(
+                "INSERT INTO feedback_rejected VALUES (?,?,?,?)",
+                [(now, e.get("event_id"), why, json.dumps(e, default=str)) for e, why in refused],
+            )
+        rejected = [{"event_id": e.get("event_id"), "error": why} for e, why in refused]
+        return FeedbackResult(accepted, len(rows) - accepted, rejected)
+
+    def _resolve(self, event: dict) -> tuple[str, str | None] | str:
+        """(customer_id, offer_id) of an event, or the reason it cannot be matched."""
+        if not event.get("decision_id"):
+            return event["customer_id"], event.get("offer_id")
+        found = self.decision(event["decision_id"])
+        if found is None:
+            return f"decision_id {event['decision_id']!r} is unknown to this ledger"
+        for key in ("customer_id", "offer_id"):
+            if event.get(key) is not None and event[key] != getattr(found, key):
+                return (f"{key} {event[key]!r} does not match decision {found.decision_id!r} "
+                        f"({key} {getattr(found, key)!r})")  # fmt: skip
+        return found.customer_id, found.offer_id
+
+    def contacts(
+        self, customer_ids: Sequence[str], offer_ids: Sequence[str], now: float, window_days: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Sends per customer in the last ``window_days`` ``(n,)`` and days since each offer
+        was last sent ``(n, offers)`` (NaN = never), from ``sent`` feedback."""
+        ids, offers = list(customer_ids), list(offer_ids)
+        sends, days = np.zeros(len(ids)), np.full((len(ids), len(offers)), np.nan)
+        row_of = {c: i for i, c in enumerate(ids)}  # duplicates share the last row
+        col_of = {o: j for j, o in enumerate(offers)}
+        start = now - window_days * 86400.0
+        found = self._conn("NORMAL").execute(_CONTACTS_SQL, (start, json.dumps(ids))).fetchall()
+        for customer, offer, last, recent in found:
+            i = row_of[customer]
+            sends[i] += recent
+            if offer in col_of:
+                days[i, col_of[offer]] = (now - last) / 86400.0
+        index = np.array([row_of[c] for c in ids], dtype=np.intp)
+        return sends[index], days[index]
+
+    def counts(self) -> dict[str, int]:
+        conn = self._conn("NORMAL")
+        return {table: conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+                for table in ("decisions", "feedback", "feedback_rejected")}  # fmt: skip

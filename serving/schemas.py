@@ -1,0 +1,124 @@
+"""Request and response models of the decision API (pydantic; the OpenAPI at /docs.json)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from serving.ledger import EVENTS
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Reason(BaseModel):
+    feature: str
+    label: str = Field(description="readable name of the feature")
+    value: float | str | None = Field(description="the customer's value of the feature")
+    contribution: float = Field(description="push toward churn on the log-odds scale")
+
+
+class Stage(BaseModel):
+    current: str
+    next: dict[str, float] = Field(description="probability of each stage at the horizon")
+
+
+class Churn(BaseModel):
+    probability: float
+    risk_band: Literal["low", "medium", "high"]
+    reasons: list[Reason] | None = None
+
+
+class OfferScore(BaseModel):
+    offer_id: str
+    kind: str
+    uplift: float | None = Field(description="conversion probability gained vs no offer")
+    expected_value: float | None = Field(description="uplift x value - cost")
+    eligible: bool
+    ineligible_reason: str | None = None
+
+
+class Choice(BaseModel):
+    decision_id: str
+    offer_id: str | None = Field(description="null = no offer")
+    propensity: float = Field(description="probability the policy had of choosing this")
+    explored: bool = Field(description="chosen by the exploration draw, not the greedy rule")
+    expected_value: float
+
+
+class CustomerDecision(BaseModel):
+    customer_id: str
+    stage: Stage
+    churn: Churn
+    offers: list[OfferScore]
+    decision: Choice
+    models: dict[str, str]
+    features_as_of: str | None
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class CustomerError(BaseModel):
+    customer_id: str
+    error: ErrorDetail
+
+
+class DecideResponse(BaseModel):
+    results: list[CustomerDecision | CustomerError]
+    models: dict[str, str]
+    features_as_of: str | None
+    store_version: int | None = None
+
+
+class EventIn(Strict):
+    """One event of a cold-start customer (the events contract's columns)."""
+
+    timestamp: str = Field(description="ISO-8601; naive = UTC")
+    event_type: str = Field(min_length=1)
+    amount: float | None = None
+    product: str | None = None
+    channel: str | None = None
+    offer_id: str | None = None
+
+
+class ColdCustomer(Strict):
+    customer_id: str = Field(min_length=1, max_length=200)
+    events: list[EventIn] = Field(min_length=1)
+    attributes: dict[str, str] = Field(
+        default_factory=dict, description="customers-table attributes, e.g. plan, region"
+    )
+
+
+class BatchFilter(Strict):
+    stages: list[str] | None = Field(None, description="current stages to include")
+    min_churn: float = Field(0.0, ge=0.0, le=1.0)
+    max_churn: float = Field(1.0, ge=0.0, le=1.0)
+    limit: int = Field(1000, ge=1, le=10_000)
+
+
+class FeedbackEvent(Strict):
+    event_id: str = Field(min_length=1, max_length=200, description="idempotency key")
+    event: Literal[EVENTS] = Field(description="sent, opened, clicked or converted")  # type: ignore[valid-type]
+    decision_id: str | None = Field(None, max_length=200)
+    customer_id: str | None = Field(None, max_length=200)
+    offer_id: str | None = Field(None, max_length=200)
+    revenue: float | None = Field(None, ge=0.0)
+    occurred_at: str | None = Field(None, description="ISO-8601; default: now")
+
+
+class FeedbackResponse(BaseModel):
+    accepted: int
+    duplicates: int
+    rejected: list[dict]
+
+
+class ModelsResponse(BaseModel):
+    source: str
+    models: dict[str, dict]
+    store: dict | None
+    policy: dict

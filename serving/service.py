@@ -1,0 +1,208 @@
+"""The decision service: ``bentoml serve serving.service:LifecycleService`` (or ``lifecycle
+serve``). A thin shell (DESIGN section 10): validate -> look up / build features with the same
+code as training -> predict and decide -> respond, logging every decision to the ledger.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Annotated
+
+import bentoml
+import numpy as np
+import pandas as pd
+from bentoml.exceptions import InvalidArgument, ServiceUnavailable
+from pydantic import Field
+
+from features.store import NoVersionError
+from serving import cold_start
+from serving.config import load_config
+from serving.engine import Contacts, DecisionEngine
+from serving.inputs import FeatureRows
+from serving.middleware import JsonOnly, ModelsEndpoint, TokenAuth
+from serving.schemas import (
+    BatchFilter,
+    ColdCustomer,
+    DecideResponse,
+    FeedbackEvent,
+    FeedbackResponse,
+)
+from serving.state import ServiceState
+
+CustomerId = Annotated[str, Field(min_length=1, max_length=200)]
+MaxOffers = Annotated[int, Field(ge=1, le=20, description="ranked offers returned")]
+
+
+@bentoml.service(name="lifecycle", traffic={"timeout": 120}, workers=1)
+class LifecycleService:
+    """Stage, churn risk with reasons and the next-best offer for each customer."""
+
+    def __init__(self) -> None:
+        self.config = load_config()
+        self.state = ServiceState(self.config)
+        self.state.try_load()
+        self.state.start_reloader()
+        self._rng = np.random.default_rng(self.config.seed)
+        self._rng_lock = threading.Lock()
+
+    def __is_ready__(self) -> bool:
+        return self.state.ready()
+
+    @bentoml.api(route="/decide")
+    def decide(
+        self,
+        customer_ids: Annotated[list[CustomerId], Field(min_length=1)],
+        channel: str | None = None,
+        explain: bool = False,
+        max_offers: MaxOffers = 3,
+    ) -> DecideResponse:
+        """Decisions for customers in the online store (unknown ids get an error entry)."""
+        _limit("customer_ids", customer_ids, self.config.max_ids, "use POST /batch for more")
+        engine = self._engine()
+        rows = self._lookup(customer_ids)
+        return self._respond(engine, rows, channel, max_offers, explain)
+
+    @bentoml.api(route="/score")
+    def score(
+        self,
+        customers: Annotated[list[ColdCustomer], Field(min_length=1, max_length=100)],
+        as_of: str | None = None,
+        channel: str | None = None,
+        explain: bool = False,
+        max_offers: MaxOffers = 3,
+    ) -> DecideResponse:
+        """Cold start: decisions for customers not in the store, from their recent events."""
+        n_events = sum(len(c.events) for c in customers)
+        if n_events > self.config.max_events:
+            raise InvalidArgument(f"customers[].events: at most {self.config.max_events} events "
+                                  f"per request; got {n_events}")  # fmt: skip
+        engine = self._engine()
+        version = self.state.store.current()
+        feature_set = version.feature_set if version is not None else "default"
+        try:
+            rows = cold_start.feature_rows(customers, as_of, feature_set)
+        except ValueError as err:
+            raise InvalidArgument(str(err)) from None
+        return self._respond(engine, rows, channel, max_offers, explain)
+
+    @bentoml.api(route="/batch")
+    def batch(
+        self,
+        customer_ids: list[CustomerId] | None = None,
+        filter: BatchFilter | None = None,  # noqa: A002 - the API's field name
+        channel: str | None = None,
+        explain: bool = False,
+        max_offers: MaxOffers = 1,
+    ) -> DecideResponse:
+        """A campaign audience: up to ``batch_max_ids`` ids, or a filter on stage and churn."""
+        if (customer_ids is None) == (filter is None):
+            raise InvalidArgument("send exactly one of customer_ids or filter")
+        engine = self._engine()
+        if customer_ids is not None:
+            _limit("customer_ids", customer_ids, self.config.batch_max_ids, "split the audience")
+            if not customer_ids:
+                raise InvalidArgument("customer_ids: send at least one id (or a filter)")
+            rows = self._lookup(customer_ids)
+        else:
+            rows = self._audience(engine, filter)
+        return self._respond(engine, rows, channel, max_offers, explain)
+
+    @bentoml.api(route="/feedback")
+    def feedback(
+        self, events: Annotated[list[FeedbackEvent], Field(min_length=1, max_length=10_000)]
+    ) -> FeedbackResponse:
+        """Sends, opens, clicks and conversions; idempotent on event_id, on disk before 200."""
+        records, refused = [], []
+        for event in events:
+            record, error = _feedback_record(event)
+            if error:
+                refused.append((event.model_dump(), error))
+            else:
+                records.append(record)
+        result = self.state.ledger.record_feedback(records, refused)
+        return FeedbackResponse(accepted=result.accepted, duplicates=result.duplicates,
+                                rejected=result.rejected)  # fmt: skip
+
+    # ---- shared private logic (never call one @bentoml.api from another) ------------
+
+    def _engine(self) -> DecisionEngine:
+        engine = self.state.engine
+        if engine is None:
+            raise ServiceUnavailable(f"models are not loaded: {self.state.error}")
+        return engine
+
+    def _lookup(self, ids: list[str]) -> FeatureRows:
+        try:
+            return self.state.lookup(ids)
+        except NoVersionError as err:
+            raise ServiceUnavailable(f"{err}; run `lifecycle features materialize`") from None
+
+    def _audience(self, engine: DecisionEngine, f: BatchFilter) -> FeatureRows:
+        try:
+            rows, scores = self.state.all_scores(engine)
+        except NoVersionError as err:
+            raise ServiceUnavailable(str(err)) from None
+        keep = (scores.churn >= f.min_churn) & (scores.churn <= f.max_churn)
+        if f.stages:
+            keep &= np.isin(scores.stage, f.stages)
+        picked = np.flatnonzero(keep)
+        picked = picked[np.argsort(-scores.churn[picked], kind="stable")][: f.limit]
+        return rows.take(picked)
+
+    def _respond(self, engine, rows: FeatureRows, channel, max_offers, explain) -> DecideResponse:
+        found = np.flatnonzero(rows.found)
+        known = rows.take(found)
+        contacts = Contacts(*self.state.ledger.contacts(
+            known.customer_ids, engine.catalog.ids, pd.Timestamp.now(tz="UTC").timestamp(),
+            self.config.policy.contact_window_days))  # fmt: skip
+        explain = explain and len(found) <= self.config.explain_max
+        with self._rng_lock:
+            seed = int(self._rng.integers(2**63))
+        decided, logged = [], []
+        if len(found):
+            decided, logged = engine.decide(known, contacts, np.random.default_rng(seed),
+                                            channel or None, max_offers, explain)  # fmt: skip
+            self.state.ledger.record_decisions(logged)
+        results: list[dict] = [{}] * len(rows.customer_ids)
+        for i, out in zip(found, decided, strict=True):
+            results[i] = out
+        for i in np.flatnonzero(~rows.found):
+            results[i] = _unknown(rows, i)
+        return DecideResponse.model_validate({
+            "results": results,
+            "models": engine.versions,
+            "features_as_of": None if rows.as_of is None else rows.as_of.isoformat(),
+            "store_version": rows.layout[1] if rows.layout[0] == "store" else None,
+        })  # fmt: skip
+
+
+def _limit(field: str, values: list, limit: int, hint: str) -> None:
+    if len(values) > limit:
+        raise InvalidArgument(f"{field}: at most {limit} per request; got {len(values)} ({hint})")
+
+
+def _unknown(rows: FeatureRows, i: int) -> dict:
+    customer = rows.customer_ids[i]
+    return {"customer_id": customer, "error": {
+        "code": "unknown_customer",
+        "message": f"customer {customer!r} is not in the online store (features as of "
+                   f"{rows.as_of}); send its events to POST /score for a cold-start decision",
+    }}  # fmt: skip
+
+
+def _feedback_record(event: FeedbackEvent) -> tuple[dict | None, str | None]:
+    if not event.decision_id and not event.customer_id:
+        return None, "needs decision_id, or customer_id (with offer_id for offer events)"
+    try:
+        at = pd.Timestamp(event.occurred_at) if event.occurred_at else pd.Timestamp.now("UTC")
+    except (ValueError, TypeError):
+        return None, f"occurred_at must be an ISO-8601 time; got {event.occurred_at!r}"
+    if pd.isna(at):
+        return None, f"occurred_at must be an ISO-8601 time; got {event.occurred_at!r}"
+    at = at.tz_localize("UTC") if at.tzinfo is None else at.tz_convert("UTC")
+    return {**event.model_dump(exclude={"occurred_at"}), "occurred_at": at.timestamp()}, None
+
+
+LifecycleService.add_asgi_middleware(TokenAuth)
+LifecycleService.add_asgi_middleware(ModelsEndpoint)
+LifecycleService.add_asgi_middleware(JsonOnly)

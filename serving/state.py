@@ -1,0 +1,129 @@
+"""What a service worker holds: the decision engine (swapped whole on reload), the online
+store, the ledger, and the cached scores of every stored customer for ``/batch`` filters.
+
+Reload: a daemon thread polls the registry's aliases every ``reload_seconds``; when a version
+changed it loads the new bundle *beside* the current one and then swaps one reference, so a
+request in flight finishes on the engine it started with and the next one gets the new one.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from features.store import NoVersionError, OnlineStore
+from serving import bundle as bundles
+from serving.config import ServiceConfig
+from serving.engine import DecisionEngine, Scores
+from serving.inputs import FeatureRows
+from serving.ledger import FeedbackLedger
+
+
+class ServiceState:
+    def __init__(self, config: ServiceConfig) -> None:
+        self.config = config
+        self.store = OnlineStore(config.store)
+        self.ledger = FeedbackLedger(config.ledger)
+        self.engine: DecisionEngine | None = None
+        self.error: str | None = None
+        self._scored: tuple[tuple, FeatureRows, Scores] | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self.reloads = 0
+
+    # ---- loading ------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Load the models (raising :class:`bundles.ModelsUnavailable` with a clear message)."""
+        if self.config.models == "registry":
+            import mlflow
+
+            from training.registry import tracking_uri
+
+            mlflow.set_tracking_uri(tracking_uri())
+            loaded = bundles.from_registry(self.config.alias)
+            catalog_path = self.config.offers
+            if catalog_path is None:
+                raise bundles.ModelsUnavailable(
+                    "serving from the registry needs the offer catalog: set `offers` "
+                    "(LIFECYCLE_OFFERS) to the catalog file, e.g. demo_data/offers.parquet"
+                )
+        else:
+            loaded = bundles.from_folder(self.config.models)
+            catalog_path = self.config.offers or f"{self.config.models}/offers.json"
+        engine = DecisionEngine(loaded, bundles.load_catalog(catalog_path), self.config.policy)
+        with self._lock:
+            self.engine, self._scored, self.error = engine, None, None
+
+    def try_load(self) -> None:
+        try:
+            self.load()
+        except (bundles.ModelsUnavailable, OSError, ValueError) as err:
+            self.error = str(err)
+
+    def ready(self) -> bool:
+        return self.engine is not None and self.store.current() is not None
+
+    def start_reloader(self) -> None:
+        if self.config.models != "registry" or self.config.reload_seconds <= 0:
+            return
+        threading.Thread(target=self._poll, name="model-reloader", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.config.reload_seconds):
+            self.reload_if_changed()
+
+    def reload_if_changed(self) -> bool:
+        """Reload when the registry's alias points at other versions than the loaded ones."""
+        try:
+            latest = bundles.registry_versions(self.config.alias)
+        except Exception as err:  # noqa: BLE001 - a registry hiccup must not kill the poller
+            self.error = f"registry poll failed: {err}"
+            return False
+        current = None if self.engine is None else self.engine.versions
+        if latest is None or latest == current:
+            return False
+        self.try_load()
+        self.reloads += self.engine is not None and self.engine.versions == latest
+        return True
+
+    # ---- features -----------------------------------------------------------------
+
+    def lookup(self, customer_ids: list[str]) -> FeatureRows:
+        return FeatureRows.from_lookup(self.store.lookup(customer_ids))
+
+    def all_scores(self, engine: DecisionEngine) -> tuple[FeatureRows, Scores]:
+        """Scores of every customer in the current store version (cached per version)."""
+        version = self.store.current()
+        if version is None:
+            raise NoVersionError(f"the online store {self.store.path} has no version yet")
+        key = (version.version, engine.versions.__repr__())
+        cached = self._scored
+        if cached is None or cached[0] != key:
+            rows = self.lookup(self.store.customer_ids())
+            cached = (key, rows, engine.score(rows))
+            self._scored = cached
+        return cached[1], cached[2]
+
+
+def models_summary(state: ServiceState) -> dict:
+    """What ``GET /models`` answers."""
+    from dataclasses import asdict
+
+    engine, version = state.engine, state.store.current()
+    store = None if version is None else {
+        "version": version.version, "feature_set": version.feature_set,
+        "as_of": version.as_of.isoformat(), "customers": version.n_customers,
+    }  # fmt: skip
+    return {
+        "ready": state.ready(),
+        "error": state.error,
+        "source": None if engine is None else engine.bundle.source,
+        "models": {} if engine is None else {n: asdict(i) for n, i in engine.bundle.info.items()},
+        "offers": [] if engine is None else engine.catalog.ids,
+        "store": store,
+        "policy": state.config.policy.model_dump(),
+        "reloads": state.reloads,
+    }

@@ -1,0 +1,139 @@
+"""The decision engine on hand-made models and rows: eligibility rules, the greedy choice,
+exploration propensities, inputs from the store layout (no MLflow, no server)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from serving.bundle import ModelBundle, ModelInfo
+from serving.config import PolicyConfig
+from serving.engine import Contacts, DecisionEngine
+from serving.inputs import FeatureRows, InputPlan
+
+OFFERS = pd.DataFrame({
+    "offer_id": ["up", "xs", "wb"], "kind": ["upsell", "cross_sell", "winback"],
+    "product": ["premium", None, None], "value": [50.0, 10.0, 20.0], "cost": [1.0, 0.5, 2.0],
+    "eligible_stages": ["retention|advocacy", None, "churned"],
+    "exclude_if_owned": [True, False, False], "cooldown_days": [30, 7, 60],
+    "channel": ["email", "app", None],
+})  # fmt: skip
+
+
+class Fixed:
+    """A stand-in estimator: churn = x0, stage = one-hot of x1, uplift = x2 * (1, 2, 3)."""
+
+    feature_names_in_ = np.array(["x0", "x1", "x2", "plan"], dtype=object)
+    categories_ = {"plan": ["basic", "premium"]}
+    classes_ = np.array(["retention", "churned"])
+    offers_ = ["up", "wb", "xs"]
+
+    def predict_proba(self, X):
+        if X.shape[1] and np.all(X[:, 0] <= 1):
+            p = X[:, 0]
+            return np.column_stack([1 - p, p])
+        raise AssertionError
+
+    def predict_uplift(self, X):
+        return pd.DataFrame(X[:, [2]] * np.array([[1.0, 3.0, 2.0]]), columns=self.offers_)
+
+    def supported(self, X):
+        return pd.DataFrame(np.ones((len(X), 3), bool), columns=self.offers_)
+
+
+class Stage(Fixed):
+    def predict_proba(self, X):
+        return np.column_stack([1 - X[:, 1], X[:, 1]])
+
+
+def engine(exploration: float = 0.0, cap: int = 3) -> DecisionEngine:
+    info = {
+        n: ModelInfo(n, f"lifecycle-{n}", "7", None, None) for n in ("churn", "stage", "offers")
+    }
+    bundle = ModelBundle(Fixed(), Stage(), Fixed(), info, "test")
+    return DecisionEngine(bundle, OFFERS, PolicyConfig(exploration=exploration, contact_cap=cap))
+
+
+def rows(x: list[list[float]], stage: list[str], owned: list[str], plan=None) -> FeatureRows:
+    n = len(x)
+    plan = plan or ["basic"] * n
+    return FeatureRows(
+        tuple(f"c{i}" for i in range(n)), np.array(x, float), ("x2", "x0", "x1"),
+        {"stage": np.array(stage, object), "owned_products": np.array(owned, object),
+         "plan": np.array(plan, object)},
+        np.ones(n, bool), pd.Timestamp("2025-01-01", tz="UTC"), ("store", 1),
+    )  # fmt: skip
+
+
+def no_contacts(n: int, k: int = 3) -> Contacts:
+    return Contacts(np.zeros(n), np.full((n, k), np.nan))
+
+
+def test_input_plan_maps_store_columns_and_training_categories():
+    r = rows([[0.1, 0.2, 0.3]], ["retention"], [""], plan=["premium"])
+    x = InputPlan(Fixed(), r).matrix(r)
+    # store order is (x2, x0, x1); the model wants (x0, x1, x2, plan) with plan as its code
+    np.testing.assert_array_equal(x, [[0.2, 0.3, 0.1, 1.0]])
+    unseen = rows([[0.1, 0.2, 0.3]], ["retention"], [""], plan=["gold"])
+    assert np.isnan(InputPlan(Fixed(), unseen).matrix(unseen)[0, 3])
+
+
+def test_input_plan_names_columns_the_store_lacks():
+    r = FeatureRows(("c",), np.zeros((1, 1)), ("x0",), {}, np.ones(1, bool), None, ("store", 1))
+    with pytest.raises(ValueError, match=r"lacks 3 column\(s\).*x1"):
+        InputPlan(Fixed(), r)
+
+
+def test_greedy_choice_is_the_best_eligible_positive_value_and_reasons_name_the_rule():
+    # uplift x2=0.1: up 0.1*50-1=4, wb 0.3*20-2=4 (stage churned only), xs 0.2*10-.5=1.5
+    r = rows([[0.1, 0.4, 0.0], [0.1, 0.4, 0.0], [0.1, 0.4, 0.0]],
+             ["retention", "retention", "churned"], ["", "premium", ""])  # fmt: skip
+    out, logged = engine().decide(r, no_contacts(3), np.random.default_rng(0))
+    assert [o["decision"]["offer_id"] for o in out] == ["up", "xs", "wb"]
+    assert all(o["decision"]["propensity"] == 1.0 for o in out)  # no exploration
+    assert out[0]["decision"]["expected_value"] == pytest.approx(4.0)
+    offers = {o["offer_id"]: o for o in out[1]["offers"]}
+    assert offers["up"]["ineligible_reason"] == "already owns premium"
+    assert "stage retention not in churned" in offers["wb"]["ineligible_reason"]
+    assert out[0]["churn"]["probability"] == pytest.approx(0.4)
+    assert out[0]["churn"]["risk_band"] == "medium"
+    assert [d.offer_id for d in logged] == ["up", "xs", "wb"]
+    assert len({d.decision_id for d in logged}) == 3
+
+
+def test_no_offer_when_nothing_has_positive_value():
+    r = rows([[0.01, 0.1, 0.0]], ["retention"], [""])  # up .5-1<0, xs .2-.5<0
+    out, _ = engine().decide(r, no_contacts(1), np.random.default_rng(0))
+    assert out[0]["decision"]["offer_id"] is None and out[0]["decision"]["expected_value"] == 0.0
+
+
+def test_channel_cooldown_and_contact_cap():
+    r = rows([[0.1, 0.4, 0.0]] * 3, ["retention"] * 3, [""] * 3)
+    days = np.full((3, 3), np.nan)
+    days[1, 0] = 5.0  # "up" sent 5 days ago: cooldown 30
+    contacts = Contacts(np.array([0.0, 0.0, 3.0]), days)
+    out, _ = engine(cap=3).decide(r, contacts, np.random.default_rng(0), channel="email")
+    assert out[0]["decision"]["offer_id"] == "up"
+    up = {o["offer_id"]: o for o in out[1]["offers"]}["up"]
+    assert up["ineligible_reason"].startswith("sent 5.0 days ago")
+    xs = {o["offer_id"]: o for o in out[1]["offers"]}["xs"]
+    assert xs["ineligible_reason"] == "offer goes by app, not email"
+    assert out[1]["decision"]["offer_id"] is None
+    assert out[2]["decision"]["offer_id"] is None
+    capped = {o["offer_id"]: o for o in out[2]["offers"]}["up"]  # first failing rule is shown
+    assert capped["ineligible_reason"] == "contact cap 3 per 30 days reached"
+
+
+def test_exploration_propensities_match_the_draws():
+    n, eps = 4000, 0.3
+    r = rows([[0.1, 0.4, 0.0]] * n, ["retention"] * n, [""] * n)  # eligible: up, xs (+ none)
+    out, _ = engine(exploration=eps).decide(r, no_contacts(n), np.random.default_rng(1))
+    chosen = pd.Series([o["decision"]["offer_id"] or "none" for o in out])
+    propensity = pd.Series([o["decision"]["propensity"] for o in out])
+    expected = {"up": 1 - eps + eps / 3, "xs": eps / 3, "none": eps / 3}
+    for arm, p in expected.items():
+        np.testing.assert_allclose(propensity[chosen == arm], p)
+        assert abs((chosen == arm).mean() - p) < 4 * np.sqrt(p * (1 - p) / n)
+    explored = pd.Series([o["decision"]["explored"] for o in out])
+    assert explored[chosen != "up"].all() and not explored[chosen == "up"].any()

@@ -1,0 +1,118 @@
+"""The feedback ledger (idempotent, durable, contacts), the service config and the token
+middleware, without a server."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+
+from serving.config import ServiceConfig, load_config
+from serving.ledger import Decision, FeedbackLedger
+from serving.middleware import TokenAuth
+
+DAY = 86400.0
+
+
+def decision(i: int, customer: str = "c1", offer: str | None = "up") -> Decision:
+    return Decision(f"d{i}", customer, offer, 0.9, False, None, 1.0, "{}", None)
+
+
+def test_feedback_is_idempotent_on_event_id_and_survives_a_reopen(tmp_path):
+    ledger = FeedbackLedger(tmp_path / "l.sqlite")
+    ledger.record_decisions([decision(1)])
+    event = {"event_id": "e1", "event": "sent", "decision_id": "d1", "occurred_at": time.time()}
+    first = ledger.record_feedback([event, {**event, "event_id": "e2", "event": "converted",
+                                            "revenue": 12.5}])  # fmt: skip
+    again = ledger.record_feedback([event])
+    assert (first.accepted, first.duplicates, again.accepted, again.duplicates) == (2, 0, 0, 1)
+    reopened = FeedbackLedger(tmp_path / "l.sqlite")  # another process would see the same
+    assert reopened.counts() == {"decisions": 1, "feedback": 2, "feedback_rejected": 0}
+
+
+def test_unmatched_and_refused_events_are_kept_with_their_reason(tmp_path):
+    ledger = FeedbackLedger(tmp_path / "l.sqlite")
+    ledger.record_decisions([decision(1)])
+    now = time.time()
+    result = ledger.record_feedback(
+        [{"event_id": "e1", "event": "sent", "decision_id": "nope", "occurred_at": now},
+         {"event_id": "e2", "event": "sent", "decision_id": "d1", "customer_id": "c9",
+          "occurred_at": now}],
+        refused=[({"event_id": "e3"}, "needs decision_id")],
+    )  # fmt: skip
+    assert result.accepted == 0
+    assert [r["event_id"] for r in result.rejected] == ["e3", "e1", "e2"]
+    assert "unknown to this ledger" in result.rejected[1]["error"]
+    assert "customer_id 'c9' does not match decision 'd1'" in result.rejected[2]["error"]
+    assert ledger.counts()["feedback_rejected"] == 3
+
+
+def test_contacts_count_sends_in_the_window_and_days_since_each_offer(tmp_path):
+    ledger = FeedbackLedger(tmp_path / "l.sqlite")
+    now = 1_000 * DAY
+    sends = [("c1", "up", now - 2 * DAY), ("c1", "up", now - 40 * DAY), ("c1", "xs", now - DAY),
+             ("c2", "xs", now - 50 * DAY)]  # fmt: skip
+    ledger.record_feedback(
+        [{"event_id": f"e{i}", "event": "sent", "customer_id": c, "offer_id": o, "occurred_at": t}
+         for i, (c, o, t) in enumerate(sends)]
+        + [{"event_id": "open", "event": "opened", "customer_id": "c1", "offer_id": "up",
+            "occurred_at": now}]
+    )  # fmt: skip
+    count, days = ledger.contacts(["c1", "c3", "c2", "c1"], ["up", "xs", "wb"], now, 30)
+    np.testing.assert_array_equal(count, [2, 0, 0, 2])
+    np.testing.assert_allclose(days[0], [2.0, 1.0, np.nan])
+    assert np.isnan(days[1]).all()
+    np.testing.assert_allclose(days[2], [np.nan, 50.0, np.nan])
+
+
+def test_config_from_env_overrides_yaml_and_names_bad_fields(tmp_path):
+    path = tmp_path / "service.yaml"
+    path.write_text("store: s.sqlite\npolicy:\n  contact_cap: 5\n")
+    cfg = load_config({"LIFECYCLE_SERVICE_CONFIG": str(path), "LIFECYCLE_EXPLORATION": "0.1"})
+    assert cfg.store.name == "s.sqlite" and cfg.policy.contact_cap == 5 and cfg.exploration == 0.1
+    path.write_text("stor: s.sqlite\n")
+    with pytest.raises(ValueError, match=r"service.yaml: invalid ServiceConfig: stor"):
+        load_config({"LIFECYCLE_SERVICE_CONFIG": str(path)})
+    with pytest.raises(ValueError, match="churn_bands must satisfy"):
+        ServiceConfig(policy={"churn_bands": (0.6, 0.3)})
+    with pytest.raises(ValueError, match=r"LIFECYCLE_EXPLORATION.*less than or equal to 0.5"):
+        load_config({"LIFECYCLE_EXPLORATION": "0.9"})
+
+
+def call(app, path: str, headers: dict[str, str]) -> int:
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "path": path,
+             "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()]}  # fmt: skip
+    asyncio.run(app(scope, None, send))
+    return sent[0]["status"]
+
+
+async def ok(scope, receive, send):
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "status"),
+    [
+        ("/decide", {}, 401),
+        ("/decide", {"Authorization": "Bearer wrong"}, 401),
+        ("/decide", {"Authorization": "Bearer s3cret"}, 200),
+        ("/decide", {"X-API-Key": "s3cret"}, 200),
+        ("/livez", {}, 200),
+        ("/readyz", {}, 200),
+        ("/metrics", {}, 200),
+    ],
+)
+def test_token_middleware(path, headers, status):
+    assert call(TokenAuth(ok, token="s3cret"), path, headers) == status
+
+
+def test_an_empty_token_means_open_and_a_service_not_started_refuses():
+    assert call(TokenAuth(ok, token=""), "/decide", {}) == 200
+    assert call(TokenAuth(ok), "/decide", {"Authorization": "Bearer x"}) == 401

@@ -1,0 +1,263 @@
+"""The decision API through its ASGI app (in process): endpoints, bad input, the ledger
+loop, cold start, auth and model reload on promotion."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+from starlette.testclient import TestClient
+
+from serving.bundle import from_registry
+from serving.service import LifecycleService
+from training.registry import log_estimator
+from training.tracking import KINDS, REGISTERED_NAMES
+
+
+@pytest.fixture(scope="module")
+def app():
+    """One ASGI app per process (its Prometheus metrics register once); each TestClient
+    context runs its lifespan, so a fresh service instance reads the env of its test."""
+    return LifecycleService.to_asgi()
+
+
+@pytest.fixture
+def client(app, service_env):
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+def ids(world, n: int) -> list[str]:
+    return world["vectors"]["customer_id"].astype("str").head(n).tolist()
+
+
+def test_probes_docs_and_models(client):
+    assert client.get("/livez").status_code == 200
+    assert client.get("/readyz").status_code == 200
+    spec = client.get("/docs.json").json()
+    assert {"/decide", "/score", "/batch", "/feedback"} <= set(spec["paths"])
+    models = client.get("/models").json()
+    assert models["ready"] and set(models["models"]) == {"churn", "stage", "offers"}
+    churn = models["models"]["churn"]
+    assert churn["version"] == "1" and churn["trained_at"] and "roc_auc" in churn["metrics"]
+    assert models["store"]["customers"] > 1000 and models["policy"]["exploration"] == 0.05
+
+
+def test_decide_answers_each_customer_and_flags_unknown_ids(client, world):
+    known = ids(world, 3)
+    body = client.post(
+        "/decide",
+        json={"customer_ids": [known[0], "ghost", *known[1:]], "explain": True, "max_offers": 2},
+    ).json()
+    results = body["results"]
+    assert [r["customer_id"] for r in results] == [known[0], "ghost", *known[1:]]
+    assert (
+        results[1]["error"]["code"] == "unknown_customer"
+        and "/score" in results[1]["error"]["message"]
+    )
+    first = results[0]
+    assert first["stage"]["current"] in first["stage"]["next"]
+    assert sum(first["stage"]["next"].values()) == pytest.approx(1.0, abs=1e-4)
+    assert 0 <= first["churn"]["probability"] <= 1 and first["churn"]["risk_band"] in (
+        "low",
+        "medium",
+        "high",
+    )
+    reasons = first["churn"]["reasons"]
+    assert reasons and all(r["contribution"] > 0 and r["label"] != r["feature"] for r in reasons)
+    assert len(first["offers"]) == 2 and {"uplift", "expected_value", "eligible"} <= set(
+        first["offers"][0]
+    )
+    decision = first["decision"]
+    assert len(decision["decision_id"]) == 32 and 0 < decision["propensity"] <= 1
+    assert body["models"] == {"churn": "1", "stage": "1", "offers": "1"} == first["models"]
+    assert body["features_as_of"] == first["features_as_of"] and body["store_version"] == 1
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "says"),
+    [
+        ("/decide", {"customer_ids": []}, "customer_ids"),
+        ("/decide", {"customer_ids": "c1"}, "customer_ids"),
+        ("/decide", {"customer_ids": ["c1"] * 1001}, "at most 1000"),
+        ("/decide", {"customer_ids": ["c1"], "max_offers": 0}, "max_offers"),
+        ("/decide", {}, "customer_ids"),
+        ("/batch", {}, "exactly one of customer_ids or filter"),
+        ("/batch", {"customer_ids": ["c1"] * 10_001}, "at most 10000"),
+        ("/batch", {"filter": {"limit": 0}}, "limit"),
+        ("/batch", {"filter": {"min_churn": 2}}, "min_churn"),
+        ("/feedback", {"events": [{"event_id": "e", "event": "bought"}]}, "event"),
+        ("/score", {"customers": [{"customer_id": "n", "events": []}]}, "events"),
+    ],
+)
+def test_bad_input_is_a_4xx_naming_the_field(client, path, body, says):
+    response = client.post(path, json=body)
+    assert 400 <= response.status_code < 500, response.text
+    assert says in response.text
+
+
+def test_malformed_json_is_a_4xx(client):
+    response = client.post(
+        "/decide", content=b"{not json", headers={"content-type": "application/json"}
+    )
+    assert 400 <= response.status_code < 500
+
+
+def test_batch_filter_returns_the_riskiest_customers_of_the_stages(client):
+    body = client.post(
+        "/batch",
+        json={"filter": {"stages": ["at_risk", "retention"], "min_churn": 0.05, "limit": 25}},
+    ).json()
+    results = body["results"]
+    risk = [r["churn"]["probability"] for r in results]
+    assert 0 < len(results) <= 25 and risk == sorted(risk, reverse=True) and min(risk) >= 0.05
+    assert {r["stage"]["current"] for r in results} <= {"at_risk", "retention"}
+
+
+def test_feedback_is_idempotent_and_feeds_cooldown(client, world):
+    audience = client.post("/batch", json={"customer_ids": ids(world, 400)}).json()["results"]
+    sent = next(r for r in audience if r["decision"]["offer_id"])
+    decision = sent["decision"]
+    event = {"event_id": "evt-1", "event": "sent", "decision_id": decision["decision_id"]}
+    first = client.post("/feedback", json={"events": [event]}).json()
+    again = client.post(
+        "/feedback", json={"events": [event, {"event_id": "evt-2", "event": "sent"}]}
+    ).json()
+    assert first == {"accepted": 1, "duplicates": 0, "rejected": []}
+    assert again["accepted"] == 0 and again["duplicates"] == 1
+    assert (
+        again["rejected"][0]["event_id"] == "evt-2"
+        and "decision_id" in again["rejected"][0]["error"]
+    )
+    after = client.post(
+        "/decide", json={"customer_ids": [sent["customer_id"]], "max_offers": 20}
+    ).json()["results"][0]
+    offer = next(o for o in after["offers"] if o["offer_id"] == decision["offer_id"])
+    assert not offer["eligible"] and "cooldown" in offer["ineligible_reason"]
+
+
+def test_cold_start_scores_customers_from_their_events(client, world):
+    events = [
+        {"timestamp": "2025-09-01T10:00:00Z", "event_type": "signup"},
+        {
+            "timestamp": "2025-09-20T10:00:00Z",
+            "event_type": "purchase",
+            "amount": 40.0,
+            "product": "starter_kit",
+        },
+    ]
+    body = {
+        "customers": [
+            {"customer_id": "new-1", "events": events, "attributes": {"plan": "standard"}}
+        ],
+        "as_of": "2025-10-01T00:00:00Z",
+        "explain": True,
+    }
+    result = client.post("/score", json=body).json()["results"][0]
+    assert result["customer_id"] == "new-1" and result["stage"]["current"] == "purchase"
+    assert result["features_as_of"].startswith("2025-10-01") and result["decision"]["decision_id"]
+    bad = {
+        "customers": [
+            {
+                "customer_id": "n",
+                "events": [
+                    {"timestamp": "2025-09-01T10:00:00Z", "event_type": "purchase", "amount": -3.0}
+                ],
+            }
+        ]
+    }
+    response = client.post("/score", json=bad)
+    assert response.status_code == 400 and "events.amount must be >= 0" in response.text
+    response = client.post(
+        "/score",
+        json={
+            "customers": [
+                {"customer_id": "n", "events": [{"timestamp": "yesterday", "event_type": "signup"}]}
+            ]
+        },
+    )
+    assert response.status_code == 400 and "'yesterday'" in response.text
+
+
+def test_api_token_guards_the_api_but_not_probes(app, service_env, monkeypatch, world):
+    monkeypatch.setenv("LIFECYCLE_API_TOKEN", "s3cret")
+    with TestClient(app) as client:
+        body = {"customer_ids": ids(world, 1)}
+        assert client.post("/decide", json=body).status_code == 401
+        assert (
+            client.post(
+                "/decide", json=body, headers={"Authorization": "Bearer s3cret"}
+            ).status_code
+            == 200
+        )
+        assert client.get("/readyz").status_code == 200 and client.get("/livez").status_code == 200
+        assert client.get("/models").status_code == 401
+
+
+def test_not_ready_without_models(app, service_env, monkeypatch, tmp_path):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'empty.db'}")
+    with TestClient(app) as client:
+        assert client.get("/readyz").status_code == 503
+        assert client.post("/decide", json={"customer_ids": ["c1"]}).status_code == 503
+        models = client.get("/models").json()  # BentoML hides 5xx messages: /models says why
+        assert not models["ready"] and "lifecycle train" in models["error"]
+
+
+def republish_champions(uri: str) -> dict[str, str]:
+    """Register the champions again as new versions and move `champion` to them."""
+    mlflow.set_tracking_uri(uri)
+    bundle, client, versions = from_registry(), MlflowClient(), {}
+    example = mlflow.pyfunc.load_model("models:/lifecycle-churn@champion").input_example
+    with mlflow.start_run(run_name="republish"):
+        for name, registered in REGISTERED_NAMES.items():
+            estimator = getattr(bundle, name)
+            X = example if name != "offers" else _offers_example(estimator, example)
+            new = log_estimator(estimator, KINDS[name], name, X, registered)
+            client.set_registered_model_alias(registered, "champion", new.version)
+            versions[name] = new.version
+    return versions
+
+
+def loaded(client) -> dict[str, str]:
+    return {n: m["version"] for n, m in client.get("/models").json()["models"].items()}
+
+
+def _offers_example(estimator, example):
+    return example.reindex(columns=list(estimator.feature_names_in_))
+
+
+def test_promotion_is_picked_up_without_restart_while_requests_keep_succeeding(
+    app, service_env, monkeypatch, world
+):
+    monkeypatch.setenv("LIFECYCLE_RELOAD_SECONDS", "0.2")
+    body = {"customer_ids": ids(world, 5)}
+    with TestClient(app) as client:
+        before = client.post("/decide", json=body).json()["models"]
+        statuses, seen, stop = [], set(), threading.Event()
+
+        def hammer():
+            while not stop.is_set():
+                response = client.post("/decide", json=body)
+                statuses.append(response.status_code)
+                seen.add(
+                    response.json()["models"]["churn"] if response.status_code == 200 else None
+                )
+
+        with ThreadPoolExecutor(4) as pool:
+            for _ in range(4):
+                pool.submit(hammer)
+            versions = republish_champions(world["uri"])
+            deadline = time.time() + 60
+            while loaded(client) != versions:
+                assert time.time() < deadline, "the new champions were not loaded within 60 s"
+                time.sleep(0.2)
+            time.sleep(0.5)
+            stop.set()
+        assert before["churn"] != versions["churn"]
+        assert statuses and set(statuses) == {200}
+        assert {before["churn"], versions["churn"]} <= seen
+        assert client.post("/decide", json=body).json()["models"] == versions
