@@ -19,6 +19,7 @@ from serving import cold_start
 from serving.config import load_config
 from serving.engine import Contacts, DecisionEngine
 from serving.inputs import FeatureRows
+from serving.metrics import count_decisions, count_feedback
 from serving.middleware import JsonOnly, ModelsEndpoint, TokenAuth
 from serving.schemas import (
     BatchFilter,
@@ -120,6 +121,7 @@ class LifecycleService:
             else:
                 records.append(record)
         result = self.state.ledger.record_feedback(records, refused)
+        count_feedback(result.accepted, result.duplicates, len(result.rejected))
         return FeedbackResponse(accepted=result.accepted, duplicates=result.duplicates,
                                 rejected=result.rejected)  # fmt: skip
 
@@ -160,9 +162,14 @@ class LifecycleService:
             seed = int(self._rng.integers(2**63))
         decided, logged = [], []
         if len(found):
-            decided, logged = engine.decide(known, contacts, np.random.default_rng(seed),
-                                            channel or None, max_offers, explain)  # fmt: skip
+            try:
+                decided, logged = engine.decide(known, contacts, np.random.default_rng(seed),
+                                                channel or None, max_offers, explain)  # fmt: skip
+            except ValueError as err:  # the store does not hold what the models need
+                self.state.error = str(err)
+                raise ServiceUnavailable(str(err)) from None
             self.state.ledger.record_decisions(logged)
+            count_decisions(logged)
         results: list[dict] = [{}] * len(rows.customer_ids)
         for i, out in zip(found, decided, strict=True):
             results[i] = out

@@ -84,11 +84,15 @@ def test_python_client_and_plain_http(server, world):
     assert models["source"].endswith("export") and models["ready"]
 
 
-def test_probes_and_metrics_stay_open(server):
+def test_probes_and_metrics_stay_open(server, world):
     for path in ("/livez", "/readyz", "/metrics"):
         assert httpx.get(server["url"] + path).status_code == 200, path
+    known = str(world["vectors"]["customer_id"].iloc[0])
+    body = {"customer_ids": ["ghost", known]}
+    httpx.post(f"{server['url']}/decide", json=body, headers=server["headers"])
     metrics = httpx.get(server["url"] + "/metrics").text
     assert "bentoml_service_request_total" in metrics
+    assert 'lifecycle_decisions_total{explored="' in metrics
 
 
 def test_fuzzing_the_openapi_spec_finds_no_server_error(server, tmp_path):

@@ -38,6 +38,7 @@ def ids(world, n: int) -> list[str]:
 def test_probes_docs_and_models(client):
     assert client.get("/livez").status_code == 200
     assert client.get("/readyz").status_code == 200
+    assert "<html" in client.get("/").text.lower()  # the interactive docs page
     spec = client.get("/docs.json").json()
     assert {"/decide", "/score", "/batch", "/feedback"} <= set(spec["paths"])
     models = client.get("/models").json()

@@ -1,0 +1,40 @@
+"""The service's own Prometheus counters, beside BentoML's request metrics at ``/metrics``.
+
+Created on first use, inside the worker (BentoML sets ``PROMETHEUS_MULTIPROC_DIR`` there
+after importing the service module), once per process.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from functools import cache
+
+
+@cache
+def _counters() -> dict:
+    import prometheus_client
+
+    return {
+        "decisions": prometheus_client.Counter(
+            "lifecycle_decisions", "Decisions made, by offer chosen (none = no offer) and "
+            "whether exploration chose it", ["offer", "explored"],
+        ),
+        "feedback": prometheus_client.Counter(
+            "lifecycle_feedback_events", "Feedback events received, by result",
+            ["result"],
+        ),
+    }  # fmt: skip
+
+
+def count_decisions(decisions: list) -> None:
+    """Count ``serving.ledger.Decision`` records by (offer, explored)."""
+    counter = _counters()["decisions"]
+    for (offer, explored), n in Counter((d.offer_id, d.explored) for d in decisions).items():
+        counter.labels(offer=offer or "none", explored=str(explored).lower()).inc(n)
+
+
+def count_feedback(accepted: int, duplicates: int, rejected: int) -> None:
+    counter = _counters()["feedback"]
+    for result, n in (("accepted", accepted), ("duplicate", duplicates), ("rejected", rejected)):
+        if n:
+            counter.labels(result=result).inc(n)
