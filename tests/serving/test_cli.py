@@ -1,0 +1,47 @@
+"""``lifecycle export`` and the serving commands' help and errors."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from serving.cli import app
+
+runner = CliRunner()
+
+
+def test_serving_commands_have_help():
+    for command in ("serve", "export"):
+        result = runner.invoke(app, [command, "--help"])
+        assert result.exit_code == 0 and "Usage" in result.output
+
+
+def test_export_writes_a_registry_free_folder(world, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", world["uri"])
+    out = tmp_path / "models"
+    result = runner.invoke(
+        app, ["export", "--out", str(out), "--data", str(world["folder"] / "data")]
+    )
+    assert result.exit_code == 0, result.output
+    assert "exported churn v1, stage v1, offers v1" in result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert (
+        manifest["models"]["churn"]["version"] == "1" and manifest["source"] == "registry@champion"
+    )
+    assert {p.name for p in out.iterdir()} >= {
+        "churn.joblib",
+        "stage.joblib",
+        "offers.joblib",
+        "offers.json",
+    }
+
+
+def test_export_says_what_is_missing(world, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'empty.db'}")
+    result = runner.invoke(app, ["export", "--out", str(tmp_path / "m")])
+    assert result.exit_code == 1 and "--offers FILE or --data FOLDER" in result.output
+    result = runner.invoke(
+        app, ["export", "--data", str(world["folder"] / "data"), "--out", str(tmp_path / "m")]
+    )
+    assert result.exit_code == 1 and "lifecycle train" in result.output
