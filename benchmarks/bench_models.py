@@ -1,11 +1,22 @@
-"""Model quality and training speed on simulator data, beside the oracle (issue 4).
+"""Model quality and training speed on simulator data, beside aligned oracles (issue 4).
 
 Usage: python benchmarks/bench_models.py [--customers 100000] [--seed 0] [--snapshots 6]
 
-Prints the churn, stage and offer metrics of `fit_and_evaluate` (the same pipeline as
-`lifecycle train`, without MLflow), their baselines, the wall time, and the offer policy's TRUE
-incremental value on the evaluation sends from the simulator's ground truth next to the oracle,
-propensity and logging policies.
+Prints the wall time of each step of `fit_and_evaluate` (the pipeline behind `lifecycle
+train`, without MLflow), the churn and stage metrics beside their baselines and beside an
+*informed oracle* on the same holdout rows and labels, and the offer policies' TRUE
+incremental value on the evaluation sends (simulator ground truth) beside the DR estimate.
+
+Oracles (the truth is used for scoring only, never by the models):
+- churn / stage: the same estimator and training rows, given the ground truth as extra
+  inputs (latent stage, exact churn probabilities and next-stage mix of the simulator's
+  snapshot on each row's as-of date, latent traits); the simulation's truth snapshots are
+  placed on the training set's as-of dates. Also the exact 60-day latent churn probability
+  scored on the model's own (observable, 60-day inactivity) labels.
+- offers: the oracle policy (best arm by true incremental value among the arms the logging
+  policy could send), and an "observable bound": per offer, a LightGBM regression of the TRUE
+  incremental value on the observable features (noise-free supervision no real model has),
+  which bounds what any learner on these features can reach.
 """
 
 from __future__ import annotations
@@ -13,32 +24,102 @@ from __future__ import annotations
 import argparse
 import time
 
+import lightgbm as lgb
 import numpy as np
 import pandas as pd
 from _common import machine, markdown, peak_rss_mb, save
+from sklearn.metrics import roc_auc_score
 
 from features.loaders import load_customers, load_events, load_exposures, load_offers
 from features.simulator import SimConfig, simulate
 from features.simulator.truth import incremental_values, policy_values
-from training.datasets import DatasetConfig, Tables
-from training.pipeline import TrainConfig, fit_and_evaluate
+from training import offers_pipeline as op
+from training.datasets import DatasetConfig, Tables, time_split
+from training.oracle import aligned_snapshot_first_day, with_truth
+from training.pipeline import TrainConfig, churn_population, fit_and_evaluate, fit_churn, fit_stage
+
+SHOWN = ("roc_auc", "pr_auc", "brier", "ece", "lift_top_decile", "macro_f1", "accuracy",
+         "log_loss", "auuc_mean", "policy_value_dr")  # fmt: skip
 
 
-def true_policy_values(report, sim, tables: Tables) -> dict[str, float]:
-    """True value of the learned next-best-offer policy on the evaluation sends."""
-    from training import offers_pipeline as op
+def metric_rows(name: str, report, oracle: dict | None = None) -> list[dict]:
+    keys = [k for k in SHOWN if k in report.metrics]
+    rows = [{"model": name, **{k: round(report.metrics[k], 4) for k in keys}}]
+    for base, metrics in (report.baselines | (oracle or {})).items():
+        rows.append({"model": base, **{k: round(metrics.get(k, np.nan), 4) for k in keys}})
+    return rows
 
-    _, test = op.split_by_send_day(op.offer_data(tables))
-    model = report.estimator
-    truth = sim.truth_exposures.set_index("exposure_id").loc[test.exposures["exposure_id"]]
-    truth = truth.reset_index()
-    best, _ = op.learned_choice(model, test.X, tables.offers)
-    iv = incremental_values(truth, tables.offers)
+
+def informed_oracles(result, sim, config: TrainConfig) -> dict[str, dict]:
+    """Churn and stage estimators refitted with the ground truth as extra inputs, scored on
+    the same holdout, plus the exact latent churn probability on the model's labels."""
+    frame = with_truth(result.dataset, sim.snapshots, sim.truth_customers)
+    parts = time_split(frame, config.dataset)
+    fit_part = pd.concat([parts["train"], parts["validation"]], ignore_index=True)
+    holdout = parts["test"]
+    aligned = float(holdout["truth_stage"].notna().mean())
+    test = churn_population(holdout)
+    p_true = test["truth_p_churn_60d"].to_numpy(dtype=float)
+    ok = np.isfinite(p_true)
+    return {
+        "churn": {
+            "oracle: model + truth": fit_churn(fit_part, holdout, config).metrics,
+            "oracle: exact p(latent churn 60d)": {
+                "roc_auc": roc_auc_score(test["churned"].to_numpy()[ok], p_true[ok])
+            },
+        },
+        "stage": {"oracle: model + truth": fit_stage(fit_part, holdout, config).metrics},
+        "aligned_share": aligned,
+    }
+
+
+def offer_truth(result, sim, tables: Tables) -> dict[str, float]:
+    """True value per exposure of the learned and reference policies on the evaluation sends,
+    the DR estimate and the observable bound."""
+    data = op.offer_data(tables, result.config.dataset.feature_set)
+    train, test = op.split_by_send_day(data)
+    model = result.reports["offers"].estimator
+    truth = sim.truth_exposures.set_index("exposure_id")
+    t_test = truth.loc[test.exposures["exposure_id"]].reset_index()
     arms = ["control", *tables.offers["offer_id"]]
-    col = pd.Index(arms).get_indexer(best.fillna("control").astype(object))
-    chosen = iv[np.arange(len(iv)), col]
-    learned = float(np.where(np.isfinite(chosen), chosen, 0.0).mean())
-    return {"learned (true)": learned, **policy_values(truth, tables.offers)}
+    best, _ = op.learned_choice(model, test.X, tables.offers)
+    chosen = pd.Index(arms).get_indexer(best.fillna("control").astype(object))
+    learned = float(true_iv(t_test, tables.offers)[np.arange(len(t_test)), chosen].mean())
+    t_train = truth.loc[train.exposures["exposure_id"]].reset_index()
+    bound = observable_bound(model, train, test, t_train, t_test, tables.offers)
+    dr = op.policy_table(model, test, tables.offers, model.predict_uplift(test.X))
+    dr = dr.loc[("learned", "dr")]
+    return {"learned (true)": learned, "learned (DR estimate)": dr["estimate"],
+            "learned (DR bootstrap se)": dr["se"], **policy_values(t_test, tables.offers),
+            "observable bound": bound}  # fmt: skip
+
+
+def true_iv(truth: pd.DataFrame, offers: pd.DataFrame) -> np.ndarray:
+    """True incremental value of every arm, including arms the logging policy never sends."""
+    arms = ["control", *offers["offer_id"]]
+    p = truth[[f"p_{a}" for a in arms]].to_numpy()
+    catalog = offers.set_index("offer_id").loc[arms[1:]]
+    iv = (p - p[:, [0]]) * np.r_[0.0, catalog["value"]] - np.r_[0.0, catalog["cost"]]
+    iv[:, 0] = 0.0
+    return iv
+
+
+def observable_bound(model, train, test, t_train, t_test, offers) -> float:
+    """Value of the policy picking the arm of highest predicted TRUE incremental value, each
+    arm's regression fitted on the observable features of the training sends."""
+    iv_train, iv_test = incremental_values(t_train, offers), incremental_values(t_test, offers)
+    a_train, a_test = model.encode(train.X), model.encode(test.X)
+    pred = np.full(iv_test.shape, -np.inf)
+    pred[:, 0] = 0.0
+    params = {"objective": "regression", "learning_rate": 0.05, "num_leaves": 31,
+              "num_threads": 1, "verbosity": -1, "seed": 0}  # fmt: skip
+    for j in range(1, iv_test.shape[1]):
+        fit, use = np.isfinite(iv_train[:, j]), np.isfinite(iv_test[:, j])
+        if fit.sum() < 100 or not use.any():
+            continue
+        booster = lgb.train(params, lgb.Dataset(a_train[fit], iv_train[fit, j]), 200)
+        pred[use, j] = booster.predict(a_test[use])
+    return float(iv_test[np.arange(len(iv_test)), pred.argmax(axis=1)].mean())
 
 
 def main() -> None:
@@ -47,34 +128,40 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--snapshots", type=int, default=6)
     args = parser.parse_args()
-    sim = simulate(SimConfig(customers=args.customers, seed=args.seed))
+    config = TrainConfig(dataset=DatasetConfig(snapshots=args.snapshots))
+    first = aligned_snapshot_first_day(365, config.dataset.horizon_days)
+    sim = simulate(SimConfig(customers=args.customers, seed=args.seed, snapshot_first_day=first))
     offers = load_offers(sim.offers).data
     tables = Tables(load_events(sim.events).data, load_customers(sim.customers).data, offers,
                     load_exposures(sim.exposures, offers=offers).data)  # fmt: skip
     t0 = time.perf_counter()
-    result = fit_and_evaluate(tables, TrainConfig(dataset=DatasetConfig(snapshots=args.snapshots)))
+    result = fit_and_evaluate(tables, config)
     seconds = time.perf_counter() - t0
-    tables_by_model = {}
-    for name, report in result.reports.items():
-        shown = {k: v for k, v in report.metrics.items() if "." not in k}
-        rows = [{"model": name, **{k: round(v, 4) for k, v in shown.items()}}]
-        for base, metrics in report.baselines.items():
-            rows.append({"model": f"baseline: {base}",
-                         **{k: round(metrics.get(k, np.nan), 4) for k in shown}})  # fmt: skip
-        tables_by_model[name] = rows
-    values = true_policy_values(result.reports["offers"], sim, tables)
+    oracles = informed_oracles(result, sim, config)
+    values = offer_truth(result, sim, tables)
+    dr_error = values["learned (DR estimate)"] / values["learned (true)"] - 1.0
     print(
         f"\nModels on {args.customers:,} simulated customers x {args.snapshots} snapshots "
         f"({machine()}): fit_and_evaluate {seconds:.0f} s, peak RSS {peak_rss_mb():,.0f} MB\n"
     )
+    print(markdown([{"step": k, "seconds": round(v, 1)} for k, v in result.seconds.items()]))
+    tables_by_model = {
+        name: metric_rows(name, report, oracles.get(name))
+        for name, report in result.reports.items()
+    }
     for rows in tables_by_model.values():
-        print(markdown(rows) + "\n")
+        print("\n" + markdown(rows))
+    print(f"\n(truth snapshots aligned with {oracles['aligned_share']:.0%} of the holdout rows)")
     print("\n" + markdown([{"policy": k, "true incremental value per exposure": round(v, 3)}
                            for k, v in values.items()]))  # fmt: skip
-    save(
-        "models",
-        {"args": vars(args), "seconds": seconds, "tables": tables_by_model, "values": values},
-    )
+    learned = values["learned (true)"]
+    print(f"\nDR estimate vs true value of the learned policy: {dr_error:+.1%}; learned / "
+          f"oracle {learned / values['oracle']:.0%}; learned / propensity (truth) "
+          f"{learned / values['propensity']:.2f}x; learned / observable bound "
+          f"{learned / values['observable bound']:.0%}")  # fmt: skip
+    save("models", {"args": vars(args), "seconds": seconds, "steps": result.seconds,
+                    "tables": tables_by_model, "values": values, "dr_error": dr_error,
+                    "aligned_share": oracles["aligned_share"]})  # fmt: skip
 
 
 if __name__ == "__main__":

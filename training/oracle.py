@@ -64,3 +64,38 @@ def stage_oracle(
 
 def _macro_f1(y: np.ndarray, pred: np.ndarray) -> float:
     return float(f1_score(y, pred, average="macro", labels=list(STAGES), zero_division=0))
+
+
+LATENT_TRAITS = ("satisfaction", "problems", "price_sensitivity", "engagement", "interest",
+                 "frequency", "activity", "noise", "spend")  # fmt: skip
+
+
+def with_truth(
+    frame: pd.DataFrame, snapshots: pd.DataFrame, truth_customers: pd.DataFrame
+) -> pd.DataFrame:
+    """A training set (``build_training_set``) with the ground truth of each row added.
+
+    Added columns, all prefixed ``truth_``: the latent stage, the exact churn probabilities
+    (``p_churn_<h>d``) and next-stage mix (``p_next_<stage>``) of the simulator's snapshot
+    taken on the row's ``as_of``, and the customer's latent traits. Rows whose ``as_of`` is
+    not a snapshot date get missing values there. A model fitted on these and the features
+    is an *informed oracle* for the observable labels: the best one can do knowing the
+    latent state, judged on exactly the rows and labels the real models are judged on.
+    """
+    truth = snapshots.rename(columns=lambda c: c if c in ("customer_id", "as_of") else f"truth_{c}")
+    truth = truth.assign(customer_id=truth["customer_id"].astype("str"))
+    traits = truth_customers[["customer_id", *LATENT_TRAITS]].astype({"customer_id": "str"})
+    traits = traits.rename(columns={t: f"truth_{t}" for t in LATENT_TRAITS})
+    keys = frame[["as_of", "customer_id"]].astype({"customer_id": "str"})
+    added = keys.merge(truth, on=["as_of", "customer_id"], how="left")
+    added = added.merge(traits, on="customer_id", how="left").drop(columns=keys.columns)
+    return pd.concat([frame.reset_index(drop=True), added.set_index(frame.index.rename(None))
+                      .reset_index(drop=True)], axis=1)  # fmt: skip
+
+
+def aligned_snapshot_first_day(days: int, horizon_days: int, every_days: int = 30) -> int:
+    """``SimConfig.snapshot_first_day`` that puts the simulator's truth snapshots on the
+    as-of dates of ``training.datasets.snapshot_dates`` (the last one ``horizon_days`` before
+    the last simulated day, spaced ``every_days``): the smallest such day >= 60."""
+    last = days - 1 - horizon_days
+    return last - every_days * ((last - 60) // every_days)

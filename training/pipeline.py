@@ -8,6 +8,9 @@ macro-F1.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,22 +69,37 @@ class TrainResult:
     dataset: pd.DataFrame
     holdout_as_of: pd.Timestamp
     reports: dict[str, ModelReport]
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time per step
 
 
 def fit_and_evaluate(tables: Tables, config: TrainConfig | None = None) -> TrainResult:
-    """Training set -> time split -> churn and stage models (+ baselines) -> holdout metrics."""
+    """Training set -> time split -> churn and stage models (+ baselines) -> holdout metrics.
+
+    ``TrainResult.seconds`` holds the wall time of each step (``training_set``, ``churn``,
+    ``stage``, ``offers``).
+    """
     config = config or TrainConfig()
-    frame = build_training_set(tables, config.dataset)
-    parts = time_split(frame, config.dataset)
+    seconds: dict[str, float] = {}
+    with _timed(seconds, "training_set"):
+        frame = build_training_set(tables, config.dataset)
+        parts = time_split(frame, config.dataset)
     fit_part = pd.concat([parts["train"], parts["validation"]], ignore_index=True)
     holdout = parts["test"] if len(parts["test"]) else parts["validation"]
-    reports = {
-        "churn": fit_churn(fit_part, holdout, config),
-        "stage": fit_stage(fit_part, holdout, config),
-    }
+    reports = {}
+    for name, fit in (("churn", fit_churn), ("stage", fit_stage)):
+        with _timed(seconds, name):
+            reports[name] = fit(fit_part, holdout, config)
     if tables.exposures is not None and tables.offers is not None and len(tables.exposures):
-        reports["offers"] = fit_offers(tables, config)
-    return TrainResult(config, frame, holdout["as_of"].max(), reports)
+        with _timed(seconds, "offers"):
+            reports["offers"] = fit_offers(tables, config)
+    return TrainResult(config, frame, holdout["as_of"].max(), reports, seconds)
+
+
+@contextmanager
+def _timed(seconds: dict[str, float], name: str) -> Iterator[None]:
+    start = time.perf_counter()
+    yield
+    seconds[name] = time.perf_counter() - start
 
 
 def fit_offers(tables: Tables, config: TrainConfig) -> ModelReport:

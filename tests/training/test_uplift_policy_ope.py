@@ -237,6 +237,27 @@ def test_exposure_features_are_as_of_the_day_before_the_send(world):
     assert (X.loc[known, "contacts_total"] == earlier[known]).all()  # not the send itself
 
 
+def test_exposure_features_equal_a_full_build_on_the_day_before(world):
+    """Building per send day from the exposed customers' rows only changes nothing."""
+    X, ex = world["X"], world["exposures"]
+    day = ex["sent_at"].dt.floor("D").unique()[3]
+    rows = ex.index[ex["sent_at"].dt.floor("D") == day]
+    full = build_features(world["events"], day - pd.Timedelta(microseconds=1),
+                          customers=load_customers(world["sim"].customers).data,
+                          exposures=ex, offers=world["offers"])  # fmt: skip
+    expected = full.set_index("customer_id").reindex(ex.loc[rows, "customer_id"].astype("str"))
+    pd.testing.assert_frame_equal(X.loc[rows], expected.set_axis(rows), check_names=False)
+
+
+def test_support_excludes_offers_the_logging_policy_never_sends(world):
+    supported = world["model"].supported(world["Xt"])
+    truth = world["truth_t"]
+    sendable = np.column_stack([truth[f"pi_{k}"].to_numpy() > 0 for k in supported.columns])
+    agree = (supported.to_numpy() == sendable).mean()
+    assert agree > 0.95, agree  # small false negatives: rare arms near min_support
+    assert supported.to_numpy()[~sendable].mean() < 0.03  # rarely vouches for a never-sent arm
+
+
 def test_t_learner_uplift_tracks_the_true_uplift(world):
     model, truth = world["model"], world["truth_t"]
     uplift = model.predict_uplift(world["Xt"])
