@@ -18,6 +18,7 @@ from features.stages import assign_stages
 from training import plots
 from training.datasets import Tables
 from training.exposure_features import exposure_features
+from training.insights import uplift_by_offer
 from training.metrics import auuc, offer_experiment, qini_curve
 from training.models.uplift import UpliftModel
 from training.ope import incremental_policy_value, policy_value_table
@@ -83,7 +84,9 @@ def evaluate_offers(model: UpliftModel, test: OfferData, offers: pd.DataFrame) -
         for est in ("dr", "ips", "snips"):
             metrics[f"policy_value_{est}.{policy}"] = float(table.loc[(policy, est), "estimate"])
     metrics["policy_value_dr"] = metrics["policy_value_dr.learned"]
-    return {"metrics": metrics, "qini": qini, "policy_table": table}
+    by_offer = uplift_by_offer(uplift, test.arm, test.y, test.exposures["propensity"],
+                               eligible=model.supported(test.X))  # fmt: skip
+    return {"metrics": metrics, "qini": qini, "policy_table": table, "uplift_by_offer": by_offer}
 
 
 def learned_choice(
@@ -129,4 +132,5 @@ def offer_figures(result: dict) -> dict:
     return {
         "qini.png": plots.qini_plot(result["qini"]),
         "policy_values.png": plots.policy_value_plot(table),
+        "uplift_by_offer.png": plots.uplift_by_offer_plot(result["uplift_by_offer"]),
     }

@@ -137,6 +137,7 @@ def fit_churn(fit_part: pd.DataFrame, holdout: pd.DataFrame, config: TrainConfig
         "reliability.png": plots.reliability_diagrams(curves),
         "gains.png": plots.gains_chart(curves),
         "feature_importance.png": plots.feature_importance_plot(model.feature_importance()),
+        "risk_histogram.png": plots.risk_histogram(curves["lightgbm"][1]),
     }
     return ModelReport("churn", model, params, churn_metrics(*curves["lightgbm"]), baselines,
                        figures, test[cols].head(100))  # fmt: skip

@@ -53,7 +53,10 @@ def test_train_logs_runs_and_promote_moves_champion_only_on_a_win(workdir):
     assert {"roc_auc", "brier", "ece", "baseline_logistic.roc_auc"} <= set(churn.data.metrics)
     assert churn.inputs.dataset_inputs, "data lineage is logged"
     artifacts = {a.path for a in client.list_artifacts(churn.info.run_id, "plots")}
-    assert "plots/reliability.png" in artifacts and "plots/gains.png" in artifacts
+    assert {"plots/reliability.png", "plots/gains.png", "plots/risk_histogram.png"} <= artifacts
+    offers = next(c for c in children if c.info.run_name == "offers")
+    offer_plots = {a.path for a in client.list_artifacts(offers.info.run_id, "plots")}
+    assert {"plots/qini.png", "plots/uplift_by_offer.png"} <= offer_plots
 
     first = run("promote", "data", "--config", "train.yaml")
     assert first.count("-> champion") == 3  # churn, stage, offers
