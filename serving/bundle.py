@@ -15,7 +15,7 @@ import joblib
 import pandas as pd
 
 from features.loaders import load_offers
-from training.tracking import REGISTERED_NAMES as REGISTERED
+from training.names import REGISTERED_NAMES as REGISTERED
 
 NAMES = ("churn", "stage", "offers")
 HEADLINE = {

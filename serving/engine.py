@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,7 +28,8 @@ from serving.bundle import ModelBundle
 from serving.config import PolicyConfig
 from serving.inputs import FeatureRows, InputPlan
 from serving.ledger import Decision
-from training.policy import CONTROL, policy_probabilities
+from serving.scoring import UpliftScorer
+from training.policy import CONTROL
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,25 @@ class Catalog:
             for f, p in zip(known["exclude_if_owned"], known["product"], strict=True)
         ]
         self.model_column = np.array([scored.index(i) for i in self.ids], dtype=np.intp)
+        self._stage_masks: dict[str, np.ndarray] = {}
+
+    def stage_fails(self, stage: np.ndarray) -> np.ndarray:
+        """``(n, offers)``: the row's stage is not among the offer's eligible stages."""
+        masks = self._stage_masks
+        for s in set(stage.tolist()) - masks.keys():
+            masks[s] = np.array([bool(e) and s not in e for e in self.stages], bool)
+        return np.array([masks[s] for s in stage], bool).reshape(len(stage), len(self.ids))
+
+    def owned_fails(self, owned: np.ndarray | None, n: int) -> np.ndarray:
+        """``(n, offers)``: the customer already owns the offer's (exclusive) product."""
+        out = np.zeros((n, len(self.ids)), bool)
+        if owned is None or not any(self.exclusive):
+            return out
+        sets = [parse_owned(v) for v in owned]
+        for j, product in enumerate(self.exclusive):
+            if product is not None:
+                out[:, j] = [product in s for s in sets]
+        return out
 
 
 class DecisionEngine:
@@ -79,6 +100,7 @@ class DecisionEngine:
         self.versions = bundle.versions
         self._versions_json = json.dumps(self.versions, sort_keys=True)
         self._plans: dict[tuple, InputPlan] = {}
+        self._uplift = UpliftScorer(bundle.offers)
 
     # ---- scoring ------------------------------------------------------------------
 
@@ -95,44 +117,44 @@ class DecisionEngine:
         stage_proba = b.stage.predict_proba(self.inputs("stage", rows))
         x = self.inputs("offers", rows)
         cols = self.catalog.model_column
-        uplift = b.offers.predict_uplift(x).to_numpy(dtype=float)[:, cols]
-        supported = b.offers.supported(x).to_numpy(dtype=bool)[:, cols]
-        return Scores(churn, stage_proba, current_stage(rows), uplift, supported)
+        uplift, supported = self._uplift(x)
+        return Scores(churn, stage_proba, current_stage(rows), uplift[:, cols], supported[:, cols])
 
     # ---- policy -------------------------------------------------------------------
 
     def eligibility(
         self, rows: FeatureRows, scores: Scores, channel: str | None, contacts: Contacts
-    ) -> tuple[np.ndarray, list[list[str | None]]]:
-        """``(n, offers)`` booleans and, per row and offer, why it is not eligible (the first
-        rule it fails)."""
+    ) -> tuple[np.ndarray, Callable[[int, int], str | None]]:
+        """``(n, offers)`` booleans and ``why(i, j)``: why offer ``j`` is not eligible for row
+        ``i`` (the first rule it fails; None when eligible), worded only for offers shown."""
         n, k = len(rows.customer_ids), len(self.catalog.ids)
-        ok = np.ones((n, k), bool)
-        why: list[list[str | None]] = [[None] * k for _ in range(n)]
-        for j in range(k):
-            for failed, reason in self._rules(j, rows, scores, channel, contacts):
-                for i in np.flatnonzero(failed & ok[:, j]):
-                    why[i][j] = reason(i)
-                ok[:, j] &= ~failed
-        return ok, why
+        rules = self._rules(rows, scores, channel, contacts)
+        failed = np.stack([np.broadcast_to(mask, (n, k)) for mask, _ in rules])
+        first = np.where(failed.any(axis=0), failed.argmax(axis=0), -1)
 
-    def _rules(self, j: int, rows: FeatureRows, scores: Scores, channel, contacts) -> list:
-        """(failed mask, reason for row i) of each rule for offer ``j``, in the order shown."""
-        c, p, n = self.catalog, self.policy, len(rows.customer_ids)
-        stages, days = c.stages[j], contacts.days_since[:, j]
+        def why(i: int, j: int) -> str | None:
+            return None if first[i, j] < 0 else rules[first[i, j]][1](i, j)
+
+        return first < 0, why
+
+    def _rules(self, rows: FeatureRows, scores: Scores, channel, contacts) -> list:
+        """(failed mask, broadcastable to ``(n, offers)``; reason for row i and offer j) of
+        each rule, in the order shown."""
+        c, p, days = self.catalog, self.policy, contacts.days_since
+        wrong_channel = [channel is not None and ch not in (None, channel) for ch in c.channel]
         return [
-            (~np.isin(scores.stage, list(stages)) if stages else np.zeros(n, bool),
-             lambda i: f"stage {scores.stage[i]} not in {'|'.join(sorted(stages))}"),
-            (_owns(rows.text(OWNED), c.exclusive[j], n),
-             lambda i: f"already owns {c.exclusive[j]}"),
-            (np.full(n, channel is not None and c.channel[j] not in (None, channel)),
-             lambda i: f"offer goes by {c.channel[j]}, not {channel}"),
-            (days < c.cooldown[j],
-             lambda i: f"sent {days[i]:.1f} days ago (cooldown {c.cooldown[j]:.0f})"),
-            (contacts.sends >= p.contact_cap,
-             lambda i: f"contact cap {p.contact_cap} per {p.contact_window_days} days reached"),
-            (~scores.supported[:, j], lambda i: "outside what the campaign logs cover"),
-            (np.isnan(scores.uplift[:, j]), lambda i: "no uplift model for this offer"),
+            (c.stage_fails(scores.stage),
+             lambda i, j: f"stage {scores.stage[i]} not in {'|'.join(sorted(c.stages[j]))}"),
+            (c.owned_fails(rows.text(OWNED), len(rows.customer_ids)),
+             lambda i, j: f"already owns {c.exclusive[j]}"),
+            (np.array(wrong_channel, bool)[None, :],
+             lambda i, j: f"offer goes by {c.channel[j]}, not {channel}"),
+            (days < c.cooldown,
+             lambda i, j: f"sent {days[i, j]:.1f} days ago (cooldown {c.cooldown[j]:.0f})"),
+            ((contacts.sends >= p.contact_cap)[:, None],
+             lambda i, j: f"contact cap {p.contact_cap} per {p.contact_window_days} days reached"),
+            (~scores.supported, lambda i, j: "outside what the campaign logs cover"),
+            (np.isnan(scores.uplift), lambda i, j: "no uplift model for this offer"),
         ]  # fmt: skip
 
     def choose(
@@ -142,10 +164,11 @@ class DecisionEngine:
         value = np.where(eligible, expected, -np.inf)
         best = value.argmax(axis=1) if value.shape[1] else np.zeros(len(value), np.intp)
         greedy = np.where(value.max(axis=1, initial=-np.inf) > 0, best + 1, 0)
-        arms_ok = np.column_stack([np.ones(len(value), bool), eligible])
-        proba = policy_probabilities(
-            np.array(self.arms, dtype=object)[greedy], self.arms, self.policy.exploration, arms_ok
-        )
+        # training.policy.policy_probabilities on arm indices (no pandas per request)
+        ok = np.column_stack([np.ones(len(value), bool), eligible])
+        epsilon = self.policy.exploration
+        proba = ok * (epsilon / ok.sum(axis=1, keepdims=True))
+        proba[np.arange(len(greedy)), greedy] += 1.0 - epsilon
         draw = rng.random(len(value))[:, None]
         chosen = (draw > np.cumsum(proba, axis=1)).sum(axis=1).clip(max=len(self.arms) - 1)
         return chosen, proba[np.arange(len(chosen)), chosen], chosen != greedy
@@ -170,6 +193,9 @@ class DecisionEngine:
         reasons = self.reasons(rows) if explain else None
         bands = np.digitize(scores.churn, self.policy.churn_bands)
         as_of = None if rows.as_of is None else rows.as_of.isoformat()
+        order = self.ranking(expected, eligible)[:, :max_offers]
+        stage_next = scores.stage_proba.round(6).tolist()  # whole arrays at once, not per row
+        propensities, explored = propensity.tolist(), explored.tolist()
         out, logged = [], []
         for i, customer in enumerate(rows.customer_ids):
             arm = int(chosen[i])
@@ -179,33 +205,34 @@ class DecisionEngine:
             out.append({
                 "customer_id": customer,
                 "stage": {"current": str(scores.stage[i]),
-                          "next": dict(zip(self.stages, scores.stage_proba[i].round(6).tolist(),
-                                           strict=True))},
+                          "next": dict(zip(self.stages, stage_next[i], strict=True))},
                 "churn": {"probability": round(float(scores.churn[i]), 6),
                           "risk_band": ("low", "medium", "high")[bands[i]],
                           "reasons": None if reasons is None else reasons[i]},
-                "offers": self._ranked(i, scores, expected, eligible, why, max_offers),
+                "offers": self._ranked(i, order[i], scores, expected, eligible, why),
                 "decision": {"decision_id": decision_id, "offer_id": offer,
-                             "propensity": float(propensity[i]), "explored": bool(explored[i]),
+                             "propensity": propensities[i], "explored": explored[i],
                              "expected_value": value},
                 "models": self.versions,
                 "features_as_of": as_of,
             })  # fmt: skip
-            logged.append(Decision(decision_id, customer, offer, float(propensity[i]),
-                                   bool(explored[i]), channel, value, self._versions_json,
-                                   as_of))  # fmt: skip
+            logged.append(Decision(decision_id, customer, offer, propensities[i], explored[i],
+                                   channel, value, self._versions_json, as_of))  # fmt: skip
         return out, logged
 
-    def _ranked(self, i, scores, expected, eligible, why, max_offers) -> list[dict]:
+    @staticmethod
+    def ranking(expected: np.ndarray, eligible: np.ndarray) -> np.ndarray:
+        """Offer positions per row: eligible first, then by expected value (missing last)."""
+        value = np.where(np.isfinite(expected), expected, -np.inf)
+        return np.lexsort((-value, ~eligible), axis=-1)
+
+    def _ranked(self, i, order, scores, expected, eligible, why) -> list[dict]:
         c = self.catalog
-        order = sorted(
-            range(len(c.ids)), key=lambda j: (not eligible[i, j], -_finite(expected[i, j]))
-        )
         return [
             {"offer_id": c.ids[j], "kind": c.kind[j], "uplift": _num(scores.uplift[i, j]),
              "expected_value": _num(expected[i, j]), "eligible": bool(eligible[i, j]),
-             "ineligible_reason": why[i][j]}
-            for j in order[:max_offers]
+             "ineligible_reason": why(i, j)}
+            for j in order.tolist()
         ]  # fmt: skip
 
     def reasons(self, rows: FeatureRows, top: int = 3) -> list[list[dict]]:
@@ -234,16 +261,6 @@ def _stage_set(value: object) -> frozenset[str]:
     if pd.isna(value) or not str(value).strip():
         return frozenset()
     return frozenset(s.strip() for s in str(value).split("|"))
-
-
-def _owns(owned: np.ndarray | None, product: str | None, n: int) -> np.ndarray:
-    if owned is None or product is None:
-        return np.zeros(n, bool)
-    return np.array([product in parse_owned(v) for v in owned], dtype=bool)
-
-
-def _finite(v: float) -> float:
-    return v if np.isfinite(v) else -np.inf
 
 
 def _num(v: float) -> float | None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -69,7 +69,9 @@ class CustomerError(BaseModel):
 
 
 class DecideResponse(BaseModel):
-    results: list[CustomerDecision | CustomerError]
+    # left to right: the default "smart" union tries both models on every result, ~4x the
+    # validation time of a 1,000-customer /batch answer
+    results: list[Annotated[CustomerDecision | CustomerError, Field(union_mode="left_to_right")]]
     models: dict[str, str]
     features_as_of: str | None
     store_version: int | None = None

@@ -16,10 +16,12 @@ from serving.config import ServiceConfig
 from serving.engine import DecisionEngine, Scores
 from serving.inputs import FeatureRows
 from serving.ledger import FeedbackLedger
+from serving.scoring import limit_lightgbm_threads
 
 
 class ServiceState:
     def __init__(self, config: ServiceConfig) -> None:
+        limit_lightgbm_threads(1)  # one LightGBM thread per worker (DESIGN sections 8, 11)
         self.config = config
         self.store = OnlineStore(config.store)
         self.ledger = FeedbackLedger(config.ledger)

@@ -43,6 +43,7 @@ def world(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(folder)
         mp.setenv("MLFLOW_TRACKING_URI", uri)
+        mp.delenv("MLFLOW_EXPERIMENT_ID", raising=False)  # set_experiment sets it: undone on exit
         setup()
         log_run(fit_and_evaluate(tables, TRAIN), source=str(folder / "data"))
         promote_latest()
