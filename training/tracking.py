@@ -9,11 +9,10 @@ from dataclasses import dataclass
 import mlflow
 import pandas as pd
 
+from training.names import REGISTERED_NAMES
 from training.pipeline import ModelReport, TrainResult
 from training.registry import Kind, Registered, log_estimator
 
-REGISTERED_NAMES = {"churn": "lifecycle-churn", "stage": "lifecycle-stage",
-                    "offers": "lifecycle-offers"}  # fmt: skip
 KINDS: dict[str, Kind] = {"churn": "churn", "stage": "stage", "offers": "uplift"}
 
 
@@ -30,7 +29,7 @@ def _flat(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
 
 def _lineage(result: TrainResult, source: str) -> None:
     """The training set as an MLflow dataset input (schema, digest, source folder)."""
-    frame = result.dataset.drop(columns=["as_of"]).head(10_000)
+    frame = result.dataset.drop(columns=["as_of"]).head(1_000)  # schema + digest of a sample
     dataset = mlflow.data.from_pandas(frame, source=source, name="training_set",
                                       targets="churned")  # fmt: skip
     mlflow.log_input(dataset, context="training")
