@@ -18,7 +18,10 @@ def test_mlflow_run_train_entry_point(tmp_path):
     cfg = SimConfig(customers=1200, days=300, seed=3)
     write_simulation(simulate(cfg), tmp_path / "data", cfg)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri,
+    inherited = {
+        k: v for k, v in os.environ.items() if k not in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_RUN_ID")
+    }  # other tests' runs
+    env = {**inherited, "MLFLOW_TRACKING_URI": uri,
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}  # fmt: skip
     result = subprocess.run(
         [sys.executable, "-m", "mlflow", "run", str(ROOT), "-e", "train", "--env-manager",

@@ -1,0 +1,13 @@
+"""Suite-wide hygiene: MLflow's ``set_experiment`` exports ``MLFLOW_EXPERIMENT_ID`` into the
+environment, which would point later tests (and the processes they start) at an experiment of
+another test's store; each test gets the environment back as it found it."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_mlflow_run_env(monkeypatch):
+    for name in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_RUN_ID"):
+        monkeypatch.delenv(name, raising=False)
