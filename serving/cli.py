@@ -144,6 +144,7 @@ def _print_calls(url: str, store: Path, token: str | None) -> None:
     ids = OnlineStore(store).customer_ids()[:2]
     auth = f' -H "Authorization: Bearer {token}"' if token else ""
     ids_json = ", ".join(f'"{i}"' for i in ids)
+    token_arg = f", token='{token}'" if token else ""
     console.print(
         f"\n[bold green]The decision API is ready[/] at {url} (docs: {url}/ , spec: "
         f"{url}/docs.json). Try:\n\n"
@@ -152,8 +153,8 @@ def _print_calls(url: str, store: Path, token: str | None) -> None:
         f"curl -s -X POST {url}/batch -H 'content-type: application/json'{auth} "
         f'-d \'{{"filter": {{"stages": ["at_risk"], "min_churn": 0.3, "limit": 5}}}}\'\n\n'
         f"curl -s {url}/models{auth}\n\n"
-        f".venv/bin/python -c \"import bentoml; c = bentoml.SyncHTTPClient('{url}'); "
-        f'print(c.decide(customer_ids=[{ids_json}]))"\n\nCtrl-C stops it.',
+        f".venv/bin/python -c \"import bentoml; c = bentoml.SyncHTTPClient('{url}'{token_arg}); "
+        f'print(c.decide(customer_ids={list(ids)!r}))"\n\nCtrl-C stops it.',
         highlight=False,
     )
 

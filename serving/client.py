@@ -271,7 +271,7 @@ def decisions_frame(answer: Mapping) -> pd.DataFrame:
     some customers were unknown."""
     rows = []
     for r in answer.get("results", []):
-        if "error" in r:
+        if r.get("error"):
             rows.append({"customer_id": r["customer_id"], "error": r["error"]["message"]})
             continue
         nxt, reasons, decision = r["stage"]["next"], r["churn"].get("reasons"), r["decision"]
@@ -291,7 +291,7 @@ def decisions_frame(answer: Mapping) -> pd.DataFrame:
     columns = list(DECISION_COLUMNS)
     if not any(row.get("top_reason") for row in rows):
         columns.remove("top_reason")
-    if any("error" in row for row in rows):
+    if any(row.get("error") for row in rows):
         columns.append("error")
     return pd.DataFrame(rows, columns=columns)
 
@@ -299,7 +299,7 @@ def decisions_frame(answer: Mapping) -> pd.DataFrame:
 def offers_frame(answer: Mapping, customer_id: str | None = None) -> pd.DataFrame:
     """The ranked offers of one customer of an answer (the first by default): uplift, expected
     value, eligibility and the first rule an ineligible offer failed."""
-    results = [r for r in answer.get("results", []) if "error" not in r]
+    results = [r for r in answer.get("results", []) if not r.get("error")]
     if customer_id is not None:
         results = [r for r in results if r["customer_id"] == customer_id]
     if not results:
@@ -314,7 +314,7 @@ def reasons_frame(answer: Mapping) -> pd.DataFrame:
     """Every churn reason of an explained answer: customer, rank, feature, label, the
     customer's value and its contribution (log-odds)."""
     rows = [{"customer_id": r["customer_id"], "rank": k, **reason}
-            for r in answer.get("results", []) if "error" not in r
+            for r in answer.get("results", []) if not r.get("error")
             for k, reason in enumerate(r["churn"].get("reasons") or [], 1)]  # fmt: skip
     return pd.DataFrame(rows, columns=["customer_id", "rank", "feature", "label", "value",
                                        "contribution"])  # fmt: skip

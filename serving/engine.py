@@ -208,7 +208,7 @@ class DecisionEngine:
                           "next": dict(zip(self.stages, stage_next[i], strict=True))},
                 "churn": {"probability": round(float(scores.churn[i]), 6),
                           "risk_band": ("low", "medium", "high")[bands[i]],
-                          "reasons": None if reasons is None else reasons[i]},
+                          "reasons": [] if reasons is None else reasons[i]},
                 "offers": self._ranked(i, order[i], scores, expected, eligible, why),
                 "decision": {"decision_id": decision_id, "offer_id": offer,
                              "propensity": propensities[i], "explored": explored[i],

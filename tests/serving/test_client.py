@@ -195,7 +195,7 @@ def decision(customer: str, stage: str, p: float, offer: str | None, reasons=Non
         "customer_id": customer,
         "stage": {"current": stage, "next": {stage: 0.3, "churned": 0.7}},
         "churn": {"probability": p, "risk_band": "high" if p >= 0.5 else "low",
-                  "reasons": reasons},
+                  "reasons": reasons or []},
         "offers": [
             {"offer_id": "ret_loyalty", "kind": "retention", "uplift": 0.2,
              "expected_value": 0.6, "eligible": True, "ineligible_reason": None},

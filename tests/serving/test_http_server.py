@@ -74,6 +74,10 @@ def test_python_client_and_plain_http(server, world):
     ids = world["vectors"]["customer_id"].astype("str").head(2).tolist()
     with bentoml.SyncHTTPClient(server["url"], token="t0ken") as client:
         body = client.decide(customer_ids=ids, explain=True)
+        plain = client.decide(customer_ids=[*ids, "ghost"])  # the client decodes every shape
+        audience = client.batch(filter={"min_churn": 0.0, "limit": 3})
+    assert plain["results"][0]["churn"]["reasons"] == [] and len(audience["results"]) == 3
+    assert plain["results"][2]["error"]["code"] == "unknown_customer"
     assert [r["customer_id"] for r in body["results"]] == ids
     assert body["results"][0]["churn"]["reasons"]
     response = httpx.post(f"{server['url']}/decide", json={"customer_ids": ids},
