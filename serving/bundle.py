@@ -54,12 +54,12 @@ class ModelBundle:
         return {name: info.version for name, info in self.info.items()}
 
 
-def registry_versions(alias: str) -> dict[str, str] | None:
+def registry_versions(alias: str, tracking_uri: str | None = None) -> dict[str, str] | None:
     """The registry's version behind ``alias`` for each model (None if one is missing)."""
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient()
+    client = MlflowClient(tracking_uri=tracking_uri)
     out = {}
     for name in NAMES:
         try:

@@ -49,6 +49,10 @@ class LifecycleService:
     def __is_ready__(self) -> bool:
         return self.state.ready()
 
+    @bentoml.on_shutdown
+    def _stop_reloader(self) -> None:
+        self.state.stop()
+
     @bentoml.api(route="/decide")
     def decide(
         self,

@@ -30,6 +30,7 @@ class ServiceState:
         self._scored: tuple[tuple, FeatureRows, Scores] | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self.tracking_uri: str | None = None
         self.reloads = 0
 
     # ---- loading ------------------------------------------------------------------
@@ -41,7 +42,8 @@ class ServiceState:
 
             from training.registry import tracking_uri
 
-            mlflow.set_tracking_uri(tracking_uri())
+            self.tracking_uri = self.tracking_uri or tracking_uri()  # pinned for the poller
+            mlflow.set_tracking_uri(self.tracking_uri)
             loaded = bundles.from_registry(self.config.alias)
             catalog_path = self.config.offers
             if catalog_path is None:
@@ -80,7 +82,7 @@ class ServiceState:
     def reload_if_changed(self) -> bool:
         """Reload when the registry's alias points at other versions than the loaded ones."""
         try:
-            latest = bundles.registry_versions(self.config.alias)
+            latest = bundles.registry_versions(self.config.alias, self.tracking_uri)
         except Exception as err:  # noqa: BLE001 - a registry hiccup must not kill the poller
             self.error = f"registry poll failed: {err}"
             return False
