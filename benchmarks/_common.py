@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 import platform
 import resource
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
+
+import numpy as np
 
 OUT = Path(__file__).parent / "out"
 
@@ -40,3 +44,17 @@ def _cell(value: object) -> str:
     if isinstance(value, float):
         return f"{value:,.3f}" if abs(value) < 100 else f"{value:,.0f}"
     return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def timed_ms(fn: Callable[[object], object], args: Sequence[object]) -> np.ndarray:
+    """Call ``fn`` once per item of ``args``; return ``(n, 2)`` wall and CPU times in ms.
+
+    CPU time (this process) leaves out time spent waiting for a core, which dominates wall
+    time on a loaded machine; on an idle one the two agree.
+    """
+    out = np.empty((len(args), 2))
+    for i, arg in enumerate(args):
+        wall, cpu = time.perf_counter(), time.process_time()
+        fn(arg)
+        out[i] = (time.perf_counter() - wall) * 1e3, (time.process_time() - cpu) * 1e3
+    return out

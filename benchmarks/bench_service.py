@@ -38,14 +38,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pandas as pd
 import psutil
-from _common import machine, markdown, save
+from _common import machine, markdown, save, timed_ms
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -142,16 +142,6 @@ def service_env(world: dict, folder: Path) -> dict[str, str]:
         "LIFECYCLE_OFFERS": world["offers"],
         "BENTOML_HOME": str(folder / "bentoml"),
     }
-
-
-def timed_ms(fn: Callable[[object], object], args: Sequence[object]) -> np.ndarray:
-    """Wall and CPU time of ``fn(arg)`` per item, in ms, shape ``(n, 2)``."""
-    out = np.empty((len(args), 2))
-    for i, arg in enumerate(args):
-        wall, cpu = time.perf_counter(), time.process_time()
-        fn(arg)
-        out[i] = (time.perf_counter() - wall) * 1e3, (time.process_time() - cpu) * 1e3
-    return out
 
 
 def summary(ms: np.ndarray) -> dict[str, float]:

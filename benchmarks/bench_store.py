@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from _common import machine, markdown, peak_rss_mb, save
+from _common import machine, markdown, peak_rss_mb, save, timed_ms
 
 from features.store import OnlineStore
 from features.store._schema import lookup_sql
@@ -46,20 +46,6 @@ def synthetic_vectors(n: int, k: int, seed: int = 0) -> pd.DataFrame:
     for name, values in levels.items():
         frame[name] = pd.Categorical(rng.choice(values, n), categories=values)
     return frame
-
-
-def timed_ms(fn: Callable[[object], object], args: Sequence[object]) -> np.ndarray:
-    """Call ``fn`` once per item of ``args``; return ``(n, 2)`` wall and CPU times in ms.
-
-    CPU time (this process) leaves out time spent waiting for a core, which dominates wall
-    time on a loaded machine; on an idle one the two agree.
-    """
-    out = np.empty((len(args), 2))
-    for i, arg in enumerate(args):
-        wall, cpu = time.perf_counter(), time.process_time()
-        fn(arg)
-        out[i] = (time.perf_counter() - wall) * 1e3, (time.process_time() - cpu) * 1e3
-    return out
 
 
 def summary(ms: np.ndarray) -> dict[str, float]:

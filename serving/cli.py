@@ -6,7 +6,6 @@ training <- serving): this module adds the serving commands to training's Typer 
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -46,7 +45,10 @@ def serve(
         from training.cli_features import materialize
 
         materialize(data, store=store)
-    env = _service_env(models, store, ledger, offers, token, exploration)
+    from serving.client import service_env
+    from training.registry import tracking_uri
+
+    env = service_env(store, ledger, models, offers, tracking_uri(), token, exploration)
     env["BENTOML_CONFIG_OPTIONS"] = " ".join(
         filter(None, [env.get("BENTOML_CONFIG_OPTIONS"), f"services.lifecycle.workers={workers}"])
     )
@@ -99,27 +101,6 @@ def _catalog(data: Path) -> Path:
     if found is None:
         raise fail(f"{data} has no offers table (.parquet or .csv)")
     return found
-
-
-def _service_env(models, store, ledger, offers, token, exploration) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update({"LIFECYCLE_MODELS": str(models), "LIFECYCLE_STORE": str(store.resolve()),
-                "LIFECYCLE_LEDGER": str(ledger.resolve())})  # fmt: skip
-    if models == "registry":
-        from training.registry import tracking_uri
-
-        env["MLFLOW_TRACKING_URI"] = _absolute(tracking_uri())
-    optional = {"LIFECYCLE_OFFERS": offers and offers.resolve(), "LIFECYCLE_API_TOKEN": token,
-                "LIFECYCLE_EXPLORATION": exploration}  # fmt: skip
-    env.update({k: str(v) for k, v in optional.items() if v is not None})
-    return env
-
-
-def _absolute(uri: str) -> str:
-    prefix = "sqlite:///"
-    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
-        return prefix + str(Path(uri[len(prefix) :]).resolve())
-    return uri
 
 
 def _wait_ready(process: subprocess.Popen, url: str, timeout: float = 180.0) -> bool:
