@@ -29,7 +29,7 @@ from serving.config import PolicyConfig
 from serving.inputs import FeatureRows, InputPlan
 from serving.ledger import Decision
 from serving.scoring import UpliftScorer
-from training.policy import CONTROL
+from training.policy import CONTROL, epsilon_greedy
 
 
 @dataclass(frozen=True)
@@ -164,11 +164,8 @@ class DecisionEngine:
         value = np.where(eligible, expected, -np.inf)
         best = value.argmax(axis=1) if value.shape[1] else np.zeros(len(value), np.intp)
         greedy = np.where(value.max(axis=1, initial=-np.inf) > 0, best + 1, 0)
-        # training.policy.policy_probabilities on arm indices (no pandas per request)
-        ok = np.column_stack([np.ones(len(value), bool), eligible])
-        epsilon = self.policy.exploration
-        proba = ok * (epsilon / ok.sum(axis=1, keepdims=True))
-        proba[np.arange(len(greedy)), greedy] += 1.0 - epsilon
+        ok = np.column_stack([np.ones(len(value), bool), eligible])  # no offer: always
+        proba = epsilon_greedy(greedy, ok, self.policy.exploration)
         draw = rng.random(len(value))[:, None]
         chosen = (draw > np.cumsum(proba, axis=1)).sum(axis=1).clip(max=len(self.arms) - 1)
         return chosen, proba[np.arange(len(chosen)), chosen], chosen != greedy

@@ -103,7 +103,7 @@ class ServiceState:
         version = self.store.current()
         if version is None:
             raise NoVersionError(f"the online store {self.store.path} has no version yet")
-        key = (version.version, engine.versions.__repr__())
+        key = (version.version, tuple(sorted(engine.versions.items())))
         cached = self._scored
         if cached is None or cached[0] != key:
             rows = self.lookup(self.store.customer_ids())

@@ -134,7 +134,12 @@ def policy_probabilities(
     if not 0.0 <= epsilon <= 1.0:
         raise ValueError(f"epsilon must be in [0, 1]; got {epsilon}")
     chosen = _arm_index(best, arms)
-    ok = _arm_eligibility(eligible, arms, len(chosen))
+    return epsilon_greedy(chosen, _arm_eligibility(eligible, arms, len(chosen)), epsilon)
+
+
+def epsilon_greedy(chosen: np.ndarray, ok: np.ndarray, epsilon: float) -> np.ndarray:
+    """The numpy core of :func:`policy_probabilities` (the service's hot path): ``chosen``
+    arm index per row, ``ok`` ``(n, arms)`` eligible arms (the chosen one among them)."""
     probs = ok * (epsilon / ok.sum(axis=1, keepdims=True))
     probs[np.arange(len(chosen)), chosen] += 1.0 - epsilon
     return probs
