@@ -35,9 +35,10 @@ from features.simulator import SimConfig, simulate
 from features.simulator.truth import incremental_values, policy_values
 from training import offers_pipeline as op
 from training.datasets import DatasetConfig, Tables, time_split
-from training.oracle import aligned_snapshot_first_day, with_truth
+from training.oracle import LATENT_TRAITS, aligned_snapshot_first_day, with_truth
 from training.pipeline import TrainConfig, churn_population, fit_and_evaluate, fit_churn, fit_stage
 
+TRUTH_POLICIES = {"propensity": "propensity rule on the TRUE probabilities"}
 SHOWN = ("roc_auc", "pr_auc", "brier", "ece", "lift_top_decile", "macro_f1", "accuracy",
          "log_loss", "auuc_mean", "policy_value_dr")  # fmt: skip
 
@@ -73,25 +74,59 @@ def informed_oracles(result, sim, config: TrainConfig) -> dict[str, dict]:
     }
 
 
-def offer_truth(result, sim, tables: Tables) -> dict[str, float]:
+def offer_truth(result, sim, tables: Tables) -> tuple[dict[str, float], list[dict]]:
     """True value per exposure of the learned and reference policies on the evaluation sends,
-    the DR estimate and the observable bound."""
+    the observable bound and the informed learner; and, for every policy the pipeline
+    evaluates off-policy, its IPS / SNIPS / DR estimates beside its true value."""
     data = op.offer_data(tables, result.config.dataset.feature_set)
     train, test = op.split_by_send_day(data)
     model = result.reports["offers"].estimator
     truth = sim.truth_exposures.set_index("exposure_id")
     t_test = truth.loc[test.exposures["exposure_id"]].reset_index()
-    arms = ["control", *tables.offers["offer_id"]]
-    best, _ = op.learned_choice(model, test.X, tables.offers)
-    chosen = pd.Index(arms).get_indexer(best.fillna("control").astype(object))
-    learned = float(true_iv(t_test, tables.offers)[np.arange(len(t_test)), chosen].mean())
     t_train = truth.loc[train.exposures["exposure_id"]].reset_index()
-    bound = observable_bound(model, train, test, t_train, t_test, tables.offers)
-    dr = op.policy_table(model, test, tables.offers, model.predict_uplift(test.X))
-    dr = dr.loc[("learned", "dr")]
-    return {"learned (true)": learned, "learned (DR estimate)": dr["estimate"],
-            "learned (DR bootstrap se)": dr["se"], **policy_values(t_test, tables.offers),
-            "observable bound": bound}  # fmt: skip
+    uplift = model.predict_uplift(test.X)
+    policies, _ = op.evaluated_policies(model, test, tables.offers, uplift)
+    iv = pd.DataFrame(
+        true_iv(t_test, tables.offers), columns=["control", *tables.offers["offer_id"]]
+    )
+    iv = iv[["control", *model.offers_]].to_numpy()
+    true = {name: float((probs * iv).sum(axis=1).mean()) for name, probs in policies.items()}
+    table = op.policy_table(model, test, tables.offers, uplift)
+    estimates = [
+        {"policy": name, "true value": round(true[name], 3),
+         **{f"{est} (95% CI)": f"{row.estimate:.3f} ({row.lo:.3f}, {row.hi:.3f})"
+            for est, row in table.loc[name].iterrows()},
+         "DR error": f"{table.loc[(name, 'dr'), 'estimate'] / true[name] - 1:+.1%}"}
+        for name in policies
+    ]  # fmt: skip
+    reference = policy_values(t_test, tables.offers)
+    values = {"learned (true)": true["learned"],
+              "learned (DR estimate)": table.loc[("learned", "dr"), "estimate"],
+              "learned (DR bootstrap se)": table.loc[("learned", "dr"), "se"],
+              "propensity ranking (true)": true["propensity"],
+              **{TRUTH_POLICIES.get(k, k): v for k, v in reference.items()},
+              "observable bound": observable_bound(model, train, test, t_train, t_test,
+                                                   tables.offers),
+              "informed learner": informed_learner(model, train, test, sim, t_test,
+                                                   tables.offers)}  # fmt: skip
+    return values, estimates
+
+
+def informed_learner(model, train, test, sim, t_test, offers) -> float:
+    """True value of the same uplift learner given the customers' latent traits as extra
+    inputs: what learning from these sends could reach if the events revealed the traits."""
+    traits = sim.truth_customers.astype({"customer_id": "str"}).set_index("customer_id")
+    traits = traits[list(LATENT_TRAITS)].add_prefix("truth_")
+
+    def informed(d: op.OfferData) -> op.OfferData:
+        extra = traits.loc[d.exposures["customer_id"].astype("str")].reset_index(drop=True)
+        return op.OfferData(pd.concat([d.X, extra], axis=1), d.exposures, d.y, d.arm)
+
+    learner = op.fit_uplift(informed(train), model.get_params())
+    best, _ = op.learned_choice(learner, informed(test).X, offers)
+    arms = pd.Index(["control", *offers["offer_id"]])
+    chosen = arms.get_indexer(best.fillna("control").astype(object))
+    return float(true_iv(t_test, offers)[np.arange(len(t_test)), chosen].mean())
 
 
 def true_iv(truth: pd.DataFrame, offers: pd.DataFrame) -> np.ndarray:
@@ -138,7 +173,7 @@ def main() -> None:
     result = fit_and_evaluate(tables, config)
     seconds = time.perf_counter() - t0
     oracles = informed_oracles(result, sim, config)
-    values = offer_truth(result, sim, tables)
+    values, estimates = offer_truth(result, sim, tables)
     dr_error = values["learned (DR estimate)"] / values["learned (true)"] - 1.0
     print(
         f"\nModels on {args.customers:,} simulated customers x {args.snapshots} snapshots "
@@ -154,13 +189,19 @@ def main() -> None:
     print(f"\n(truth snapshots aligned with {oracles['aligned_share']:.0%} of the holdout rows)")
     print("\n" + markdown([{"policy": k, "true incremental value per exposure": round(v, 3)}
                            for k, v in values.items()]))  # fmt: skip
+    print("\nOff-policy estimates of the evaluated policies beside their true values:\n")
+    print(markdown(estimates))
     learned = values["learned (true)"]
+    on_truth = values[TRUTH_POLICIES["propensity"]]
     print(f"\nDR estimate vs true value of the learned policy: {dr_error:+.1%}; learned / "
-          f"oracle {learned / values['oracle']:.0%}; learned / propensity (truth) "
-          f"{learned / values['propensity']:.2f}x; learned / observable bound "
-          f"{learned / values['observable bound']:.0%}")  # fmt: skip
+          f"oracle {learned / values['oracle']:.0%}; learned / propensity ranking "
+          f"(our predictions) {learned / values['propensity ranking (true)']:.2f}x; learned / "
+          f"propensity rule on the true probabilities {learned / on_truth:.2f}x; "
+          f"learned / observable bound {learned / values['observable bound']:.0%}; informed "
+          f"learner / oracle {values['informed learner'] / values['oracle']:.0%}")  # fmt: skip
     save("models", {"args": vars(args), "seconds": seconds, "steps": result.seconds,
                     "tables": tables_by_model, "values": values, "dr_error": dr_error,
+                    "off_policy": estimates,
                     "aligned_share": oracles["aligned_share"]})  # fmt: skip
 
 

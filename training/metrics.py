@@ -186,17 +186,19 @@ def _class_codes(labels, classes: list, field: str = "y_true") -> np.ndarray:
     return codes
 
 
-def stage_metrics(y_true, proba: pd.DataFrame) -> dict[str, float]:
+def stage_metrics(y_true, proba: pd.DataFrame, y_pred=None) -> dict[str, float]:
     """Multiclass report for the stage model.
 
     Parameters
     ----------
     y_true : true class labels, shape (n,); each must be a column of ``proba``.
     proba : DataFrame (n, classes), one column of probabilities per class.
+    y_pred : the decided labels (e.g. ``StageModel.predict``); default: the argmax of
+        ``proba``.
 
     Returns
     -------
-    ``macro_f1`` (of the argmax decision, over the classes present in truth or decision),
+    ``macro_f1`` (of the decision, over the classes present in truth or decision),
     ``accuracy``, ``log_loss`` (probabilities clipped to [1e-15, 1] and renormalised per row;
     labels = ``proba.columns``), ``n``. NaN on empty input.
     """
@@ -206,7 +208,7 @@ def stage_metrics(y_true, proba: pd.DataFrame) -> dict[str, float]:
         return {"macro_f1": NAN, "accuracy": NAN, "log_loss": NAN, "n": 0.0}
     probs = np.clip(proba.to_numpy(dtype=float), LOG_LOSS_EPS, 1.0)
     probs /= probs.sum(axis=1, keepdims=True)
-    pred = probs.argmax(axis=1)
+    pred = probs.argmax(axis=1) if y_pred is None else _class_codes(y_pred, classes, "y_pred")
     return {
         "macro_f1": float(f1_score(codes, pred, average="macro", zero_division=0.0)),
         "accuracy": float(accuracy_score(codes, pred)),

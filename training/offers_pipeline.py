@@ -104,10 +104,13 @@ def learned_choice(
     return best, eligible
 
 
-def policy_table(
+def evaluated_policies(
     model: UpliftModel, test: OfferData, offers: pd.DataFrame, uplift: pd.DataFrame
-) -> pd.DataFrame:
-    """IPS / SNIPS / DR values of the learned, propensity and random policies."""
+) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
+    """The policies compared off-policy, as ``(n, arms)`` action probabilities over
+    ``["control", *model.offers_]`` (learned next-best offer, propensity ranking, random
+    eligible offer), and the predicted conversion probability of every arm (the outcome model
+    of the doubly robust estimates)."""
     catalog = offers.set_index("offer_id").loc[model.offers_].reset_index()
     arms = ["control", *model.offers_]
     best, eligible = learned_choice(model, test.X, offers, uplift)
@@ -119,6 +122,16 @@ def policy_table(
         "propensity": policy_probabilities(propensity_policy(proba, catalog, eligible), arms),
         "random": random_policy(eligible, arms),
     }
+    return policies, proba
+
+
+def policy_table(
+    model: UpliftModel, test: OfferData, offers: pd.DataFrame, uplift: pd.DataFrame
+) -> pd.DataFrame:
+    """IPS / SNIPS / DR values of the learned, propensity and random policies."""
+    catalog = offers.set_index("offer_id").loc[model.offers_].reset_index()
+    arms = ["control", *model.offers_]
+    policies, proba = evaluated_policies(model, test, offers, uplift)
     return policy_value_table(
         policies, estimator=incremental_policy_value, y=test.y,
         logged_arm=pd.Index(arms).get_indexer(test.arm), outcome_model=proba.to_numpy(),

@@ -12,8 +12,7 @@ from sklearn.metrics import f1_score, roc_auc_score
 
 from features.simulator.catalog import STAGES
 from features.simulator.truth import churn_population, churned_within, stage_at
-
-PRIOR_POWERS = (0.0, 0.25, 0.5, 0.75, 1.0)
+from training.models.stage import PRIOR_POWERS
 
 
 def evaluable_snapshots(snapshots: pd.DataFrame, end: pd.Timestamp, horizon_days: int) -> list:

@@ -154,9 +154,10 @@ def fit_stage(fit_part: pd.DataFrame, holdout: pd.DataFrame, config: TrainConfig
     proba = pd.DataFrame(model.predict_proba(test[cols]), columns=list(model.classes_))
     stay = StayInStage().fit(train[cols], train["stage_next"])
     stay_proba = pd.DataFrame(stay.predict_proba(test[cols]), columns=list(stay.classes_))
-    predicted = proba.columns.to_numpy()[proba.to_numpy().argmax(axis=1)]
+    predicted = model.predict(test[cols])
     matrix = confusion(y, predicted, list(proba.columns))
     figures = {"confusion.png": plots.confusion_heatmap(matrix)}
-    return ModelReport("stage", model, params, stage_metrics(y, proba),
+    metrics = stage_metrics(y, proba, predicted) | {"prior_power": model.prior_power_}
+    return ModelReport("stage", model, params, metrics,
                        {"stay_in_stage": stage_metrics(y, stay_proba)}, figures,
                        test[cols].head(100))  # fmt: skip

@@ -35,7 +35,7 @@ def stage_score(holdout: pd.DataFrame):
         proba = pd.DataFrame(estimator.predict_proba(holdout[cols]),
                              columns=list(estimator.classes_))  # fmt: skip
         y = holdout["stage_next"].astype("str").to_numpy()
-        return stage_metrics(y, proba)[PRIMARY["stage"]]
+        return stage_metrics(y, proba, estimator.predict(holdout[cols]))[PRIMARY["stage"]]
 
     return evaluate
 

@@ -143,7 +143,7 @@ def score_fold(model: Model, params: dict, fold: Fold) -> dict[str, float]:
         return churn_metrics(fold.y_eval, est.predict_proba(fold.X_eval)[:, 1])
     est = StageModel(**params).fit(fold.X, fold.y, time=fold.time)
     proba = pd.DataFrame(est.predict_proba(fold.X_eval), columns=list(est.classes_))
-    return stage_metrics(fold.y_eval, proba)
+    return stage_metrics(fold.y_eval, proba, est.predict(fold.X_eval))
 
 
 def suggest(trial: optuna.Trial, space: dict[str, Dim]) -> dict:

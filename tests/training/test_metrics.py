@@ -175,6 +175,16 @@ def test_stage_metrics_agree_with_sklearn():
     assert got["log_loss"] == pytest.approx(log_loss(y, proba[ordered].to_numpy(), labels=ordered))
 
 
+def test_stage_metrics_score_the_given_decision():
+    # deciding c, b, c instead of the argmax a, b, c: F1 a = 0, b = 0, c = 1/2
+    got = stage_metrics(["a", "c", "c"], PROBA, y_pred=["c", "b", "c"])
+    assert got["macro_f1"] == pytest.approx((0 + 0 + 0.5) / 3)
+    assert got["accuracy"] == pytest.approx(1 / 3)
+    assert got["log_loss"] == stage_metrics(["a", "c", "c"], PROBA)["log_loss"]
+    with pytest.raises(ValueError, match="y_pred must be one of"):
+        stage_metrics(["a", "c", "c"], PROBA, y_pred=["a", "b", "z"])
+
+
 def test_stage_log_loss_clips_zero_probabilities():
     proba = pd.DataFrame({"a": [1.0, 0.0], "b": [0.0, 1.0]})
     got = stage_metrics(["a", "a"], proba)

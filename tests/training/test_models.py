@@ -30,6 +30,7 @@ from training.models import (
     feature_columns,
 )
 from training.models._lgbm import holdout_mask
+from training.models.stage import PRIOR_POWERS, best_prior_power, prior_adjusted_argmax
 
 SNAPSHOTS = 5
 CALIBRATION_FOLD = (
@@ -223,6 +224,56 @@ def test_stage_model_is_no_worse_than_staying_in_stage(data, cols, stage):
     stay = f1_score(test["stage_next"], StayInStage().fit(test).predict(test), average="macro")
     print(f"stage macro-F1 {model:.3f}, stay-in-stage {stay:.3f}")
     assert model >= stay - 0.05
+
+
+def test_stage_decision_favours_rare_stages_for_macro_f1(data, cols, stage):
+    # prior_power="auto" picks k on the later fold; predict is argmax(p / prior**k)
+    test = data["test"]
+    proba = stage.predict_proba(test[cols])
+    assert stage.prior_power_ in PRIOR_POWERS and stage.prior_power_ > 0
+    np.testing.assert_allclose(stage.class_prior_.sum(), 1.0)
+    decided = stage.predict(test[cols])
+    weights = stage.class_prior_**stage.prior_power_
+    np.testing.assert_array_equal(decided, stage.classes_[np.argmax(proba / weights, axis=1)])
+    argmax = stage.classes_[proba.argmax(axis=1)]
+    macro = {name: f1_score(test["stage_next"], pred, average="macro")
+             for name, pred in (("decided", decided), ("argmax", argmax))}  # fmt: skip
+    print(f"stage macro-F1 with k={stage.prior_power_}: {macro}")
+    assert macro["decided"] > macro["argmax"]
+    legacy = pickle.loads(pickle.dumps(stage))  # a model saved before the decision rule
+    del legacy.prior_power_, legacy.class_prior_
+    np.testing.assert_array_equal(legacy.predict(test[cols]), argmax)
+
+
+def small_stage_data(n: int = 400) -> tuple[pd.DataFrame, np.ndarray]:
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"a": rng.normal(size=n), "b": rng.normal(size=n)})
+    y = np.where(X["a"] > 1.2, "churned", np.where(X["b"] > 0, "retention", "at_risk"))
+    return X, y
+
+
+def test_stage_prior_power_zero_is_the_plain_argmax_and_bad_values_are_refused():
+    X, y = small_stage_data()
+    model = StageModel(n_estimators=20, prior_power=0).fit(X, y)
+    assert model.prior_power_ == 0.0
+    expected = model.classes_[model.predict_proba(X).argmax(axis=1)]
+    np.testing.assert_array_equal(model.predict(X), expected)
+    for bad in (-0.5, "big", float("nan")):
+        with pytest.raises(ValueError, match="prior_power must be 'auto' or a number >= 0"):
+            StageModel(n_estimators=5, prior_power=bad).fit(X, y)
+
+
+def test_best_prior_power_by_hand():
+    # class 1 (10 % of rows) never wins the plain argmax; k = 0.25 picks out its one row,
+    # k >= 0.5 labels every row 1
+    proba = np.tile([[0.7, 0.3]], (10, 1))
+    codes = np.array([1] + [0] * 9)
+    proba[0] = [0.55, 0.45]
+    prior = np.array([0.9, 0.1])
+    np.testing.assert_array_equal(prior_adjusted_argmax(proba, prior, 0.0), np.zeros(10))
+    assert prior_adjusted_argmax(proba, prior, 1.0)[0] == 1
+    assert best_prior_power(proba, codes, prior) == 0.25  # the smallest k that separates row 0
+    assert best_prior_power(proba[1:], codes[1:], prior) == 0.0  # nothing to gain: plain
 
 
 def test_stage_contributions_sum_to_raw_scores(data, cols, stage):

@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from features.simulator import SimConfig, simulate, write_simulation
 from training.cli import app
+from training.models.stage import PRIOR_POWERS
 
 runner = CliRunner()
 
@@ -54,6 +55,9 @@ def test_train_logs_runs_and_promote_moves_champion_only_on_a_win(workdir):
     assert churn.inputs.dataset_inputs, "data lineage is logged"
     artifacts = {a.path for a in client.list_artifacts(churn.info.run_id, "plots")}
     assert {"plots/reliability.png", "plots/gains.png", "plots/risk_histogram.png"} <= artifacts
+    stage = next(c for c in children if c.info.run_name == "stage")
+    assert {"macro_f1", "log_loss", "baseline_stay_in_stage.macro_f1"} <= set(stage.data.metrics)
+    assert stage.data.metrics["prior_power"] in PRIOR_POWERS  # the decision rule's chosen k
     offers = next(c for c in children if c.info.run_name == "offers")
     offer_plots = {a.path for a in client.list_artifacts(offers.info.run_id, "plots")}
     assert {"plots/qini.png", "plots/uplift_by_offer.png"} <= offer_plots
