@@ -7,17 +7,18 @@ and registers them in a SQLite MLflow store, promotes them to champion and mater
 customer's vector into the online store. Then:
 
 1. in process: one customer through the service's own path (store look-up -> ledger contacts ->
-   decide -> ledger write -> response model), and the engine alone on pre-fetched rows;
-2. starts ``bentoml serve serving.service:LifecycleService`` (models from the registry, one
-   worker) and ``mlflow models serve -m models:/lifecycle-churn@champion --env-manager local``
-   side by side, and drives each in turn with the same random ids: open-loop load at
-   ``--rate`` requests/s (one customer per request; latency counted from the scheduled send
-   time, so it includes queueing), then closed-loop maximum throughput with one id per request
-   and with ``--batch`` ids per request (``/batch`` for ours, ``--batch`` rows per
-   ``/invocations`` for MLflow). MLflow is sent the churn model's input columns for each id
-   (taken from the store's vectors), ours only the ids: it looks them up, scores all three
-   models and decides;
-3. reports the resident memory of both server process trees.
+   decide -> ledger write -> JSON response), and the engine alone on pre-fetched rows;
+2. starts ``bentoml serve serving.service:LifecycleService`` (models from the registry) and
+   ``mlflow models serve -m models:/lifecycle-churn@champion --env-manager local`` side by
+   side, each with ``--workers`` worker processes, and drives each in turn with the same
+   random ids: open-loop load at ``--rate`` requests/s (one customer per request; latency
+   counted from the scheduled send time, so it includes queueing), then closed-loop maximum
+   throughput with one id per request and with ``--batch`` ids per request (``/batch`` for
+   ours, ``--batch`` rows per ``/invocations`` for MLflow). MLflow is sent the churn model's
+   input columns for each id (taken from the store's vectors), ours only the ids: it looks
+   them up, scores all three models and decides;
+3. reports the resident memory of both server process trees and the load average before and
+   after (the machine may be shared: compare the ratios of one run).
 
 Targets (issue 5): in-process p50 <= 2 ms; HTTP /decide p50 <= 10 ms and p99 <= 50 ms at
 100 requests/s; /batch of 1,000 ids >= 20,000 customers/s; ours >= 2x MLflow's throughput.
@@ -172,7 +173,7 @@ def in_process(world: dict, folder: Path, ids: np.ndarray, args: argparse.Namesp
     report = {
         "decide_1 (lookup+contacts+decide+ledger+response)": summary(timed_ms(full, singles)),
         "engine_1 (decide only)": summary(
-            timed_ms(lambda r: engine.decide(r, no_contacts, generator), rows)
+            timed_ms(lambda r: engine.decide(r, no_contacts, generator.random(1)), rows)
         ),
         "lookup_1": summary(timed_ms(service._lookup, singles)),
     }
@@ -212,18 +213,21 @@ def wait_ready(process: subprocess.Popen, url: str, log: Path, timeout: float = 
     raise RuntimeError(f"not ready in {timeout} s:\n{log.read_text()[-3000:]}")
 
 
-def start_servers(world: dict, folder: Path) -> dict:
-    """Both servers, ready; name -> {process, url, log}."""
+def start_servers(world: dict, folder: Path, workers: int = 1) -> dict:
+    """Both servers with ``workers`` worker processes each, ready; name -> {process, url,
+    log}."""
     ours, theirs = free_port(), free_port()
+    options = f"services.lifecycle.workers={workers}"
     servers = {
         "ours": (
             [sys.executable, "-m", "bentoml", "serve", "serving.service:LifecycleService",
              "--host", "127.0.0.1", "--port", str(ours)],
-            service_env(world, folder / "http"), f"http://127.0.0.1:{ours}", "/readyz",
+            {**service_env(world, folder / "http"), "BENTOML_CONFIG_OPTIONS": options},
+            f"http://127.0.0.1:{ours}", "/readyz",
         ),
         "mlflow": (
             [str(BIN / "mlflow"), "models", "serve", "-m", "models:/lifecycle-churn@champion",
-             "--env-manager", "local", "-h", "127.0.0.1", "-p", str(theirs), "-w", "1"],
+             "--env-manager", "local", "-h", "127.0.0.1", "-p", str(theirs), "-w", str(workers)],
             {"MLFLOW_TRACKING_URI": world["uri"]}, f"http://127.0.0.1:{theirs}", "/ping",
         ),
     }  # fmt: skip
@@ -494,7 +498,8 @@ def tables(report: dict, batch: int) -> str:
     ratio_rows = [{"ratio (ours / MLflow)": k, "value": v} for k, v in report["ratios"].items()]
     return "\n\n".join([
         f"Decision service, {report['store_customers']:,} customers in the store, "
-        f"{report['machine']}, load average {report['load']}",
+        f"{report['config']['workers']} worker(s) per server, {report['machine']}, "
+        f"load average {report['load_before']} before, {report['load']} after",
         markdown(inproc), markdown(rows), markdown(memory), markdown(ratio_rows),
         markdown(targets(report, batch)),
     ])  # fmt: skip
@@ -512,6 +517,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--closed-seconds", type=float, default=20.0)
     parser.add_argument("--concurrency", type=int, default=8, help="closed loop, 1 id each")
     parser.add_argument("--batch", type=int, default=1_000, help="ids per batch request")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes per server")
     return parser.parse_args(argv)
 
 
@@ -522,11 +528,12 @@ def run(args: argparse.Namespace, folder: Path) -> dict:
     run_dir = Path(tempfile.mkdtemp(prefix="run_", dir=folder))
     report = {"config": {k: str(v) for k, v in vars(args).items()}, "machine": machine(),
               "store_customers": len(ids), "setup_seconds": world.get("setup_seconds")}  # fmt: skip
+    report["load_before"] = " / ".join(f"{x:.1f}" for x in os.getloadavg())
     report["in_process"] = in_process(world, run_dir, ids, args)
     columns, categorical = churn_inputs(world)
     bodies = Bodies(vectors, columns, categorical)
     del vectors
-    servers = start_servers(world, run_dir)
+    servers = start_servers(world, run_dir, args.workers)
     try:
         report["http"] = http_phases(servers, bodies, ids, args)
     finally:

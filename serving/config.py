@@ -69,6 +69,10 @@ class ServiceConfig(BaseModel):
     max_events: int = Field(5000, ge=1, description="events per /score request")
     explain_max: int = Field(1000, ge=0, description="customers explained per request")
     reload_seconds: float = Field(10.0, ge=0.0, description="registry poll period; 0 = never")
+    lightgbm_threads: int = Field(
+        1, ge=1, description="LightGBM threads for requests of at least parallel_rows customers"
+    )
+    parallel_rows: int = Field(256, ge=1, description="customers from which to use them")
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     seed: int | None = Field(None, description="exploration RNG seed (None = random)")
 

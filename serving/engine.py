@@ -13,7 +13,9 @@ probability of the action taken.
 
 from __future__ import annotations
 
+import functools
 import json
+import math
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,11 +26,12 @@ import pandas as pd
 from features.online_vectors import OWNED, parse_owned
 from features.registry import REGISTRY
 from features.stages import assign_stages
+from serving.bundle import NAMES as MODELS
 from serving.bundle import ModelBundle
 from serving.config import PolicyConfig
 from serving.inputs import FeatureRows, InputPlan
 from serving.ledger import Decision
-from serving.scoring import UpliftScorer
+from serving.scoring import fast_model
 from training.policy import CONTROL, epsilon_greedy
 
 
@@ -92,7 +95,10 @@ class Catalog:
 class DecisionEngine:
     """Scores and decides for feature rows with one loaded :class:`ModelBundle`."""
 
-    def __init__(self, bundle: ModelBundle, offers: pd.DataFrame, policy: PolicyConfig) -> None:
+    def __init__(
+        self, bundle: ModelBundle, offers: pd.DataFrame, policy: PolicyConfig, threads: int = 1,
+        parallel_rows: int = 256,
+    ) -> None:  # fmt: skip
         self.bundle, self.policy = bundle, policy
         self.catalog = Catalog(offers, [str(k) for k in bundle.offers.offers_])
         self.arms = [CONTROL, *self.catalog.ids]
@@ -100,24 +106,39 @@ class DecisionEngine:
         self.versions = bundle.versions
         self._versions_json = json.dumps(self.versions, sort_keys=True)
         self._plans: dict[tuple, InputPlan] = {}
-        self._uplift = UpliftScorer(bundle.offers)
+        signatures = [_input_signature(getattr(bundle, n)) for n in MODELS]
+        self._inputs = {n: signatures.index(s) for n, s in zip(MODELS, signatures, strict=True)}
+        fast = {"threads": threads, "parallel_rows": parallel_rows}
+        self._churn = fast_model(bundle.churn, _proba, **fast)
+        self._stage = fast_model(bundle.stage, _proba, **fast)
+        self._offers = fast_model(bundle.offers, _uplift_and_support, **fast)
 
     # ---- scoring ------------------------------------------------------------------
 
     def inputs(self, name: str, rows: FeatureRows) -> np.ndarray:
-        key = (name, rows.layout)
+        """The input matrix of model ``name`` ("churn", "stage", "offers") for ``rows``."""
+        return self._plan(name, rows).matrix(rows)
+
+    def _plan(self, name: str, rows: FeatureRows) -> InputPlan:
+        key = (self._inputs[name], rows.layout)  # models with equal inputs share a plan
         if key not in self._plans:
             self._plans[key] = InputPlan(getattr(self.bundle, name), rows)
-        return self._plans[key].matrix(rows)
+        return self._plans[key]
 
     def score(self, rows: FeatureRows) -> Scores:
         """Churn probability, stage probabilities, current stage and offer uplift per row."""
-        b = self.bundle
-        churn = b.churn.predict_proba(self.inputs("churn", rows))[:, 1]
-        stage_proba = b.stage.predict_proba(self.inputs("stage", rows))
-        x = self.inputs("offers", rows)
+        built: dict[int, np.ndarray] = {}  # each distinct input matrix once
+
+        def x(name: str) -> np.ndarray:
+            plan = self._plan(name, rows)
+            if id(plan) not in built:
+                built[id(plan)] = plan.matrix(rows)
+            return built[id(plan)]
+
+        churn = self._churn.predict_proba(x("churn"))[:, 1]
+        stage_proba = self._stage.predict_proba(x("stage"))
+        uplift, supported = self._offers.uplift_and_support(x("offers"))
         cols = self.catalog.model_column
-        uplift, supported = self._uplift(x)
         return Scores(churn, stage_proba, current_stage(rows), uplift[:, cols], supported[:, cols])
 
     # ---- policy -------------------------------------------------------------------
@@ -129,7 +150,9 @@ class DecisionEngine:
         ``i`` (the first rule it fails; None when eligible), worded only for offers shown."""
         n, k = len(rows.customer_ids), len(self.catalog.ids)
         rules = self._rules(rows, scores, channel, contacts)
-        failed = np.stack([np.broadcast_to(mask, (n, k)) for mask, _ in rules])
+        failed = np.empty((len(rules), n, k), bool)
+        for r, (mask, _) in enumerate(rules):
+            failed[r] = mask  # broadcast
         first = np.where(failed.any(axis=0), failed.argmax(axis=0), -1)
 
         def why(i: int, j: int) -> str | None:
@@ -158,16 +181,18 @@ class DecisionEngine:
         ]  # fmt: skip
 
     def choose(
-        self, expected: np.ndarray, eligible: np.ndarray, rng: np.random.Generator
+        self, expected: np.ndarray, eligible: np.ndarray, draws: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Arm index (0 = no offer), its propensity and whether exploration chose it."""
+        """Arm index (0 = no offer), its propensity and whether exploration chose it; arm
+        ``a`` when the row's uniform draw falls in its slice of the probabilities."""
         value = np.where(eligible, expected, -np.inf)
         best = value.argmax(axis=1) if value.shape[1] else np.zeros(len(value), np.intp)
         greedy = np.where(value.max(axis=1, initial=-np.inf) > 0, best + 1, 0)
-        ok = np.column_stack([np.ones(len(value), bool), eligible])  # no offer: always
+        ok = np.ones((len(value), len(self.arms)), bool)  # no offer (column 0): always
+        ok[:, 1:] = eligible
         proba = epsilon_greedy(greedy, ok, self.policy.exploration)
-        draw = rng.random(len(value))[:, None]
-        chosen = (draw > np.cumsum(proba, axis=1)).sum(axis=1).clip(max=len(self.arms) - 1)
+        below = (draws[:, None] > np.cumsum(proba, axis=1)).sum(axis=1)
+        chosen = np.minimum(below, len(self.arms) - 1)
         return chosen, proba[np.arange(len(chosen)), chosen], chosen != greedy
 
     # ---- decisions ----------------------------------------------------------------
@@ -176,37 +201,40 @@ class DecisionEngine:
         self,
         rows: FeatureRows,
         contacts: Contacts,
-        rng: np.random.Generator,
+        draws: np.ndarray,
         channel: str | None = None,
         max_offers: int = 3,
         explain: bool = False,
     ) -> tuple[list[dict], list[Decision]]:
-        """Decisions for the found rows of ``rows`` (unknown ids are the caller's business)."""
+        """Decisions for the found rows of ``rows`` (unknown ids are the caller's business);
+        ``draws``: one uniform [0, 1) number per row, the exploration's randomness."""
         scores = self.score(rows)
         eligible, why = self.eligibility(rows, scores, channel, contacts)
         c = self.catalog
         expected = scores.uplift * c.value - c.cost
-        chosen, propensity, explored = self.choose(expected, eligible, rng)
+        chosen, propensity, explored = self.choose(expected, eligible, draws)
         reasons = self.reasons(rows) if explain else None
-        bands = np.digitize(scores.churn, self.policy.churn_bands)
+        bands = np.digitize(scores.churn, self.policy.churn_bands).tolist()
         as_of = None if rows.as_of is None else rows.as_of.isoformat()
-        order = self.ranking(expected, eligible)[:, :max_offers]
-        stage_next = scores.stage_proba.round(6).tolist()  # whole arrays at once, not per row
+        order = self.ranking(expected, eligible)[:, :max_offers].tolist()
+        # whole arrays to Python values at once, not numpy scalars per row
+        stage_next, churn = scores.stage_proba.round(6).tolist(), scores.churn.tolist()
+        uplift, values, ok = scores.uplift.tolist(), expected.tolist(), eligible.tolist()
         propensities, explored = propensity.tolist(), explored.tolist()
         out, logged = [], []
-        for i, customer in enumerate(rows.customer_ids):
-            arm = int(chosen[i])
+        for i, (customer, arm) in enumerate(zip(rows.customer_ids, chosen.tolist(), strict=True)):
             offer = None if arm == 0 else c.ids[arm - 1]
-            value = 0.0 if arm == 0 else float(expected[i, arm - 1])
+            value = 0.0 if arm == 0 else values[i][arm - 1]
             decision_id = uuid.uuid4().hex
+            shown = [(j, uplift[i][j], values[i][j], ok[i][j]) for j in order[i]]
             out.append({
-                "customer_id": customer,
+                "customer_id": customer, "error": None,  # every field, in the schema's order
                 "stage": {"current": str(scores.stage[i]),
                           "next": dict(zip(self.stages, stage_next[i], strict=True))},
-                "churn": {"probability": round(float(scores.churn[i]), 6),
+                "churn": {"probability": round(churn[i], 6),
                           "risk_band": ("low", "medium", "high")[bands[i]],
                           "reasons": [] if reasons is None else reasons[i]},
-                "offers": self._ranked(i, order[i], scores, expected, eligible, why),
+                "offers": self._ranked(shown, functools.partial(why, i)),
                 "decision": {"decision_id": decision_id, "offer_id": offer,
                              "propensity": propensities[i], "explored": explored[i],
                              "expected_value": value},
@@ -223,13 +251,15 @@ class DecisionEngine:
         value = np.where(np.isfinite(expected), expected, -np.inf)
         return np.lexsort((-value, ~eligible), axis=-1)
 
-    def _ranked(self, i, order, scores, expected, eligible, why) -> list[dict]:
+    def _ranked(self, shown: list[tuple], why: Callable[[int], str | None]) -> list[dict]:
+        """The offers shown to one customer: (offer position, uplift, expected value,
+        eligible) each, and ``why(j)`` offer ``j`` is not eligible."""
         c = self.catalog
         return [
-            {"offer_id": c.ids[j], "kind": c.kind[j], "uplift": _num(scores.uplift[i, j]),
-             "expected_value": _num(expected[i, j]), "eligible": bool(eligible[i, j]),
-             "ineligible_reason": why(i, j)}
-            for j in order.tolist()
+            {"offer_id": c.ids[j], "kind": c.kind[j], "uplift": _num(uplift),
+             "expected_value": _num(value), "eligible": eligible,
+             "ineligible_reason": why(j)}
+            for j, uplift, value, eligible in shown
         ]  # fmt: skip
 
     def reasons(self, rows: FeatureRows, top: int = 3) -> list[list[dict]]:
@@ -254,6 +284,21 @@ def current_stage(rows: FeatureRows) -> np.ndarray:
     return assign_stages(frame).astype("str").to_numpy(dtype=object)
 
 
+def _input_signature(model) -> tuple:
+    """What a model's input matrix depends on: its columns and their training categories."""
+    categories = getattr(model, "categories_", {})
+    names = tuple(str(c) for c in model.feature_names_in_)
+    return names, tuple((c, tuple(map(str, categories[c]))) for c in names if c in categories)
+
+
+def _proba(model, x: np.ndarray) -> np.ndarray:
+    return model.predict_proba(x)
+
+
+def _uplift_and_support(model, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return model.uplift_and_support(x)
+
+
 def _stage_set(value: object) -> frozenset[str]:
     if pd.isna(value) or not str(value).strip():
         return frozenset()
@@ -261,7 +306,7 @@ def _stage_set(value: object) -> frozenset[str]:
 
 
 def _num(v: float) -> float | None:
-    return None if not np.isfinite(v) else round(float(v), 6)
+    return round(v, 6) if math.isfinite(v) else None
 
 
 def _label(feature: str) -> str:

@@ -1,23 +1,30 @@
-"""The uplift model's answers for the hot path, on numpy arrays only.
+"""LightGBM prediction for the hot path: the models' own methods, with less overhead.
 
-``UpliftModel.predict_uplift`` and ``.supported`` answer pandas frames (string-labelled
-columns, an index, a frame subtraction): right for training and reports, but for one customer
-that costs ~10x the LightGBM work itself. :class:`UpliftScorer` calls the model's fitted
-boosters directly (``Booster.predict(..., num_threads=1)``, DESIGN sections 8 and 11) and
-returns plain arrays in the model's ``offers_`` order. It checks itself against the model's own
-methods when it is built and falls back to them when the model's layout is not one it knows or
-the answers differ, so a change of the model cannot make the service answer differently, only
-slower.
+``Booster.predict`` spends ~0.1 ms in Python per call (parameter strings, array checks, a
+fresh C predictor) before it evaluates a tree; a decision for one customer makes a dozen such
+calls (churn, stage, one outcome model per arm, the logging model). :class:`FastBooster`
+stands in for a booster and answers one row through LightGBM's single-row fast C API
+(``LGBM_BoosterPredictForMatSingleRowFast``: the predictor is set up once, a call costs a few
+microseconds) and many rows through ``Booster.predict`` with ``threads`` threads from
+``parallel_rows`` rows on (one thread below, where an OpenMP team's start-up costs more than
+it saves). :func:`fast_model` gives a copy of a model whose boosters are such stand-ins, so
+the model's own code (encoding checks, calibration, the uplift arithmetic) still computes the
+answer, and keeps it only if it answers exactly like the model on probe rows.
 """
 
 from __future__ import annotations
 
+import copy
 import ctypes
+import threading
+from collections.abc import Callable
 
 import lightgbm as lgb
 import numpy as np
+from lightgbm.basic import _LIB, _safe_call
 
-CONTROL = "control"
+PREDICT_NORMAL, PREDICT_RAW = 0, 1  # LightGBM's C_API_PREDICT_* types
+FLOAT64 = 1  # C_API_DTYPE_FLOAT64
 
 
 def limit_lightgbm_threads(n: int = 1) -> None:
@@ -25,79 +32,121 @@ def limit_lightgbm_threads(n: int = 1) -> None:
 
     A booster predicting without ``num_threads`` uses all cores via OpenMP; for a few rows the
     threads' start-up and barriers cost milliseconds (more on a busy machine), and
-    multi-threaded LightGBM in forked workers can hang (DESIGN section 11). A service worker
-    is one thread of LightGBM work; scale out with workers.
+    multi-threaded LightGBM in forked workers can hang (DESIGN section 11). The cap is the
+    most a :class:`FastBooster` asks for (large batches); everything else asks for one.
     """
-    from lightgbm.basic import _LIB, _safe_call
-
     _safe_call(_LIB.LGBM_SetMaxThreads(ctypes.c_int(n)))
 
 
-class UpliftScorer:
-    """``(uplift, supported)`` arrays ``(n, offers_)`` of an uplift model for a float matrix
-    already in the model's input form (``InputPlan``)."""
+class FastBooster:
+    """A ``lightgbm.Booster`` stand-in for ``predict`` with the same answers, faster.
 
-    def __init__(self, model) -> None:
-        self.model = model
-        self.fast = False
-        try:
-            self._plan(model)
-            probe = _probe(int(model.n_features_in_))
-            self.fast = _same(self._fast(probe), self._slow(probe))
-        except (AttributeError, KeyError, TypeError, ValueError):
-            self.fast = False
+    One float64 row: the single-row fast C API (one predictor per prediction type, made
+    once; LightGBM locks it, so threads may share it; input and output buffers per thread).
+    Otherwise ``Booster.predict`` with ``threads`` threads when there are at least
+    ``parallel_rows`` rows, else one.
+    """
 
-    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return self._fast(x) if self.fast else self._slow(x)
+    def __init__(self, booster: lgb.Booster, threads: int = 1, parallel_rows: int = 256) -> None:
+        self.booster, self.threads, self.parallel_rows = booster, threads, parallel_rows
+        self.width = booster.num_feature()
+        self._row = (1, self.width)
+        self.outputs = booster.num_model_per_iteration()
+        self._configs = {kind: self._fast_config(kind) for kind in (PREDICT_NORMAL, PREDICT_RAW)}
+        self._local = threading.local()
 
-    def _plan(self, model) -> None:
-        arms, offers = list(model.arms_), list(model.offers_)
-        if model.learner == "t":
-            self.boosters = [model.outcome_models_[a] for a in arms]
-            self.control, self.offer_cols = arms.index(CONTROL), [arms.index(o) for o in offers]
-        elif model.learner == "dr":
-            self.boosters = [model.effect_models_[o] for o in offers]
-            self.control, self.offer_cols = None, list(range(len(offers)))
-        else:
-            raise ValueError(f"unknown learner {model.learner!r}")
-        if not all(b is None or isinstance(b, lgb.Booster) for b in self.boosters):
-            raise TypeError("not LightGBM boosters")
-        if not isinstance(model.logging_model_, lgb.Booster):
-            raise TypeError("logging model is not a LightGBM booster")
-        self.logging, self.n_arms = model.logging_model_, len(arms)
-        self.support_cols = [arms.index(o) for o in offers]
-        self.min_support = float(model.min_support)
+    def predict(
+        self, data, raw_score: bool = False, num_threads: int | None = None, **kwargs
+    ) -> np.ndarray:
+        """``Booster.predict(data, raw_score=...)``; other options go to the booster as they
+        are (``num_threads`` then defaults to one)."""
+        if kwargs:
+            return self.booster.predict(data, raw_score=raw_score, num_threads=num_threads or 1,
+                                        **kwargs)  # fmt: skip
+        if type(data) is np.ndarray and data.shape == self._row and data.dtype == np.float64:
+            return self._single(data, PREDICT_RAW if raw_score else PREDICT_NORMAL)
+        threads = self.threads if len(data) >= self.parallel_rows else 1
+        return self.booster.predict(data, raw_score=raw_score, num_threads=threads)
 
-    def _fast(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        n = len(x)
-        p = np.column_stack([
-            np.full(n, np.nan) if b is None else b.predict(x, num_threads=1)
-            for b in self.boosters
-        ])  # fmt: skip
-        uplift = p[:, self.offer_cols]
-        if self.control is not None:
-            uplift = uplift - p[:, [self.control]]
-        logged = self.logging.predict(x, num_threads=1).reshape(n, self.n_arms)
-        return uplift, logged[:, self.support_cols] >= self.min_support
+    def _single(self, row: np.ndarray, kind: int) -> np.ndarray:
+        into, out, pointers = self._buffers()
+        into[:] = row[0]
+        _safe_call(_LIB.LGBM_BoosterPredictForMatSingleRowFast(self._configs[kind], *pointers))
+        answer = out.copy()
+        return answer if self.outputs == 1 else answer.reshape(1, self.outputs)
 
-    def _slow(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return (
-            self.model.predict_uplift(x).to_numpy(dtype=float),
-            self.model.supported(x).to_numpy(dtype=bool),
-        )
+    def _buffers(self) -> tuple[np.ndarray, np.ndarray, tuple]:
+        """This thread's input row, output and the C call's pointers to them (numpy's
+        ``ctypes`` conversions cost more than the call itself)."""
+        buffers = getattr(self._local, "buffers", None)
+        if buffers is None:
+            into, out, written = np.empty(self.width), np.empty(self.outputs), ctypes.c_int64()
+            pointers = (ctypes.c_void_p(into.ctypes.data), ctypes.byref(written),
+                        ctypes.c_void_p(out.ctypes.data))  # fmt: skip
+            buffers = self._local.buffers = (into, out, pointers, written)
+        return buffers[:3]
+
+    def _fast_config(self, kind: int) -> ctypes.c_void_p:
+        handle = ctypes.c_void_p()
+        _safe_call(_LIB.LGBM_BoosterPredictForMatSingleRowFastInit(
+            self.booster._handle, ctypes.c_int(kind), ctypes.c_int(0), ctypes.c_int(-1),
+            ctypes.c_int(FLOAT64), ctypes.c_int32(self.width), b"num_threads=1",
+            ctypes.byref(handle)))  # fmt: skip
+        return handle
+
+    def __del__(self) -> None:
+        for handle in getattr(self, "_configs", {}).values():
+            _LIB.LGBM_FastConfigFree(handle)
 
 
-def _probe(width: int) -> np.ndarray:
-    """A few rows to compare both paths on: missing, zeros, small and large values."""
+def with_fast_boosters(model, threads: int = 1, parallel_rows: int = 256):
+    """A shallow copy of ``model`` whose ``lightgbm.Booster`` attributes (and boosters held
+    in dict attributes, e.g. one per arm) are :class:`FastBooster` stand-ins."""
+
+    def fast(value):
+        if isinstance(value, lgb.Booster):
+            return FastBooster(value, threads, parallel_rows)
+        if isinstance(value, dict) and any(isinstance(v, lgb.Booster) for v in value.values()):
+            return {k: fast(v) for k, v in value.items()}
+        return value
+
+    out = copy.copy(model)
+    for name, value in vars(model).items():
+        setattr(out, name, fast(value))
+    return out
+
+
+def fast_model(
+    model, answer: Callable[[object, np.ndarray], object], threads: int = 1,
+    parallel_rows: int = 256,
+):  # fmt: skip
+    """``model`` with :class:`FastBooster` stand-ins if ``answer(copy, x)`` equals
+    ``answer(model, x)`` (to 1e-9) on probe rows, one at a time and ``parallel_rows`` at
+    once; else ``model`` itself (answers never change, at worst they come slower)."""
+    try:
+        fast = with_fast_boosters(model, threads, parallel_rows)
+        probe = probe_rows(int(model.n_features_in_), max(parallel_rows, 8))
+        singles = [probe[i : i + 1] for i in range(8)]
+        ok = all(same(answer(fast, x), answer(model, x)) for x in [*singles, probe])
+    except (AttributeError, TypeError, ValueError, lgb.basic.LightGBMError):
+        return model
+    return fast if ok else model
+
+
+def probe_rows(width: int, n: int) -> np.ndarray:
+    """``n`` rows to compare answers on: missing, zeros, small counts, large amounts."""
     rng = np.random.default_rng(0)
     rows = [np.full(width, np.nan), np.zeros(width), rng.integers(0, 3, width).astype(float),
             rng.exponential(50.0, width)]  # fmt: skip
-    return np.vstack(rows)
+    mixed = np.where(rng.random((n, width)) < 0.2, np.nan, rng.exponential(20.0, (n, width)))
+    return np.ascontiguousarray(np.vstack([*rows, mixed])[:n])
 
 
-def _same(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> bool:
-    return (
-        a[0].shape == b[0].shape
-        and np.allclose(a[0], b[0], rtol=1e-9, atol=1e-12, equal_nan=True)
-        and np.array_equal(a[1], b[1])
-    )
+def same(a, b) -> bool:
+    """Equal answers: arrays (or tuples of them) of one shape, equal to 1e-9, NaN = NaN."""
+    if isinstance(a, tuple):
+        return isinstance(b, tuple) and len(a) == len(b) and all(map(same, a, b))
+    a, b = np.asarray(a), np.asarray(b)
+    if a.dtype == bool or b.dtype == bool:
+        return a.dtype == b.dtype and np.array_equal(a, b)
+    return a.shape == b.shape and np.allclose(a, b, rtol=1e-9, atol=1e-12, equal_nan=True)

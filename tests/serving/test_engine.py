@@ -35,11 +35,8 @@ class Fixed:
             return np.column_stack([1 - p, p])
         raise AssertionError
 
-    def predict_uplift(self, X):
-        return pd.DataFrame(X[:, [2]] * np.array([[1.0, 3.0, 2.0]]), columns=self.offers_)
-
-    def supported(self, X):
-        return pd.DataFrame(np.ones((len(X), 3), bool), columns=self.offers_)
+    def uplift_and_support(self, X):
+        return X[:, [2]] * np.array([[1.0, 3.0, 2.0]]), np.ones((len(X), 3), bool)
 
 
 class Stage(Fixed):
@@ -66,6 +63,10 @@ def rows(x: list[list[float]], stage: list[str], owned: list[str], plan=None) ->
     )  # fmt: skip
 
 
+def draws(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).random(n)
+
+
 def no_contacts(n: int, k: int = 3) -> Contacts:
     return Contacts(np.zeros(n), np.full((n, k), np.nan))
 
@@ -89,7 +90,7 @@ def test_greedy_choice_is_the_best_eligible_positive_value_and_reasons_name_the_
     # uplift x2=0.1: up 0.1*50-1=4, wb 0.3*20-2=4 (stage churned only), xs 0.2*10-.5=1.5
     r = rows([[0.1, 0.4, 0.0], [0.1, 0.4, 0.0], [0.1, 0.4, 0.0]],
              ["retention", "retention", "churned"], ["", "premium", ""])  # fmt: skip
-    out, logged = engine().decide(r, no_contacts(3), np.random.default_rng(0))
+    out, logged = engine().decide(r, no_contacts(3), draws(3))
     assert [o["decision"]["offer_id"] for o in out] == ["up", "xs", "wb"]
     assert all(o["decision"]["propensity"] == 1.0 for o in out)  # no exploration
     assert out[0]["decision"]["expected_value"] == pytest.approx(4.0)
@@ -104,7 +105,7 @@ def test_greedy_choice_is_the_best_eligible_positive_value_and_reasons_name_the_
 
 def test_no_offer_when_nothing_has_positive_value():
     r = rows([[0.01, 0.1, 0.0]], ["retention"], [""])  # up .5-1<0, xs .2-.5<0
-    out, _ = engine().decide(r, no_contacts(1), np.random.default_rng(0))
+    out, _ = engine().decide(r, no_contacts(1), draws(1))
     assert out[0]["decision"]["offer_id"] is None and out[0]["decision"]["expected_value"] == 0.0
 
 
@@ -113,7 +114,7 @@ def test_channel_cooldown_and_contact_cap():
     days = np.full((3, 3), np.nan)
     days[1, 0] = 5.0  # "up" sent 5 days ago: cooldown 30
     contacts = Contacts(np.array([0.0, 0.0, 3.0]), days)
-    out, _ = engine(cap=3).decide(r, contacts, np.random.default_rng(0), channel="email")
+    out, _ = engine(cap=3).decide(r, contacts, draws(3), channel="email")
     assert out[0]["decision"]["offer_id"] == "up"
     up = {o["offer_id"]: o for o in out[1]["offers"]}["up"]
     assert up["ineligible_reason"].startswith("sent 5.0 days ago")
@@ -128,7 +129,7 @@ def test_channel_cooldown_and_contact_cap():
 def test_exploration_propensities_match_the_draws():
     n, eps = 4000, 0.3
     r = rows([[0.1, 0.4, 0.0]] * n, ["retention"] * n, [""] * n)  # eligible: up, xs (+ none)
-    out, _ = engine(exploration=eps).decide(r, no_contacts(n), np.random.default_rng(1))
+    out, _ = engine(exploration=eps).decide(r, no_contacts(n), draws(n, seed=1))
     chosen = pd.Series([o["decision"]["offer_id"] or "none" for o in out])
     propensity = pd.Series([o["decision"]["propensity"] for o in out])
     expected = {"up": 1 - eps + eps / 3, "xs": eps / 3, "none": eps / 3}
@@ -137,3 +138,20 @@ def test_exploration_propensities_match_the_draws():
         assert abs((chosen == arm).mean() - p) < 4 * np.sqrt(p * (1 - p) / n)
     explored = pd.Series([o["decision"]["explored"] for o in out])
     assert explored[chosen != "up"].all() and not explored[chosen == "up"].any()
+
+
+def test_models_with_the_same_inputs_share_one_input_plan():
+    e, r = engine(), rows([[0.1, 0.4, 0.0]], ["retention"], [""])
+    assert e._plan("churn", r) is e._plan("stage", r) is e._plan("offers", r)
+
+    class Narrow(Fixed):
+        feature_names_in_ = np.array(["x0", "x1", "x2"], dtype=object)
+
+    info = {
+        n: ModelInfo(n, f"lifecycle-{n}", "7", None, None) for n in ("churn", "stage", "offers")
+    }
+    narrow = DecisionEngine(ModelBundle(Fixed(), Stage(), Narrow(), info, "test"), OFFERS,
+                            PolicyConfig(exploration=0.0))  # fmt: skip
+    assert narrow._plan("offers", r) is not narrow._plan("churn", r)
+    assert narrow.inputs("offers", r).shape == (1, 3)
+    np.testing.assert_array_equal(narrow.score(r).uplift, e.score(r).uplift)

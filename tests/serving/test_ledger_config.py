@@ -4,7 +4,9 @@ middleware, without a server."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
+import weakref
 
 import numpy as np
 import pytest
@@ -12,6 +14,7 @@ import pytest
 from serving.config import ServiceConfig, load_config
 from serving.ledger import Decision, FeedbackLedger
 from serving.middleware import TokenAuth
+from serving.state import settle_heap
 
 DAY = 86400.0
 
@@ -116,3 +119,15 @@ def test_token_middleware(path, headers, status):
 def test_an_empty_token_means_open_and_a_service_not_started_refuses():
     assert call(TokenAuth(ok, token=""), "/decide", {}) == 200
     assert call(TokenAuth(ok), "/decide", {"Authorization": "Bearer x"}) == 401
+
+
+def test_settle_heap_collects_cycles_then_freezes_what_lives():
+    class Node:
+        pass
+
+    cycle = Node()
+    cycle.self = cycle
+    gone = weakref.ref(cycle)
+    del cycle
+    settle_heap()
+    assert gone() is None and gc.get_freeze_count() > 0

@@ -13,6 +13,7 @@ from mlflow.tracking import MlflowClient
 from starlette.testclient import TestClient
 
 from serving.bundle import from_registry
+from serving.schemas import DecideResponse
 from serving.service import LifecycleService
 from training.registry import log_estimator
 from training.tracking import KINDS, REGISTERED_NAMES
@@ -77,6 +78,24 @@ def test_decide_answers_each_customer_and_flags_unknown_ids(client, world):
     assert len(decision["decision_id"]) == 32 and 0 < decision["propensity"] <= 1
     assert body["models"] == {"churn": "1", "stage": "1", "offers": "1"} == first["models"]
     assert body["features_as_of"] == first["features_as_of"] and body["store_version"] == 1
+
+
+def test_decision_bodies_are_what_the_response_model_would_send(client, world):
+    """The service serialises its answers without validating them first: the bytes must be
+    those of the response model (every field, in order, of the declared types)."""
+    event = {"timestamp": "2025-09-20T10:00:00Z", "event_type": "purchase", "amount": 4.0}
+    cold = {"customer_id": "new", "events": [event]}
+    requests = [
+        ("/decide", {"customer_ids": [*ids(world, 3), "ghost"], "explain": True}),
+        ("/decide", {"customer_ids": ids(world, 1), "channel": "email", "max_offers": 20}),
+        ("/batch", {"customer_ids": [*ids(world, 300), "ghost"]}),
+        ("/score", {"customers": [cold], "as_of": "2025-10-01T00:00:00Z", "explain": True}),
+    ]
+    for path, body in requests:
+        response = client.post(path, json=body)
+        assert response.headers["content-type"] == "application/json"
+        validated = DecideResponse.model_validate_json(response.content)
+        assert response.content == validated.model_dump_json().encode(), path
 
 
 @pytest.mark.parametrize(

@@ -331,6 +331,22 @@ def test_uplift_model_is_reproducible_and_clonable(world):
     assert again.get_params() == model.get_params()
 
 
+def test_uplift_and_support_equal_the_frame_methods(world):
+    """The numpy method (the service's hot path) answers like predict_uplift and supported,
+    from a frame or from the encoded array, for the T- and the DR-learner."""
+    X, ex, y = world["X"].iloc[:3000], world["exposures"].iloc[:3000], world["y"][:3000]
+    dr = UpliftModel(learner="dr", n_estimators=20).fit(X, ex["offer_id"], y, ex["propensity"])
+    for model in (world["model"], dr):
+        Xt = world["Xt"].iloc[:500]
+        uplift, supported = model.uplift_and_support(Xt)
+        np.testing.assert_allclose(uplift, model.predict_uplift(Xt).to_numpy(), rtol=1e-12)
+        np.testing.assert_array_equal(supported, model.supported(Xt).to_numpy())
+        again = model.uplift_and_support(model.encode(Xt))
+        np.testing.assert_array_equal(again[0], uplift)
+        np.testing.assert_array_equal(again[1], supported)
+        assert uplift.shape == supported.shape == (500, len(model.offers_))
+
+
 def test_dr_learner_small_arms_and_unseen_categories(world):
     X, ex, y = world["X"].iloc[:4000], world["exposures"].iloc[:4000], world["y"][:4000]
     with pytest.warns(UserWarning, match="min_arm_size=300"):

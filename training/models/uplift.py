@@ -146,6 +146,28 @@ class UpliftModel(BaseEstimator):
             {k: _predict(self.effect_models_[k], data) for k in self.offers_}, index=_index(X)
         )
 
+    def uplift_and_support(self, X: pd.DataFrame | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`predict_uplift` and :meth:`supported` in one go, as numpy arrays.
+
+        Parameters
+        ----------
+        X : (n, features) frame, or float64 array already in :meth:`encode` form (the
+            service's hot path: no pandas per call).
+
+        Returns
+        -------
+        uplift : (n, offers_) float, NaN for offers without a model.
+        supported : (n, offers_) bool.
+        """
+        data = self.encode(X)
+        if self.learner == "t":
+            proba = _columns([self.outcome_models_[a] for a in self.arms_], data)
+            uplift = proba[:, 1:] - proba[:, :1]  # arms_ = control, then offers_
+        else:
+            uplift = _columns([self.effect_models_[k] for k in self.offers_], data)
+        logged = self.logging_model_.predict(data, num_threads=self.n_jobs)
+        return uplift, logged.reshape(len(data), -1)[:, 1:] >= self.min_support
+
     # ---- fitting --------------------------------------------------------------------
 
     def _fit_logging(self, data: np.ndarray, arm: np.ndarray) -> lgb.Booster:
@@ -291,6 +313,13 @@ def _floats(s: pd.Series) -> np.ndarray:
         raise TypeError(f"column {s.name!r} has dtype {s.dtype}; uplift model inputs must be "
                         "numeric, bool, category or str (drop ids and dates)")  # fmt: skip
     return s.to_numpy(dtype="float64", na_value=np.nan)
+
+
+def _columns(models: list, data: np.ndarray) -> np.ndarray:
+    """``(n, models)``: each model's predictions (NaN for None) as a column."""
+    return (
+        np.column_stack([_predict(m, data) for m in models]) if models else np.empty((len(data), 0))
+    )
 
 
 def _predict(model: lgb.Booster | None, data: np.ndarray) -> np.ndarray:
