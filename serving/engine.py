@@ -45,6 +45,10 @@ class Scores:
     uplift: np.ndarray  # (n, offers), NaN = unknown
     supported: np.ndarray  # (n, offers) bool
 
+    def take(self, idx: np.ndarray) -> Scores:
+        """The scores of rows ``idx`` (what ``FeatureRows.take(idx)`` would score)."""
+        return Scores(*(np.asarray(v)[idx] for v in vars(self).values()))
+
 
 @dataclass(frozen=True)
 class Contacts:
@@ -205,10 +209,13 @@ class DecisionEngine:
         channel: str | None = None,
         max_offers: int = 3,
         explain: bool = False,
+        scores: Scores | None = None,
     ) -> tuple[list[dict], list[Decision]]:
         """Decisions for the found rows of ``rows`` (unknown ids are the caller's business);
-        ``draws``: one uniform [0, 1) number per row, the exploration's randomness."""
-        scores = self.score(rows)
+        ``draws``: one uniform [0, 1) number per row, the exploration's randomness;
+        ``scores``: :meth:`score` of ``rows`` when already at hand (a filtered audience is
+        picked from the cached scores of the whole store), else they are computed."""
+        scores = self.score(rows) if scores is None else scores
         eligible, why = self.eligibility(rows, scores, channel, contacts)
         c = self.catalog
         expected = scores.uplift * c.value - c.cost

@@ -20,7 +20,7 @@ from starlette.responses import Response
 from features.store import NoVersionError
 from serving import cold_start
 from serving.config import load_config
-from serving.engine import Contacts, DecisionEngine
+from serving.engine import Contacts, DecisionEngine, Scores
 from serving.inputs import FeatureRows
 from serving.metrics import count_decisions, count_feedback
 from serving.middleware import JsonOnly, ModelsEndpoint, TokenAuth
@@ -106,14 +106,15 @@ class LifecycleService:
         if (customer_ids is None) == (filter is None):
             raise InvalidArgument("send exactly one of customer_ids or filter")
         engine = self._engine()
+        scores = None
         if customer_ids is not None:
             _limit("customer_ids", customer_ids, self.config.batch_max_ids, "split the audience")
             if not customer_ids:
                 raise InvalidArgument("customer_ids: send at least one id (or a filter)")
             rows = self._lookup(customer_ids)
         else:
-            rows = self._audience(engine, filter)
-        return self._respond(engine, rows, channel, max_offers, explain)
+            rows, scores = self._audience(engine, filter)
+        return self._respond(engine, rows, channel, max_offers, explain, scores)
 
     @bentoml.api(route="/feedback")
     def feedback(
@@ -146,7 +147,8 @@ class LifecycleService:
         except NoVersionError as err:
             raise ServiceUnavailable(f"{err}; run `lifecycle features materialize`") from None
 
-    def _audience(self, engine: DecisionEngine, f: BatchFilter) -> FeatureRows:
+    def _audience(self, engine: DecisionEngine, f: BatchFilter) -> tuple[FeatureRows, Scores]:
+        """The customers the filter picks, riskiest first, with their (cached) scores."""
         try:
             rows, scores = self.state.all_scores(engine)
         except NoVersionError as err:
@@ -156,13 +158,19 @@ class LifecycleService:
             keep &= np.isin(scores.stage, f.stages)
         picked = np.flatnonzero(keep)
         picked = picked[np.argsort(-scores.churn[picked], kind="stable")][: f.limit]
-        return rows.take(picked)
+        return rows.take(picked), scores.take(picked)
 
-    def _respond(self, engine, rows: FeatureRows, channel, max_offers, explain) -> Response:
+    def _respond(
+        self, engine, rows: FeatureRows, channel, max_offers, explain,
+        scores: Scores | None = None,
+    ) -> Response:  # fmt: skip
         """The decisions as a :class:`DecideResponse` body, already JSON (see
-        :func:`json_response`)."""
+        :func:`json_response`); ``scores``: those of ``rows`` when at hand (every row found)."""
         found = np.flatnonzero(rows.found)
-        known = rows if len(found) == len(rows.found) else rows.take(found)
+        if len(found) == len(rows.found):
+            known = rows
+        else:
+            known, scores = rows.take(found), None if scores is None else scores.take(found)
         contacts = Contacts(*self.state.ledger.contacts(
             known.customer_ids, engine.catalog.ids, time.time(),
             self.config.policy.contact_window_days))  # fmt: skip
@@ -173,7 +181,7 @@ class LifecycleService:
         if len(found):
             try:
                 decided, logged = engine.decide(known, contacts, draws, channel or None,
-                                                max_offers, explain)  # fmt: skip
+                                                max_offers, explain, scores)  # fmt: skip
             except ValueError as err:  # the store does not hold what the models need
                 self.state.error = str(err)
                 raise ServiceUnavailable(str(err)) from None

@@ -103,6 +103,28 @@ def test_greedy_choice_is_the_best_eligible_positive_value_and_reasons_name_the_
     assert len({d.decision_id for d in logged}) == 3
 
 
+def test_decide_uses_scores_at_hand_instead_of_scoring_again(monkeypatch):
+    r = rows([[0.1, 0.4, 0.0], [0.1, 0.2, 0.0], [0.3, 0.1, 0.0]],
+             ["retention", "retention", "churned"], ["", "premium", ""])  # fmt: skip
+    e = engine()
+    scored = e.score(r)
+    expected, _ = e.decide(r, no_contacts(3), draws(3))
+    picked = np.array([2, 0])
+    assert np.array_equal(scored.take(picked).churn, scored.churn[picked])
+
+    def refuse(_rows):
+        raise AssertionError("scored again")
+
+    monkeypatch.setattr(e, "score", refuse)
+    got, _ = e.decide(r, no_contacts(3), draws(3), scores=scored)
+
+    def same(out):
+        return [{k: v for k, v in o.items() if k != "decision"} | {
+            "offer": o["decision"]["offer_id"]} for o in out]  # fmt: skip
+
+    assert same(got) == same(expected)
+
+
 def test_no_offer_when_nothing_has_positive_value():
     r = rows([[0.01, 0.1, 0.0]], ["retention"], [""])  # up .5-1<0, xs .2-.5<0
     out, _ = engine().decide(r, no_contacts(1), draws(1))

@@ -13,6 +13,7 @@ from mlflow.tracking import MlflowClient
 from starlette.testclient import TestClient
 
 from serving.bundle import from_registry
+from serving.engine import DecisionEngine
 from serving.schemas import DecideResponse
 from serving.service import LifecycleService
 from training.registry import log_estimator
@@ -136,6 +137,23 @@ def test_batch_filter_returns_the_riskiest_customers_of_the_stages(client):
     risk = [r["churn"]["probability"] for r in results]
     assert 0 < len(results) <= 25 and risk == sorted(risk, reverse=True) and min(risk) >= 0.05
     assert {r["stage"]["current"] for r in results} <= {"at_risk", "retention"}
+
+
+def test_a_filtered_audience_is_not_scored_twice(client, monkeypatch):
+    body = {"filter": {"stages": ["retention"], "limit": 30}}
+    first = client.post("/batch", json=body).json()["results"]  # scores the whole store once
+    calls = []
+    score = DecisionEngine.score
+    monkeypatch.setattr(
+        DecisionEngine, "score", lambda self, rows: calls.append(1) or score(self, rows)
+    )
+    again = client.post("/batch", json=body).json()["results"]
+    assert calls == [] and len(again) == len(first) > 0
+    assert [r["churn"] for r in again] == [r["churn"] for r in first]
+    ids = [r["customer_id"] for r in first]
+    looked_up = client.post("/batch", json={"customer_ids": ids}).json()["results"]
+    assert calls == [1]  # ids are looked up and scored
+    assert [r["churn"] for r in looked_up] == [r["churn"] for r in first]
 
 
 def test_feedback_is_idempotent_and_feeds_cooldown(client, world):
