@@ -16,7 +16,12 @@ Oracles (the truth is used for scoring only, never by the models):
 - offers: the oracle policy (best arm by true incremental value among the arms the logging
   policy could send), and an "observable bound": per offer, a LightGBM regression of the TRUE
   incremental value on the observable features (noise-free supervision no real model has),
-  which bounds what any learner on these features can reach.
+  which bounds what any learner on these features can reach; and an "informed learner": the
+  same uplift learner on the same sends given the latent traits, i.e. what learning from these
+  noisy outcomes could reach if the events revealed the traits.
+
+For each policy the pipeline evaluates off-policy (learned, propensity ranking, random), the
+script also prints its true value beside its IPS / SNIPS / DR estimates and 95% intervals.
 """
 
 from __future__ import annotations
