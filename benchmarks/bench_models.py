@@ -90,13 +90,13 @@ def offer_truth(result, sim, tables: Tables) -> tuple[dict[str, float], list[dic
     t_test = truth.loc[test.exposures["exposure_id"]].reset_index()
     t_train = truth.loc[train.exposures["exposure_id"]].reset_index()
     uplift = model.predict_uplift(test.X)
-    policies, _ = op.evaluated_policies(model, test, tables.offers, uplift)
+    policies, proba = op.evaluated_policies(model, test, tables.offers, uplift)
     iv = pd.DataFrame(
         true_iv(t_test, tables.offers), columns=["control", *tables.offers["offer_id"]]
     )
     iv = iv[["control", *model.offers_]].to_numpy()
     true = {name: float((probs * iv).sum(axis=1).mean()) for name, probs in policies.items()}
-    table = op.policy_table(model, test, tables.offers, uplift)
+    table = op.policy_table(model, test, tables.offers, policies, proba)
     estimates = [
         {"policy": name, "true value": round(true[name], 3),
          **{f"{est} (95% CI)": f"{row.estimate:.3f} ({row.lo:.3f}, {row.hi:.3f})"

@@ -79,7 +79,7 @@ def evaluate_offers(model: UpliftModel, test: OfferData, offers: pd.DataFrame) -
         args = (test.y[rows], treated, uplift[k].to_numpy()[rows], weights[rows])
         qini[k], metrics[f"auuc.{k}"] = qini_curve(*args), auuc(*args)
     metrics["auuc_mean"] = float(np.nanmean([v for k, v in metrics.items()]))
-    table = policy_table(model, test, offers, uplift)
+    table = policy_table(model, test, offers, *evaluated_policies(model, test, offers, uplift))
     for policy in ("learned", "propensity", "random"):
         for est in ("dr", "ips", "snips"):
             metrics[f"policy_value_{est}.{policy}"] = float(table.loc[(policy, est), "estimate"])
@@ -126,12 +126,13 @@ def evaluated_policies(
 
 
 def policy_table(
-    model: UpliftModel, test: OfferData, offers: pd.DataFrame, uplift: pd.DataFrame
-) -> pd.DataFrame:
-    """IPS / SNIPS / DR values of the learned, propensity and random policies."""
+    model: UpliftModel, test: OfferData, offers: pd.DataFrame,
+    policies: dict[str, np.ndarray], proba: pd.DataFrame,
+) -> pd.DataFrame:  # fmt: skip
+    """IPS / SNIPS / DR values of ``policies`` (as :func:`evaluated_policies` gives them,
+    with its predicted arm probabilities ``proba`` as the DR outcome model)."""
     catalog = offers.set_index("offer_id").loc[model.offers_].reset_index()
     arms = ["control", *model.offers_]
-    policies, proba = evaluated_policies(model, test, offers, uplift)
     return policy_value_table(
         policies, estimator=incremental_policy_value, y=test.y,
         logged_arm=pd.Index(arms).get_indexer(test.arm), outcome_model=proba.to_numpy(),

@@ -138,8 +138,8 @@ class StageModel(LGBMInputsMixin, ClassifierMixin, BaseEstimator):
         if len(target) != len(data):
             raise ValueError(f"X has {len(data)} rows but y has {len(target)}")
         params = booster_params(self, "multiclass", num_class=len(self.classes_))
-        self.class_prior_ = np.bincount(target.astype(np.intp), minlength=len(self.classes_))
-        self.class_prior_ = self.class_prior_ / len(target)
+        counts = np.bincount(target.astype(np.intp), minlength=len(self.classes_))
+        self.class_prior_ = counts / len(target)
         fold = self._fold_fit(params, data, target, names, categorical, time)
         rounds = self.n_estimators
         if self.early_stopping_rounds:
