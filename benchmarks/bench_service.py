@@ -39,7 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import httpx
@@ -142,7 +142,28 @@ def service_env(world: dict, folder: Path) -> dict[str, str]:
         "LIFECYCLE_LEDGER": str(folder / "ledger.sqlite"),
         "LIFECYCLE_OFFERS": world["offers"],
         "BENTOML_HOME": str(folder / "bentoml"),
+        "LIFECYCLE_COMPILE_CACHE": str(Path(world["folder"]) / "trees"),
     }
+
+
+def compiled_after(models: Callable[[], dict], times: int = 1, timeout: float = 600) -> float:
+    """Seconds until ``models()`` (what ``GET /models`` answers) says ``times`` times in a row
+    (any worker may answer) that the trees of all three models are compiled
+    (serving/compiled.py: the service compiles them in the background after loading; the
+    first start compiles, later ones load the world's cache)."""
+    start, streak = time.perf_counter(), 0
+    while time.perf_counter() - start < timeout:
+        state = models()
+        if state["compile_error"]:
+            raise RuntimeError(state["compile_error"])
+        done = len(state["compiled"]) == 3
+        if done and not all(state["compiled"].values()):
+            raise RuntimeError(f"some trees could not be compiled: {state['compiled']}")
+        streak = streak + 1 if done else 0
+        if streak >= times:
+            return time.perf_counter() - start
+        time.sleep(0.1)
+    raise RuntimeError(f"trees not compiled in {timeout} s")
 
 
 def summary(ms: np.ndarray) -> dict[str, float]:
@@ -156,9 +177,11 @@ def in_process(world: dict, folder: Path, ids: np.ndarray, args: argparse.Namesp
 
     from serving.engine import Contacts
     from serving.service import LifecycleService
+    from serving.state import models_summary
 
     os.environ.update({**service_env(world, folder / "inproc"), "LIFECYCLE_RELOAD_SECONDS": "0"})
     service = LifecycleService.inner()
+    compile_s = compiled_after(lambda: models_summary(service.state))
     engine = service._engine()
     rng = np.random.default_rng(args.seed)
     singles = [[i] for i in rng.choice(ids, args.in_process).tolist()]
@@ -171,6 +194,7 @@ def in_process(world: dict, folder: Path, ids: np.ndarray, args: argparse.Namesp
     generator = npr.default_rng(0)
     timed_ms(full, singles[:100])  # warm up
     report = {
+        "trees_compiled_after_s": compile_s,
         "decide_1 (lookup+contacts+decide+ledger+response)": summary(timed_ms(full, singles)),
         "engine_1 (decide only)": summary(
             timed_ms(lambda r: engine.decide(r, no_contacts, generator.random(1)), rows)
@@ -237,6 +261,9 @@ def start_servers(world: dict, folder: Path, workers: int = 1) -> dict:
         out[name] = {"process": start(cmd, env, log), "url": url, "log": log}
     for name, (_, _, url, probe) in servers.items():
         wait_ready(out[name]["process"], url + probe, out[name]["log"])
+    url = out["ours"]["url"]  # each worker compiles (or loads the cache) and says so
+    models = lambda: httpx.get(f"{url}/models").json()  # noqa: E731
+    out["ours"]["compiled_after_s"] = compiled_after(models, 10 * workers)
     return out
 
 
@@ -499,7 +526,9 @@ def tables(report: dict, batch: int) -> str:
     return "\n\n".join([
         f"Decision service, {report['store_customers']:,} customers in the store, "
         f"{report['config']['workers']} worker(s) per server, {report['machine']}, "
-        f"load average {report['load_before']} before, {report['load']} after",
+        f"load average {report['load_before']} before, {report['load']} after; trees "
+        f"compiled {report['in_process']['trees_compiled_after_s']:.1f} s after the in-process "
+        f"load, {report['http_trees_compiled_after_s']:.1f} s after the server was ready",
         markdown(inproc), markdown(rows), markdown(memory), markdown(ratio_rows),
         markdown(targets(report, batch)),
     ])  # fmt: skip
@@ -535,6 +564,7 @@ def run(args: argparse.Namespace, folder: Path) -> dict:
     del vectors
     servers = start_servers(world, run_dir, args.workers)
     try:
+        report["http_trees_compiled_after_s"] = servers["ours"]["compiled_after_s"]
         report["http"] = http_phases(servers, bodies, ids, args)
     finally:
         stop_servers(servers)

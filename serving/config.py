@@ -22,6 +22,8 @@ ENV_FIELDS = {  # env var -> config field (override the YAML file)
     "LIFECYCLE_API_TOKEN": "api_token",
     "LIFECYCLE_EXPLORATION": "exploration",
     "LIFECYCLE_RELOAD_SECONDS": "reload_seconds",
+    "LIFECYCLE_COMPILE_TREES": "compile_trees",
+    "LIFECYCLE_COMPILE_CACHE": "compile_cache",
 }
 
 
@@ -73,6 +75,13 @@ class ServiceConfig(BaseModel):
         1, ge=1, description="LightGBM threads for requests of at least parallel_rows customers"
     )
     parallel_rows: int = Field(256, ge=1, description="customers from which to use them")
+    compile_trees: bool = Field(
+        True, description="compile the models' trees to native code in the background after "
+        "each load (same answers, ~8x faster for many customers per request)",
+    )  # fmt: skip
+    compile_cache: Path | None = Field(
+        None, description="folder of compiled trees; default ~/.cache/lifecycle/trees"
+    )
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     seed: int | None = Field(None, description="exploration RNG seed (None = random)")
 

@@ -15,9 +15,11 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -41,8 +43,16 @@ _CONTACTS_SQL = """
     GROUP BY customer_id, offer_id"""
 
 
-@dataclass(frozen=True)
-class Decision:
+_INSERT_DECISIONS = """
+    INSERT INTO decisions (decision_id, customer_id, offer_id, propensity, explored,
+        expected_value, models, features_as_of, decided_at, channel)
+    VALUES (?,?,?,?,?,?,?,?,?,{channel})"""
+
+
+class Decision(NamedTuple):
+    """One logged decision. A named tuple, not a dataclass: a frozen dataclass took ~3 us to
+    build, which counted when every request built one per customer."""
+
     decision_id: str
     customer_id: str
     offer_id: str | None
@@ -52,6 +62,33 @@ class Decision:
     expected_value: float
     models: str  # JSON of the model versions
     features_as_of: str | None
+
+
+@dataclass(frozen=True)
+class Decisions:
+    """One request's decisions as columns (entry ``i`` = customer ``i``) and what they share.
+
+    The engine has its answers as whole arrays and SQLite takes rows of plain values, so the
+    columns are zipped straight into rows; iterating gives :class:`Decision` rows."""
+
+    decision_id: Sequence[str]
+    customer_id: Sequence[str]
+    offer_id: Sequence[str | None]
+    propensity: Sequence[float]
+    explored: Sequence[bool]
+    expected_value: Sequence[float]
+    channel: str | None
+    models: str  # JSON of the model versions
+    features_as_of: str | None
+
+    def __len__(self) -> int:
+        return len(self.decision_id)
+
+    def __iter__(self) -> Iterator[Decision]:
+        rows = zip(self.decision_id, self.customer_id, self.offer_id, self.propensity,
+                   self.explored, repeat(self.channel), self.expected_value, repeat(self.models),
+                   repeat(self.features_as_of))  # fmt: skip
+        return map(Decision._make, rows)
 
 
 @dataclass(frozen=True)
@@ -82,13 +119,21 @@ class FeedbackLedger:
             setattr(self._local, key, conn)
         return conn
 
-    def record_decisions(self, decisions: Sequence[Decision]) -> None:
-        now = time.time()
-        rows = [(d.decision_id, d.customer_id, d.offer_id, d.propensity, int(d.explored),
-                 d.channel, d.expected_value, d.models, d.features_as_of, now)
-                for d in decisions]  # fmt: skip
+    def record_decisions(self, decisions: Decisions) -> None:
+        """Log one request's decisions, all decided now (``synchronous=NORMAL``).
+
+        The columns are zipped into rows as they are. No channel is written as a NULL in the
+        statement, not bound per row: the sqlite3 module binds None through its slow
+        adaptation path (~1.5 ms per 1,000 rows)."""
+        d = decisions
+        shared = [d.models, d.features_as_of, time.time()]
+        if d.channel is not None:
+            shared.append(d.channel)
+        rows = zip(d.decision_id, d.customer_id, d.offer_id, d.propensity, map(int, d.explored),
+                   d.expected_value, *map(repeat, shared), strict=False)  # fmt: skip
+        sql = _INSERT_DECISIONS.format(channel="NULL" if d.channel is None else "?")
         with self._conn("NORMAL") as conn:
-            conn.executemany("INSERT INTO decisions VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
+            conn.executemany(sql, rows)
 
     def decision(self, decision_id: str) -> Decision | None:
         row = (

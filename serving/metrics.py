@@ -26,10 +26,11 @@ def _counters() -> dict:
     }  # fmt: skip
 
 
-def count_decisions(decisions: list) -> None:
-    """Count ``serving.ledger.Decision`` records by (offer, explored)."""
+def count_decisions(decisions) -> None:
+    """Count one request's ``serving.ledger.Decisions`` by (offer, explored)."""
     counter = _counters()["decisions"]
-    for (offer, explored), n in Counter((d.offer_id, d.explored) for d in decisions).items():
+    chosen = zip(decisions.offer_id, decisions.explored, strict=True)
+    for (offer, explored), n in Counter(chosen).items():
         counter.labels(offer=offer or "none", explored=str(explored).lower()).inc(n)
 
 

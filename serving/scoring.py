@@ -99,21 +99,26 @@ class FastBooster:
             _LIB.LGBM_FastConfigFree(handle)
 
 
-def with_fast_boosters(model, threads: int = 1, parallel_rows: int = 256):
+def with_boosters(model, wrap: Callable[[lgb.Booster], object]):
     """A shallow copy of ``model`` whose ``lightgbm.Booster`` attributes (and boosters held
-    in dict attributes, e.g. one per arm) are :class:`FastBooster` stand-ins."""
+    in dict attributes, e.g. one per arm) are replaced by ``wrap(booster)``."""
 
-    def fast(value):
+    def swap(value):
         if isinstance(value, lgb.Booster):
-            return FastBooster(value, threads, parallel_rows)
+            return wrap(value)
         if isinstance(value, dict) and any(isinstance(v, lgb.Booster) for v in value.values()):
-            return {k: fast(v) for k, v in value.items()}
+            return {k: swap(v) for k, v in value.items()}
         return value
 
     out = copy.copy(model)
     for name, value in vars(model).items():
-        setattr(out, name, fast(value))
+        setattr(out, name, swap(value))
     return out
+
+
+def with_fast_boosters(model, threads: int = 1, parallel_rows: int = 256):
+    """``model`` with :class:`FastBooster` stand-ins (see :func:`with_boosters`)."""
+    return with_boosters(model, lambda b: FastBooster(b, threads, parallel_rows))
 
 
 def fast_model(
@@ -125,12 +130,20 @@ def fast_model(
     once; else ``model`` itself (answers never change, at worst they come slower)."""
     try:
         fast = with_fast_boosters(model, threads, parallel_rows)
-        probe = probe_rows(int(model.n_features_in_), max(parallel_rows, 8))
-        singles = [probe[i : i + 1] for i in range(8)]
-        ok = all(same(answer(fast, x), answer(model, x)) for x in [*singles, probe])
+        ok = answers_alike(fast, model, answer, parallel_rows)
     except (AttributeError, TypeError, ValueError, lgb.basic.LightGBMError):
         return model
     return fast if ok else model
+
+
+def answers_alike(
+    candidate, model, answer: Callable[[object, np.ndarray], object], rows: int = 256
+) -> bool:
+    """``answer(candidate, x) == answer(model, x)`` (:func:`same`) on probe rows, eight one
+    at a time and ``rows`` (at least 8) at once."""
+    probe = probe_rows(int(model.n_features_in_), max(rows, 8))
+    singles = [probe[i : i + 1] for i in range(8)]
+    return all(same(answer(candidate, x), answer(model, x)) for x in [*singles, probe])
 
 
 def probe_rows(width: int, n: int) -> np.ndarray:

@@ -13,6 +13,7 @@ import threading
 
 from features.store import NoVersionError, OnlineStore
 from serving import bundle as bundles
+from serving.compiled import DEFAULT_CACHE
 from serving.config import ServiceConfig
 from serving.engine import DecisionEngine, Scores
 from serving.inputs import FeatureRows
@@ -33,6 +34,7 @@ class ServiceState:
         self._stop = threading.Event()
         self.tracking_uri: str | None = None
         self.reloads = 0
+        self.compile_error: str | None = None
 
     # ---- loading ------------------------------------------------------------------
 
@@ -60,6 +62,17 @@ class ServiceState:
                                 c.lightgbm_threads, c.parallel_rows)  # fmt: skip
         with self._lock:
             self.engine, self._scored, self.error = engine, None, None
+        settle_heap()
+        if self.config.compile_trees:
+            threading.Thread(target=self._compile, args=(engine,), name="tree-compiler",
+                             daemon=True).start()  # fmt: skip
+
+    def _compile(self, engine: DecisionEngine) -> None:
+        """Compile ``engine``'s trees (serving/compiled.py); it answers meanwhile as it is."""
+        try:
+            engine.compile_trees(self.config.compile_cache or DEFAULT_CACHE)
+        except Exception as err:  # noqa: BLE001 - compiled trees are an optimisation only
+            self.compile_error = f"compiling the trees failed: {err!r}"
         settle_heap()
 
     def try_load(self) -> None:
@@ -147,4 +160,6 @@ def models_summary(state: ServiceState) -> dict:
         "store": store,
         "policy": state.config.policy.model_dump(),
         "reloads": state.reloads,
+        "compiled": {} if engine is None else engine.compiled,
+        "compile_error": state.compile_error,
     }

@@ -65,6 +65,7 @@ def service_env(world, tmp_path, monkeypatch):
         "LIFECYCLE_LEDGER": str(tmp_path / "ledger.sqlite"),
         "LIFECYCLE_OFFERS": str(world["folder"] / "data" / "offers.parquet"),
         "BENTOML_HOME": str(tmp_path / "bentoml"),
+        "LIFECYCLE_COMPILE_CACHE": str(world["folder"] / "trees"),  # compiled once per session
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)

@@ -3,13 +3,17 @@ exploration propensities, inputs from the store layout (no MLflow, no server).""
 
 from __future__ import annotations
 
+import math
+import uuid
+
 import numpy as np
 import pandas as pd
 import pytest
 
+from serving import engine as engines
 from serving.bundle import ModelBundle, ModelInfo
 from serving.config import PolicyConfig
-from serving.engine import Contacts, DecisionEngine
+from serving.engine import Contacts, DecisionEngine, decision_ids
 from serving.inputs import FeatureRows, InputPlan
 
 OFFERS = pd.DataFrame({
@@ -177,3 +181,69 @@ def test_models_with_the_same_inputs_share_one_input_plan():
     assert narrow._plan("offers", r) is not narrow._plan("churn", r)
     assert narrow.inputs("offers", r).shape == (1, 3)
     np.testing.assert_array_equal(narrow.score(r).uplift, e.score(r).uplift)
+
+
+def test_decision_ids_are_distinct_uuid4_hex():
+    ids = decision_ids(5000)
+    assert len(set(ids)) == 5000 and decision_ids(0) == []
+    for text in ids:
+        parsed = uuid.UUID(hex=text)
+        assert parsed.hex == text and parsed.version == 4 and parsed.variant == uuid.RFC_4122
+
+
+def test_logged_decisions_are_the_answers_columns():
+    r = rows([[0.1, 0.4, 0.0], [0.1, 0.4, 0.0]], ["retention", "churned"], ["", ""])
+    out, logged = engine().decide(r, no_contacts(2), draws(2), channel="email")
+    assert len(logged) == 2 and list(logged.customer_id) == ["c0", "c1"]
+    for answer, row in zip(out, logged, strict=True):
+        assert row.decision_id == answer["decision"]["decision_id"]
+        assert (row.offer_id, row.propensity, row.explored, row.expected_value) == tuple(
+            answer["decision"][k] for k in ("offer_id", "propensity", "explored", "expected_value")
+        )
+        assert (row.channel, row.features_as_of) == ("email", "2025-01-01T00:00:00+00:00")
+
+
+def test_offer_values_are_rounded_and_unknown_uplift_is_none():
+    class Unknown(Fixed):  # "wb" has no uplift model
+        def uplift_and_support(self, X):
+            uplift, supported = super().uplift_and_support(X)
+            uplift[:, 1] = np.nan
+            return uplift, supported
+
+    info = {
+        n: ModelInfo(n, f"lifecycle-{n}", "7", None, None) for n in ("churn", "stage", "offers")
+    }
+    e = DecisionEngine(ModelBundle(Fixed(), Stage(), Unknown(), info, "test"), OFFERS,
+                       PolicyConfig(exploration=0.0))  # fmt: skip
+    x2 = 0.123456789
+    out, _ = e.decide(rows([[x2, 0.4, 0.0]], ["churned"], [""]), no_contacts(1), draws(1))
+    offers = {o["offer_id"]: o for o in out[0]["offers"]}
+    assert offers["up"]["uplift"] == round(x2, 6) == 0.123457
+    assert offers["up"]["expected_value"] == round(x2 * 50 - 1, 6)
+    assert offers["xs"]["uplift"] == round(2 * x2, 6)
+    assert offers["wb"]["uplift"] is None and offers["wb"]["expected_value"] is None
+    assert offers["wb"]["ineligible_reason"] == "no uplift model for this offer"
+    assert not math.isnan(out[0]["decision"]["expected_value"])
+
+
+def test_owned_products_are_parsed_once_per_distinct_value(monkeypatch):
+    parsed = []
+
+    def parse(value):
+        parsed.append(value)
+        return frozenset(value.split("|")) if value else frozenset()
+
+    monkeypatch.setattr(engines, "parse_owned", parse)
+    catalog = engine().catalog  # only "up" excludes an owned product: premium
+    owned = np.array(["premium", "", None, "basic|premium", "basic", "premium", None], object)
+    expected = np.zeros((7, 3), bool)
+    expected[[0, 3, 5], 0] = True
+    np.testing.assert_array_equal(catalog.owned_fails(owned, 7), expected)
+    np.testing.assert_array_equal(catalog.owned_fails(owned[::-1], 7), expected[::-1])
+    assert sorted(parsed, key=str) == sorted(set(owned), key=str)  # each once, then kept
+
+    monkeypatch.setattr(engines, "OWNED_MASKS_KEPT", 2)  # clients' values: not kept for ever
+    others = np.array(["a", "b|premium", "c"], object)
+    np.testing.assert_array_equal(catalog.owned_fails(others, 3)[:, 0], [False, True, False])
+    assert set(catalog._owned_masks) == {"a", "b|premium", "c"}
+    np.testing.assert_array_equal(catalog.owned_fails(None, 2), np.zeros((2, 3), bool))

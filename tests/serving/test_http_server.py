@@ -37,6 +37,7 @@ def server(world, tmp_path_factory):
         "LIFECYCLE_MODELS": str(world["folder"] / "export"),  # the registry-free path
         "LIFECYCLE_API_TOKEN": "t0ken",
         "BENTOML_HOME": str(folder / "bentoml"),
+        "LIFECYCLE_COMPILE_CACHE": str(world["folder"] / "trees"),
     }
     log = (folder / "server.log").open("w")
     process = subprocess.Popen(

@@ -12,20 +12,20 @@ import numpy as np
 import pytest
 
 from serving.config import ServiceConfig, load_config
-from serving.ledger import Decision, FeedbackLedger
+from serving.ledger import Decision, Decisions, FeedbackLedger
 from serving.middleware import TokenAuth
 from serving.state import settle_heap
 
 DAY = 86400.0
 
 
-def decision(i: int, customer: str = "c1", offer: str | None = "up") -> Decision:
-    return Decision(f"d{i}", customer, offer, 0.9, False, None, 1.0, "{}", None)
+def decision(i: int, customer: str = "c1", offer: str | None = "up") -> Decisions:
+    return Decisions([f"d{i}"], [customer], [offer], [0.9], [False], [1.0], None, "{}", None)
 
 
 def test_feedback_is_idempotent_on_event_id_and_survives_a_reopen(tmp_path):
     ledger = FeedbackLedger(tmp_path / "l.sqlite")
-    ledger.record_decisions([decision(1)])
+    ledger.record_decisions(decision(1))
     event = {"event_id": "e1", "event": "sent", "decision_id": "d1", "occurred_at": time.time()}
     first = ledger.record_feedback([event, {**event, "event_id": "e2", "event": "converted",
                                             "revenue": 12.5}])  # fmt: skip
@@ -35,9 +35,24 @@ def test_feedback_is_idempotent_on_event_id_and_survives_a_reopen(tmp_path):
     assert reopened.counts() == {"decisions": 1, "feedback": 2, "feedback_rejected": 0}
 
 
+def test_decisions_are_written_from_columns_and_read_back_as_rows(tmp_path):
+    ledger = FeedbackLedger(tmp_path / "l.sqlite")
+    for channel in (None, "email"):
+        logged = Decisions([f"{channel}1", f"{channel}2"], ["c1", "c2"], ["up", None],
+                           [0.9, 0.05], [False, True], [4.0, 0.0], channel, '{"churn": "7"}',
+                           "2025-01-01T00:00:00+00:00")  # fmt: skip
+        ledger.record_decisions(logged)
+        rows = list(logged)
+        assert rows[1] == Decision(f"{channel}2", "c2", None, 0.05, True, channel, 0.0,
+                                   '{"churn": "7"}', "2025-01-01T00:00:00+00:00")  # fmt: skip
+        assert [ledger.decision(d.decision_id) for d in rows] == rows
+        assert type(ledger.decision(rows[0].decision_id).explored) is bool
+    assert ledger.counts()["decisions"] == 4
+
+
 def test_unmatched_and_refused_events_are_kept_with_their_reason(tmp_path):
     ledger = FeedbackLedger(tmp_path / "l.sqlite")
-    ledger.record_decisions([decision(1)])
+    ledger.record_decisions(decision(1))
     now = time.time()
     result = ledger.record_feedback(
         [{"event_id": "e1", "event": "sent", "decision_id": "nope", "occurred_at": now},

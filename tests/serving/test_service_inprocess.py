@@ -99,6 +99,43 @@ def test_decision_bodies_are_what_the_response_model_would_send(client, world):
         assert response.content == validated.model_dump_json().encode(), path
 
 
+def wait_compiled(client, seconds: float = 180) -> dict:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        models = client.get("/models").json()
+        if len(models["compiled"]) == 3 or models["compile_error"]:
+            return models
+        time.sleep(0.2)
+    raise AssertionError(f"trees not compiled in {seconds} s: {models}")
+
+
+def scored(client, customer_ids: list[str]) -> list[tuple]:
+    """What the models said of each customer (not the exploration's choice)."""
+    body = {"customer_ids": customer_ids, "max_offers": 20}
+    results = client.post("/batch", json=body).json()["results"]
+    return [(r["churn"]["probability"], r["stage"], [(o["offer_id"], o["uplift"])
+             for o in r["offers"]]) for r in results]  # fmt: skip
+
+
+def test_trees_compile_in_the_background_without_changing_answers(
+    app, service_env, monkeypatch, world
+):
+    """Every model's trees get compiled after the load (the service answers meanwhile), and
+    the answers equal those of a service that does not compile."""
+    customers = ids(world, 400)
+    monkeypatch.setenv("LIFECYCLE_COMPILE_TREES", "false")
+    with TestClient(app) as client:
+        plain = scored(client, customers)
+        assert client.get("/models").json()["compiled"] == {}
+        assert not [t for t in threading.enumerate() if t.name == "tree-compiler"]
+    monkeypatch.setenv("LIFECYCLE_COMPILE_TREES", "true")
+    with TestClient(app) as client:
+        models = wait_compiled(client)
+        assert models["compiled"] == {"churn": True, "stage": True, "offers": True}
+        assert models["compile_error"] is None
+        assert scored(client, customers) == plain
+
+
 @pytest.mark.parametrize(
     ("path", "body", "says"),
     [

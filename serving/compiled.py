@@ -1,0 +1,136 @@
+"""The models' trees compiled to native code (lleaves, through LLVM), for requests of many rows.
+
+``Booster.predict`` walks each tree as data; a 1,000-id ``/batch`` runs every customer through
+~1,800 trees (churn, stage, one outcome model per arm and the logging model), ~80 ms of the
+request. lleaves turns each booster into a compiled function of the row, ~8x faster on the
+same answers (to ~1e-15). Compiling takes seconds per model (up to ~10 s for the 360-tree
+logging model), so the service compiles in a background thread after each load (the request
+path keeps :class:`~serving.scoring.FastBooster` until then) and keeps the object code in a
+cache folder keyed by the model's text, the prediction type and the CPU, so the next start of
+the same models loads it in milliseconds.
+
+:func:`compile_model` finds which boosters a model's answer calls and with which prediction
+type (``raw_score``), compiles exactly those, and returns the compiled copy only if it answers
+exactly like the model on probe rows (as :func:`~serving.scoring.fast_model` does). Single rows
+keep LightGBM's single-row fast path, which is as quick for one row.
+
+lleaves 1.3 needs llvmlite < 0.45 (its pass manager API; lleaves issue #95): pinned in
+pyproject.toml.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+
+from serving.scoring import FastBooster, answers_alike, probe_rows, with_boosters
+
+DEFAULT_CACHE = Path.home() / ".cache" / "lifecycle" / "trees"
+
+
+class CompiledBooster(FastBooster):
+    """A :class:`FastBooster` whose predictions for two rows or more run compiled code.
+
+    ``compiled`` maps ``raw_score`` to a compiled ``lleaves.Model`` of this booster; a
+    prediction type without one (or any extra option) goes to the :class:`FastBooster` path.
+    """
+
+    def __init__(
+        self, booster: lgb.Booster, compiled: dict, threads: int = 1, parallel_rows: int = 256
+    ) -> None:
+        super().__init__(booster, threads, parallel_rows)
+        self.compiled = compiled
+
+    def predict(self, data, raw_score: bool = False, num_threads: int | None = None, **kwargs):
+        model = self.compiled.get(bool(raw_score))
+        if (
+            kwargs or model is None or type(data) is not np.ndarray or data.ndim != 2
+            or len(data) < 2 or data.dtype != np.float64
+        ):  # fmt: skip
+            return super().predict(data, raw_score, num_threads, **kwargs)
+        return model.predict(data, n_jobs=self.threads if len(data) >= self.parallel_rows else 1)
+
+
+def compile_model(
+    model,
+    answer: Callable[[object, np.ndarray], object],
+    cache: Path = DEFAULT_CACHE,
+    threads: int = 1,
+    parallel_rows: int = 256,
+):
+    """A copy of ``model`` whose boosters are :class:`CompiledBooster` stand-ins, or None if
+    it has no booster or the copy does not answer exactly like ``model`` on probe rows."""
+    calls = used_predictions(model, answer)
+    if not calls:
+        return None
+    compiled = {
+        id(booster): {raw: compile_booster(booster, raw, cache) for raw in kinds}
+        for booster, kinds in calls.values()
+    }
+    candidate = with_boosters(
+        model, lambda b: CompiledBooster(b, compiled.get(id(b), {}), threads, parallel_rows)
+    )
+    return candidate if answers_alike(candidate, model, answer, parallel_rows) else None
+
+
+def used_predictions(model, answer: Callable[[object, np.ndarray], object]) -> dict:
+    """``{id(booster): (booster, {raw_score, ...})}``: the boosters ``answer(model, x)`` asks
+    for predictions of many rows, with the prediction types it asks for."""
+    calls: dict[int, tuple[lgb.Booster, set[bool]]] = {}
+
+    class Recorder:
+        def __init__(self, booster: lgb.Booster) -> None:
+            self.booster = booster
+
+        def predict(self, data, raw_score: bool = False, num_threads=None, **kwargs):
+            calls.setdefault(id(self.booster), (self.booster, set()))[1].add(bool(raw_score))
+            return self.booster.predict(data, raw_score=raw_score, num_threads=1, **kwargs)
+
+    answer(with_boosters(model, Recorder), probe_rows(int(model.n_features_in_), 8))
+    return calls
+
+
+_locks: dict[str, threading.Lock] = {}
+
+
+def compile_booster(booster: lgb.Booster, raw_score: bool, cache: Path):
+    """``booster`` compiled by lleaves (``raw_score``: no objective transform), loaded from
+    ``cache`` when compiled there before; written there atomically otherwise (several
+    workers may compile the same model at once)."""
+    from importlib.metadata import version
+
+    import lleaves
+    import llvmlite.binding as llvm
+
+    text = booster.model_to_string()
+    target = f"{llvm.get_host_cpu_name()} {llvm.get_host_cpu_features().flatten()}"
+    versions = f"lleaves {version('lleaves')} llvmlite {version('llvmlite')}"
+    key = hashlib.sha256(f"{versions}\n{target}\nraw={raw_score}\n{text}".encode()).hexdigest()
+    cache.mkdir(parents=True, exist_ok=True)
+    source, binary = cache / f"{key[:32]}.txt", cache / f"{key[:32]}.o"
+    with _locks.setdefault(key, threading.Lock()):
+        if not source.exists():
+            _write_atomically(source, lambda path: path.write_text(text))
+        compiled = lleaves.Model(str(source))
+        if binary.exists():
+            compiled.compile(cache=str(binary), raw_score=raw_score)
+        else:
+            _write_atomically(
+                binary, lambda path: compiled.compile(cache=str(path), raw_score=raw_score)
+            )
+    return compiled
+
+
+def _write_atomically(path: Path, write: Callable[[Path], object]) -> None:
+    partial = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.partial")
+    try:
+        write(partial)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
