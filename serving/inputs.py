@@ -95,9 +95,8 @@ class InputPlan:
     def matrix(self, rows: FeatureRows) -> np.ndarray:
         out = np.empty((len(rows.customer_ids), self.width), dtype=np.float64)
         out[:, self.numeric_to] = rows.numeric[:, self.numeric_from]
-        for j, column, codes in self.categorical:
-            values = rows.categorical[column]
-            out[:, j] = [codes.get(v, np.nan) for v in values]
+        for j, column, codes in self.categorical:  # unseen, missing: None -> NaN
+            out[:, j] = np.array(list(map(codes.get, rows.categorical[column])), np.float64)
         out[:, self.absent] = np.nan  # cold start: attributes the request did not send
         return out
 

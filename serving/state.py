@@ -26,7 +26,7 @@ class ServiceState:
         limit_lightgbm_threads(config.lightgbm_threads)  # DESIGN sections 8, 11
         self.config = config
         self.store = OnlineStore(config.store)
-        self.ledger = FeedbackLedger(config.ledger)
+        self.ledger = FeedbackLedger(config.ledger, checkpoint_seconds=1.0)
         self.engine: DecisionEngine | None = None
         self.error: str | None = None
         self._scored: tuple[tuple, FeatureRows, Scores] | None = None
@@ -91,6 +91,7 @@ class ServiceState:
 
     def stop(self) -> None:
         self._stop.set()
+        self.ledger.close()
 
     def _poll(self) -> None:
         while not self._stop.wait(self.config.reload_seconds):

@@ -80,8 +80,10 @@ def test_input_plan_maps_store_columns_and_training_categories():
     x = InputPlan(Fixed(), r).matrix(r)
     # store order is (x2, x0, x1); the model wants (x0, x1, x2, plan) with plan as its code
     np.testing.assert_array_equal(x, [[0.2, 0.3, 0.1, 1.0]])
-    unseen = rows([[0.1, 0.2, 0.3]], ["retention"], [""], plan=["gold"])
-    assert np.isnan(InputPlan(Fixed(), unseen).matrix(unseen)[0, 3])
+    several = rows([[0.1, 0.2, 0.3]] * 4, ["retention"] * 4, [""] * 4,
+                   plan=["gold", None, "basic", "premium"])  # fmt: skip
+    codes = InputPlan(Fixed(), several).matrix(several)[:, 3]  # unseen, missing: NaN
+    np.testing.assert_array_equal(codes, [np.nan, np.nan, 0.0, 1.0])
 
 
 def test_input_plan_names_columns_the_store_lacks():

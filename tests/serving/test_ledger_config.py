@@ -50,6 +50,32 @@ def test_decisions_are_written_from_columns_and_read_back_as_rows(tmp_path):
     assert ledger.counts()["decisions"] == 4
 
 
+def many(start: int, n: int = 2000) -> Decisions:
+    ids = [f"d{i}" for i in range(start, start + n)]
+    return Decisions(ids, ids, ["up"] * n, [0.9] * n, [False] * n, [1.0] * n, None, "{}" * 400,
+                     None)  # fmt: skip
+
+
+def test_background_checkpoints_move_the_log_into_the_database(tmp_path):
+    """With ``checkpoint_seconds`` no commit checkpoints (the log grows past SQLite's
+    1,000-page threshold untouched) until the background thread copies it."""
+    quiet = FeedbackLedger(tmp_path / "quiet.sqlite", checkpoint_seconds=3600)
+    background = FeedbackLedger(tmp_path / "bg.sqlite", checkpoint_seconds=0.2)
+    for ledger in (quiet, background):
+        pragma = ledger._conn("NORMAL").execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+        assert pragma == 0
+        for k in range(4):
+            ledger.record_decisions(many(k * 2000))
+    wal = (tmp_path / "quiet.sqlite-wal").stat().st_size
+    assert wal > 1000 * 4096 and (tmp_path / "quiet.sqlite").stat().st_size < wal / 10
+    deadline = time.time() + 10
+    while (tmp_path / "bg.sqlite").stat().st_size < wal / 2 and time.time() < deadline:
+        time.sleep(0.1)
+    assert (tmp_path / "bg.sqlite").stat().st_size >= wal / 2  # copied into the database
+    assert background.counts()["decisions"] == 8000
+    quiet.close(), background.close()
+
+
 def test_unmatched_and_refused_events_are_kept_with_their_reason(tmp_path):
     ledger = FeedbackLedger(tmp_path / "l.sqlite")
     ledger.record_decisions(decision(1))
