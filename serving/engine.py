@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,7 +84,7 @@ class Catalog:
     def stage_fails(self, stage: np.ndarray) -> np.ndarray:
         """``(n, offers)``: the row's stage is not among the offer's eligible stages."""
         masks = self._stage_masks
-        for s in set(stage.tolist()) - masks.keys():
+        for s in {s for s in stage.tolist() if s not in masks}:
             masks[s] = np.array([bool(e) and s not in e for e in self.stages], bool)
         return np.array([masks[s] for s in stage], bool).reshape(len(stage), len(self.ids))
 
@@ -98,7 +99,7 @@ class Catalog:
         masks, values = self._owned_masks, owned.tolist()
         if len(masks) > OWNED_MASKS_KEPT:
             masks = self._owned_masks = {}  # a new dict: calls in other threads keep theirs
-        for v in set(values) - masks.keys():
+        for v in {v for v in values if v not in masks}:  # (set - keys copies the keys)
             products = parse_owned(v)
             masks[v] = np.array([p is not None and p in products for p in self.exclusive])
         return np.array([masks[v] for v in values], bool).reshape(n, len(self.ids))
@@ -246,7 +247,8 @@ class DecisionEngine:
         expected = scores.uplift * self.catalog.value - self.catalog.cost
         chosen, propensity, explored = self.choose(expected, eligible, draws)
         n = len(chosen)
-        arm_value = np.column_stack([np.zeros(n), expected])[np.arange(n), chosen]  # arm 0: 0
+        offered = expected[np.arange(n), np.maximum(chosen - 1, 0)] if expected.size else 0.0
+        arm_value = np.where(chosen > 0, offered, 0.0)  # arm 0 (no offer): 0
         logged = Decisions(
             decision_ids(n), rows.customer_ids, self._arm_offer[chosen].tolist(),
             propensity.tolist(), explored.tolist(), arm_value.tolist(), channel,
@@ -295,15 +297,16 @@ class DecisionEngine:
         rounded for all rows at once, ``why`` worded only for the ineligible offers shown."""
         n, m = order.shape
         position = order.ravel().tolist()
-        ok = np.take_along_axis(eligible, order, axis=1).ravel().tolist()
+        row = np.arange(n)[:, None]  # fancy indexing: take_along_axis costs ~15 us a call
+        ok = eligible[row, order].ravel().tolist()
         reasons = [None if fine else why(f // m, position[f]) for f, fine in enumerate(ok)]
         c = self.catalog
         flat = [
             {"offer_id": c.ids[j], "kind": c.kind[j], "uplift": u, "expected_value": v,
              "eligible": fine, "ineligible_reason": reason}
             for j, u, v, fine, reason in zip(
-                position, _nums(np.take_along_axis(uplift, order, axis=1)),
-                _nums(np.take_along_axis(expected, order, axis=1)), ok, reasons, strict=True)
+                position, _nums(uplift[row, order]), _nums(expected[row, order]), ok, reasons,
+                strict=True)
         ]  # fmt: skip
         return [flat[i * m : (i + 1) * m] for i in range(n)]
 
@@ -357,12 +360,20 @@ def _nums(values: np.ndarray) -> list[float | None]:
     return out.ravel().tolist()
 
 
-def decision_ids(n: int) -> list[str]:
-    """``n`` random UUID4s as 32-digit hex, from one ``os.urandom`` call (``uuid.uuid4()``
-    per row took ~10 ms per 1,000): the RFC 4122 version (4) and variant (10xx) bits are
-    set on the random bytes as ``uuid.UUID(version=4)`` does."""
+def decision_ids(n: int, now: float | None = None) -> list[str]:
+    """``n`` time-ordered random ids: UUIDv7 (RFC 9562) as 32-digit hex, from one
+    ``os.urandom`` call (``uuid.uuid4()`` per row took ~10 ms per 1,000).
+
+    The first 48 bits are the Unix time in milliseconds (``now``, default the clock), then
+    the version (7) and variant (10xx) bits, the rest random (74 bits). Time order is what
+    keeps the ledger fast as it grows: the ``decisions`` table's unique index on the id
+    takes a request's ids at its end instead of at random places (with random UUID4s a
+    1,000-decision commit on a 300,000-row ledger rewrote pages all over it: 35 ms instead
+    of 7 ms)."""
+    ms = int((time.time() if now is None else now) * 1000)
     raw = np.frombuffer(bytearray(os.urandom(16 * n)), np.uint8).reshape(n, 16)
-    raw[:, 6] = raw[:, 6] & 0x0F | 0x40
+    raw[:, :6] = np.frombuffer(ms.to_bytes(6, "big"), np.uint8)
+    raw[:, 6] = raw[:, 6] & 0x0F | 0x70
     raw[:, 8] = raw[:, 8] & 0x3F | 0x80
     text = raw.tobytes().hex()
     return [text[i : i + 32] for i in range(0, 32 * n, 32)]

@@ -185,12 +185,16 @@ def test_models_with_the_same_inputs_share_one_input_plan():
     np.testing.assert_array_equal(narrow.score(r).uplift, e.score(r).uplift)
 
 
-def test_decision_ids_are_distinct_uuid4_hex():
+def test_decision_ids_are_distinct_time_ordered_uuid7_hex():
     ids = decision_ids(5000)
     assert len(set(ids)) == 5000 and decision_ids(0) == []
     for text in ids:
         parsed = uuid.UUID(hex=text)
-        assert parsed.hex == text and parsed.version == 4 and parsed.variant == uuid.RFC_4122
+        assert parsed.hex == text and parsed.version == 7 and parsed.variant == uuid.RFC_4122
+    at = 1_767_225_600.123  # 2026-01-01T00:00:00.123Z
+    assert {int(i[:12], 16) for i in decision_ids(100, now=at)} == {1_767_225_600_123}
+    earlier, later = decision_ids(50, now=at), decision_ids(50, now=at + 0.01)
+    assert max(earlier) < min(later)  # the ledger's index takes new ids at its end
 
 
 def test_logged_decisions_are_the_answers_columns():
