@@ -24,6 +24,7 @@ ENV_FIELDS = {  # env var -> config field (override the YAML file)
     "LIFECYCLE_RELOAD_SECONDS": "reload_seconds",
     "LIFECYCLE_COMPILE_TREES": "compile_trees",
     "LIFECYCLE_COMPILE_CACHE": "compile_cache",
+    "LIFECYCLE_PRECOMPUTE_SCORES": "precompute_scores",
 }
 
 
@@ -82,6 +83,10 @@ class ServiceConfig(BaseModel):
     compile_cache: Path | None = Field(
         None, description="folder of compiled trees; default ~/.cache/lifecycle/trees"
     )
+    precompute_scores: bool = Field(
+        True, description="score every stored customer once per store version and models "
+        "(in the background) and decide for stored customers from those scores",
+    )  # fmt: skip
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     seed: int | None = Field(None, description="exploration RNG seed (None = random)")
 

@@ -49,13 +49,25 @@ class FeatureRows:
             ("frame", tuple(numeric.columns), tuple(text)),
         )  # fmt: skip
 
-    def take(self, rows: np.ndarray) -> FeatureRows:
-        """The subset ``rows`` (positions), same layout."""
+    def take(self, rows: np.ndarray, customer_ids: tuple[str, ...] | None = None) -> FeatureRows:
+        """The subset ``rows`` (positions), same layout; ``customer_ids``: theirs, if known."""
+        ids = tuple(self.customer_ids[i] for i in rows) if customer_ids is None else customer_ids
         return FeatureRows(
-            tuple(self.customer_ids[i] for i in rows), self.numeric[rows], self.numeric_columns,
+            ids, self.numeric[rows], self.numeric_columns,
             {c: v[rows] for c, v in self.categorical.items()}, self.found[rows], self.as_of,
             self.layout,
         )  # fmt: skip
+
+    def unknown(self, rows: np.ndarray) -> FeatureRows:
+        """These rows with the rows ``rows`` (bool mask) marked not found, as the store marks
+        unknown ids: NaN numbers, None texts."""
+        numeric = self.numeric.copy()
+        numeric[rows] = np.nan
+        categorical = {c: v.copy() for c, v in self.categorical.items()}
+        for v in categorical.values():
+            v[rows] = None
+        return FeatureRows(self.customer_ids, numeric, self.numeric_columns, categorical,
+                           self.found & ~rows, self.as_of, self.layout)  # fmt: skip
 
     def text(self, column: str) -> np.ndarray | None:
         """A categorical column as an object array (None if the rows do not have it)."""

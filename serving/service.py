@@ -67,8 +67,8 @@ class LifecycleService:
         """Decisions for customers in the online store (unknown ids get an error entry)."""
         _limit("customer_ids", customer_ids, self.config.max_ids, "use POST /batch for more")
         engine = self._engine()
-        rows = self._lookup(customer_ids)
-        return self._respond(engine, rows, channel, max_offers, explain)
+        rows, scores = self._lookup(customer_ids, engine)
+        return self._respond(engine, rows, channel, max_offers, explain, scores)
 
     @bentoml.api(route="/score")
     def score(
@@ -111,7 +111,7 @@ class LifecycleService:
             _limit("customer_ids", customer_ids, self.config.batch_max_ids, "split the audience")
             if not customer_ids:
                 raise InvalidArgument("customer_ids: send at least one id (or a filter)")
-            rows = self._lookup(customer_ids)
+            rows, scores = self._lookup(customer_ids, engine)
         else:
             rows, scores = self._audience(engine, filter)
         return self._respond(engine, rows, channel, max_offers, explain, scores)
@@ -141,9 +141,10 @@ class LifecycleService:
             raise ServiceUnavailable(f"models are not loaded: {self.state.error}")
         return engine
 
-    def _lookup(self, ids: list[str]) -> FeatureRows:
+    def _lookup(self, ids: list[str], engine: DecisionEngine) -> tuple[FeatureRows, Scores | None]:
+        """The ids' rows, and their scores when precomputed (see ServiceState.lookup_scored)."""
         try:
-            return self.state.lookup(ids)
+            return self.state.lookup_scored(ids, engine)
         except NoVersionError as err:
             raise ServiceUnavailable(f"{err}; run `lifecycle features materialize`") from None
 

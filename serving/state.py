@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import gc
 import threading
+from dataclasses import dataclass
+
+import numpy as np
 
 from features.store import NoVersionError, OnlineStore
 from serving import bundle as bundles
@@ -29,12 +32,14 @@ class ServiceState:
         self.ledger = FeedbackLedger(config.ledger, checkpoint_seconds=1.0)
         self.engine: DecisionEngine | None = None
         self.error: str | None = None
-        self._scored: tuple[tuple, FeatureRows, Scores] | None = None
+        self._scored: StoreScores | None = None
+        self._precomputing = threading.Lock()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self.tracking_uri: str | None = None
         self.reloads = 0
         self.compile_error: str | None = None
+        self.precompute_error: str | None = None
 
     # ---- loading ------------------------------------------------------------------
 
@@ -66,6 +71,8 @@ class ServiceState:
         if self.config.compile_trees:
             threading.Thread(target=self._compile, args=(engine,), name="tree-compiler",
                              daemon=True).start()  # fmt: skip
+        elif self.config.precompute_scores:
+            self.precompute(engine)
 
     def _compile(self, engine: DecisionEngine) -> None:
         """Compile ``engine``'s trees (serving/compiled.py); it answers meanwhile as it is."""
@@ -74,6 +81,8 @@ class ServiceState:
         except Exception as err:  # noqa: BLE001 - compiled trees are an optimisation only
             self.compile_error = f"compiling the trees failed: {err!r}"
         settle_heap()
+        if self.config.precompute_scores:
+            self.precompute(engine)  # with the compiled trees: ~1.5 s per 100k customers
 
     def try_load(self) -> None:
         try:
@@ -121,13 +130,82 @@ class ServiceState:
         version = self.store.current()
         if version is None:
             raise NoVersionError(f"the online store {self.store.path} has no version yet")
-        key = (version.version, tuple(sorted(engine.versions.items())))
+        scored = self._store_scores(engine, version.version)
+        return scored.rows, scored.scores
+
+    def _store_scores(self, engine: DecisionEngine, version: int) -> StoreScores:
+        key = scores_key(version, engine)
         cached = self._scored
-        if cached is None or cached[0] != key:
+        if cached is None or cached.key != key:
             rows = self.lookup(self.store.customer_ids())
-            cached = (key, rows, engine.score(rows))
+            if rows.layout != ("store", version):  # materialised meanwhile: score that one
+                key = (rows.layout[1], key[1])
+            position = {c: i for i, c in enumerate(rows.customer_ids)}
+            cached = StoreScores(key, rows, engine.score(rows), position)
             self._scored = cached
-        return cached[1], cached[2]
+        return cached
+
+    def lookup_scored(
+        self, customer_ids: list[str], engine: DecisionEngine
+    ) -> tuple[FeatureRows, Scores | None]:
+        """The rows of ``customer_ids`` and, when the store's scores are precomputed for
+        the current version and ``engine``'s models, their scores (else None: score them).
+
+        The store is a snapshot, so a stored customer's scores are those of the snapshot and
+        the models, whichever request asks: computed once per version (in the background,
+        :meth:`precompute`), they spare each request the look-up and the trees. An unknown
+        id is a not-found row, as from the store."""
+        cached = self._scored
+        if not self.config.precompute_scores:
+            return self.lookup(customer_ids), None
+        version = self.store.current()
+        if (
+            cached is None or version is None or not cached.position
+            or cached.key != scores_key(version.version, engine)
+        ):  # fmt: skip
+            if cached is not None:
+                self.precompute(engine)  # a new store version or models: score it
+            return self.lookup(customer_ids), None
+        where = np.fromiter((cached.position.get(c, -1) for c in customer_ids), np.intp,
+                            len(customer_ids))  # fmt: skip
+        missing = where < 0
+        rows = cached.rows.take(np.where(missing, 0, where), tuple(customer_ids))
+        if missing.any():
+            rows = rows.unknown(missing)
+        return rows, cached.scores.take(np.where(missing, 0, where))
+
+    def precompute(self, engine: DecisionEngine) -> None:
+        """Score the current store version in a background thread (one at a time)."""
+        if not self._precomputing.acquire(blocking=False):
+            return
+
+        def run() -> None:
+            try:
+                version = self.store.current()
+                if version is not None and self.engine is engine:
+                    self._store_scores(engine, version.version)
+                    settle_heap()  # they live as long as the version: no full collections
+            except Exception as err:  # noqa: BLE001 - requests score live meanwhile
+                self.precompute_error = f"precomputing the store's scores failed: {err!r}"
+            finally:
+                self._precomputing.release()
+
+        threading.Thread(target=run, name="store-scores", daemon=True).start()
+
+
+def scores_key(store_version: int, engine: DecisionEngine) -> tuple:
+    """What precomputed scores depend on: the store version and the model versions."""
+    return store_version, tuple(sorted(engine.versions.items()))
+
+
+@dataclass(frozen=True)
+class StoreScores:
+    """Every stored customer's rows and scores for one (store version, model versions)."""
+
+    key: tuple
+    rows: FeatureRows
+    scores: Scores
+    position: dict[str, int]  # customer id -> row
 
 
 def settle_heap() -> None:
@@ -147,7 +225,7 @@ def models_summary(state: ServiceState) -> dict:
     """What ``GET /models`` answers."""
     from dataclasses import asdict
 
-    engine, version = state.engine, state.store.current()
+    engine, version, scored = state.engine, state.store.current(), state._scored
     store = None if version is None else {
         "version": version.version, "feature_set": version.feature_set,
         "as_of": version.as_of.isoformat(), "customers": version.n_customers,
@@ -163,4 +241,14 @@ def models_summary(state: ServiceState) -> dict:
         "reloads": state.reloads,
         "compiled": {} if engine is None else engine.compiled,
         "compile_error": state.compile_error,
+        "precomputed_scores": None
+        if scored is None
+        else {
+            "store_version": scored.key[0],
+            "customers": len(scored.position),
+            "current": engine is not None
+            and version is not None
+            and scored.key == scores_key(version.version, engine),
+        },
+        "precompute_error": state.precompute_error,
     }

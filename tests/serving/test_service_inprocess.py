@@ -109,12 +109,64 @@ def wait_compiled(client, seconds: float = 180) -> dict:
     raise AssertionError(f"trees not compiled in {seconds} s: {models}")
 
 
-def scored(client, customer_ids: list[str]) -> list[tuple]:
+def scored(client, customer_ids: list[str], path: str = "/batch") -> list[tuple]:
     """What the models said of each customer (not the exploration's choice)."""
-    body = {"customer_ids": customer_ids, "max_offers": 20}
-    results = client.post("/batch", json=body).json()["results"]
-    return [(r["churn"]["probability"], r["stage"], [(o["offer_id"], o["uplift"])
+    body = {"customer_ids": customer_ids, "max_offers": 20, "explain": True}
+    results = client.post(path, json=body).json()["results"]
+    return [(r["customer_id"], r["error"], r["churn"], r["stage"], [(o["offer_id"], o["uplift"])
              for o in r["offers"]]) for r in results]  # fmt: skip
+
+
+def wait_precomputed(client, seconds: float = 180) -> dict:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        done = client.get("/models").json()["precomputed_scores"]
+        if done and done["current"]:
+            return done
+        time.sleep(0.2)
+    raise AssertionError(f"store scores not precomputed in {seconds} s")
+
+
+def test_precomputed_store_scores_give_the_same_answers(app, service_env, monkeypatch, world):
+    """Stored customers are decided on their precomputed scores: no model runs per request,
+    and every answer (unknown ids included) is what live scoring gives."""
+    customers = [*ids(world, 300), "ghost", *ids(world, 5)]  # duplicates too
+    monkeypatch.setenv("LIFECYCLE_PRECOMPUTE_SCORES", "false")
+    with TestClient(app) as client:
+        live = scored(client, customers), scored(client, customers[:3], "/decide")
+        assert client.get("/models").json()["precomputed_scores"] is None
+    monkeypatch.setenv("LIFECYCLE_PRECOMPUTE_SCORES", "true")
+    with TestClient(app) as client:
+        done = wait_precomputed(client)
+        assert done["customers"] == len(world["vectors"])
+        calls = []
+        score = DecisionEngine.score
+        monkeypatch.setattr(
+            DecisionEngine, "score", lambda self, rows: calls.append(1) or score(self, rows)
+        )
+        assert (scored(client, customers), scored(client, customers[:3], "/decide")) == live
+        assert calls == []
+        assert scored(client, ["ghost"])[0][1]["code"] == "unknown_customer"
+
+
+def test_a_new_store_version_is_scored_again(app, service_env, monkeypatch, world, tmp_path):
+    """Precomputed scores belong to one store version: a request after a new
+    materialisation reads the new version (scored live) and the new one gets precomputed."""
+    import shutil
+
+    from features.store import OnlineStore
+
+    store = tmp_path / "store.sqlite"
+    shutil.copy(world["folder"] / "store" / "online.sqlite", store)
+    monkeypatch.setenv("LIFECYCLE_STORE", str(store))
+    with TestClient(app) as client:
+        first = wait_precomputed(client)["store_version"]
+        vectors = world["vectors"].head(50)
+        OnlineStore(store).materialize(vectors, world["tables"].end, "default")
+        body = client.post("/decide", json={"customer_ids": ids(world, 2)}).json()
+        assert body["store_version"] == first + 1
+        assert wait_precomputed(client)["store_version"] == first + 1
+        assert client.get("/models").json()["precomputed_scores"]["customers"] == 50
 
 
 def test_trees_compile_in_the_background_without_changing_answers(
@@ -189,7 +241,7 @@ def test_a_filtered_audience_is_not_scored_twice(client, monkeypatch):
     assert [r["churn"] for r in again] == [r["churn"] for r in first]
     ids = [r["customer_id"] for r in first]
     looked_up = client.post("/batch", json={"customer_ids": ids}).json()["results"]
-    assert calls == [1]  # ids are looked up and scored
+    assert calls == []  # stored customers' ids: decided on the same precomputed scores
     assert [r["churn"] for r in looked_up] == [r["churn"] for r in first]
 
 
