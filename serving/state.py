@@ -82,7 +82,7 @@ class ServiceState:
             self.compile_error = f"compiling the trees failed: {err!r}"
         settle_heap()
         if self.config.precompute_scores:
-            self.precompute(engine)  # with the compiled trees: ~1.5 s per 100k customers
+            self.precompute(engine)  # with the compiled trees: ~2.5 s per 100k customers
 
     def try_load(self) -> None:
         try:
