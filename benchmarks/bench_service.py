@@ -146,36 +146,38 @@ def service_env(world: dict, folder: Path) -> dict[str, str]:
     }
 
 
-def compiled_after(models: Callable[[], dict], times: int = 1, timeout: float = 600) -> float:
-    """Seconds until ``models()`` (what ``GET /models`` answers) says ``times`` times in a row
-    (any worker may answer) that the trees of all three models are compiled
-    (serving/compiled.py: the service compiles them in the background after loading; the
-    first start compiles, later ones load the world's cache)."""
+def ready_after(
+    models: Callable[[], dict], ready: Callable[[dict], bool], times: int = 1,
+    timeout: float = 600,
+) -> float:  # fmt: skip
+    """Seconds until ``ready(models())`` (``models``: what ``GET /models`` answers) holds
+    ``times`` times in a row (with several workers any of them may answer)."""
     start, streak = time.perf_counter(), 0
     while time.perf_counter() - start < timeout:
-        state = models()
-        if state["compile_error"]:
-            raise RuntimeError(state["compile_error"])
-        done = len(state["compiled"]) == 3
-        if done and not all(state["compiled"].values()):
-            raise RuntimeError(f"some trees could not be compiled: {state['compiled']}")
-        streak = streak + 1 if done else 0
+        streak = streak + 1 if ready(models()) else 0
         if streak >= times:
             return time.perf_counter() - start
         time.sleep(0.1)
-    raise RuntimeError(f"trees not compiled in {timeout} s")
+    raise RuntimeError(f"{ready.__name__}: not in {timeout} s")
 
 
-def precomputed_after(models: Callable[[], dict], timeout: float = 600) -> float:
-    """Seconds until ``models()`` says the store's scores are precomputed for the current
-    store version and models (the service does it in the background after compiling)."""
-    start = time.perf_counter()
-    while time.perf_counter() - start < timeout:
-        done = models()["precomputed_scores"]
-        if done and done["current"]:
-            return time.perf_counter() - start
-        time.sleep(0.1)
-    raise RuntimeError(f"store scores not precomputed in {timeout} s")
+def trees_compiled(state: dict) -> bool:
+    """The trees of all three models are compiled (serving/compiled.py: in the background
+    after loading; the first start compiles, later ones load the world's cache)."""
+    if state["compile_error"]:
+        raise RuntimeError(state["compile_error"])
+    done = len(state["compiled"]) == 3
+    if done and not all(state["compiled"].values()):
+        raise RuntimeError(f"some trees could not be compiled: {state['compiled']}")
+    return done
+
+
+def scores_precomputed(state: dict) -> bool:
+    """The store's scores are precomputed for the current store version and models (in the
+    background, after compiling)."""
+    if state["precompute_error"]:
+        raise RuntimeError(state["precompute_error"])
+    return bool(state["precomputed_scores"] and state["precomputed_scores"]["current"])
 
 
 def summary(ms: np.ndarray) -> dict[str, float]:
@@ -193,8 +195,8 @@ def in_process(world: dict, folder: Path, ids: np.ndarray, args: argparse.Namesp
 
     os.environ.update({**service_env(world, folder / "inproc"), "LIFECYCLE_RELOAD_SECONDS": "0"})
     service = LifecycleService.inner()
-    compile_s = compiled_after(lambda: models_summary(service.state))
-    precomputed_s = precomputed_after(lambda: models_summary(service.state))
+    compile_s = ready_after(lambda: models_summary(service.state), trees_compiled)
+    precomputed_s = ready_after(lambda: models_summary(service.state), scores_precomputed)
     engine, state = service._engine(), service.state
     rng = np.random.default_rng(args.seed)
     singles = [[i] for i in rng.choice(ids, args.in_process).tolist()]
@@ -287,9 +289,9 @@ def start_servers(world: dict, folder: Path, workers: int = 1, precompute: bool 
         wait_ready(out[name]["process"], url + probe, out[name]["log"])
     url = out["ours"]["url"]  # each worker compiles (or loads the cache) and says so
     models = lambda: httpx.get(f"{url}/models").json()  # noqa: E731
-    out["ours"]["compiled_after_s"] = compiled_after(models, 10 * workers)
+    out["ours"]["compiled_after_s"] = ready_after(models, trees_compiled, 10 * workers)
     if precompute:
-        out["ours"]["precomputed_after_s"] = precomputed_after(models)
+        out["ours"]["precomputed_after_s"] = ready_after(models, scores_precomputed)
         time.sleep(5)  # the other workers' too
     return out
 

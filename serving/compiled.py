@@ -57,7 +57,6 @@ class CompiledBooster(FastBooster):
     ) -> None:
         super().__init__(booster, threads, parallel_rows)
         self.compiled = compiled
-        self._row_local = threading.local()
 
     def _single(self, row: np.ndarray, kind: int) -> np.ndarray:
         entry = getattr(self.compiled.get(kind == PREDICT_RAW), "_c_entry_func", None)
@@ -71,12 +70,13 @@ class CompiledBooster(FastBooster):
         return answer if self.outputs == 1 else answer.reshape(1, self.outputs)
 
     def _compiled_buffers(self) -> tuple[np.ndarray, np.ndarray, tuple]:
-        buffers = getattr(self._row_local, "buffers", None)
+        """As :meth:`FastBooster._buffers`, with the pointer type the compiled function takes."""
+        buffers = getattr(self._local, "compiled_buffers", None)
         if buffers is None:
             into, out = np.empty(self.width), np.empty(self.outputs)
             as_double = ctypes.POINTER(ctypes.c_double)
             pointers = (into.ctypes.data_as(as_double), out.ctypes.data_as(as_double))
-            buffers = self._row_local.buffers = (into, out, pointers)
+            buffers = self._local.compiled_buffers = (into, out, pointers)
         return buffers
 
     def predict(self, data, raw_score: bool = False, num_threads: int | None = None, **kwargs):

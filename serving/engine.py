@@ -83,10 +83,8 @@ class Catalog:
 
     def stage_fails(self, stage: np.ndarray) -> np.ndarray:
         """``(n, offers)``: the row's stage is not among the offer's eligible stages."""
-        masks = self._stage_masks
-        for s in {s for s in stage.tolist() if s not in masks}:
-            masks[s] = np.array([bool(e) and s not in e for e in self.stages], bool)
-        return np.array([masks[s] for s in stage], bool).reshape(len(stage), len(self.ids))
+        return self._rows(self._stage_masks, stage.tolist(),
+                          lambda s: [bool(e) and s not in e for e in self.stages])  # fmt: skip
 
     def owned_fails(self, owned: np.ndarray | None, n: int) -> np.ndarray:
         """``(n, offers)``: the customer already owns the offer's (exclusive) product.
@@ -96,13 +94,21 @@ class Catalog:
         past ``OWNED_MASKS_KEPT`` values, as cold-start requests bring their own."""
         if owned is None or not any(self.exclusive):
             return np.zeros((n, len(self.ids)), bool)
-        masks, values = self._owned_masks, owned.tolist()
-        if len(masks) > OWNED_MASKS_KEPT:
-            masks = self._owned_masks = {}  # a new dict: calls in other threads keep theirs
-        for v in {v for v in values if v not in masks}:  # (set - keys copies the keys)
-            products = parse_owned(v)
-            masks[v] = np.array([p is not None and p in products for p in self.exclusive])
-        return np.array([masks[v] for v in values], bool).reshape(n, len(self.ids))
+        if len(self._owned_masks) > OWNED_MASKS_KEPT:
+            self._owned_masks = {}  # a new dict: calls in other threads keep theirs
+
+        def mask(value: str | None) -> list[bool]:
+            products = parse_owned(value)
+            return [p is not None and p in products for p in self.exclusive]
+
+        return self._rows(self._owned_masks, owned.tolist(), mask)
+
+    def _rows(self, masks: dict, values: list, mask: Callable[[object], list[bool]]) -> np.ndarray:
+        """``(len(values), offers)``: ``mask(v)`` per value, computed once per distinct value
+        and kept in ``masks`` (stages and owned-product sets repeat across customers)."""
+        for v in {v for v in values if v not in masks}:  # (set - keys would copy the keys)
+            masks[v] = np.array(mask(v), bool)
+        return np.array([masks[v] for v in values], bool).reshape(len(values), len(self.ids))
 
 
 class DecisionEngine:
@@ -122,19 +128,17 @@ class DecisionEngine:
         self._plans: dict[tuple, InputPlan] = {}
         signatures = [_input_signature(getattr(bundle, n)) for n in MODELS]
         self._inputs = {n: signatures.index(s) for n, s in zip(MODELS, signatures, strict=True)}
-        self._threads, self._parallel_rows = threads, parallel_rows
-        fast = {"threads": threads, "parallel_rows": parallel_rows}
-        self._churn = fast_model(bundle.churn, _proba, **fast)
-        self._stage = fast_model(bundle.stage, _proba, **fast)
-        self._offers = fast_model(bundle.offers, _uplift_and_support, **fast)
+        self._fast = {"threads": threads, "parallel_rows": parallel_rows}
+        self._churn = fast_model(bundle.churn, ANSWERS["churn"], **self._fast)
+        self._stage = fast_model(bundle.stage, ANSWERS["stage"], **self._fast)
+        self._offers = fast_model(bundle.offers, ANSWERS["offers"], **self._fast)
         self.compiled: dict[str, bool] = {}  # model -> its trees run compiled code
 
     def compile_trees(self, cache: Path) -> dict[str, bool]:
         """Swap in compiled copies of the models (:func:`compile_model`; answers unchanged,
         so requests in flight may mix both), model by model; which ones it could compile."""
-        fast = {"threads": self._threads, "parallel_rows": self._parallel_rows}
-        for name, answer in (("churn", _proba), ("stage", _proba), ("offers", _uplift_and_support)):
-            compiled = compile_model(getattr(self.bundle, name), answer, cache, **fast)
+        for name, answer in ANSWERS.items():
+            compiled = compile_model(getattr(self.bundle, name), answer, cache, **self._fast)
             if compiled is not None:
                 setattr(self, f"_{name}", compiled)
             self.compiled[name] = compiled is not None
@@ -345,6 +349,9 @@ def _proba(model, x: np.ndarray) -> np.ndarray:
 
 def _uplift_and_support(model, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return model.uplift_and_support(x)
+
+
+ANSWERS = {"churn": _proba, "stage": _proba, "offers": _uplift_and_support}  # what serving asks
 
 
 def _stage_set(value: object) -> frozenset[str]:

@@ -169,10 +169,9 @@ class ServiceState:
         where = np.fromiter((cached.position.get(c, -1) for c in customer_ids), np.intp,
                             len(customer_ids))  # fmt: skip
         missing = where < 0
-        rows = cached.rows.take(np.where(missing, 0, where), tuple(customer_ids))
-        if missing.any():
-            rows = rows.unknown(missing)
-        return rows, cached.scores.take(np.where(missing, 0, where))
+        at = np.where(missing, 0, where)  # unknown ids: any row, then marked not found
+        rows = cached.rows.take(at, tuple(customer_ids))
+        return rows.unknown(missing) if missing.any() else rows, cached.scores.take(at)
 
     def precompute(self, engine: DecisionEngine) -> None:
         """Score the current store version in a background thread (one at a time)."""
