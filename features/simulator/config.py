@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -14,6 +15,11 @@ class SimConfig(BaseModel):
     """Everything that shapes a simulated data set; the same config and seed give the same data.
 
     Loaded from YAML with :meth:`from_yaml`; unknown keys are rejected.
+
+    ``profile`` picks the data shape (:mod:`features.simulator.profiles`). The other profiles
+    read ``customers``, ``days``, ``start`` and ``seed`` (``purchase_only`` also
+    ``initial_share``); every other field shapes the default profile only: the profiles ignore
+    it, and the cross-field checks of the campaign windows apply to the default profile only.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -38,9 +44,17 @@ class SimConfig(BaseModel):
         (30, 60, 90), description="horizons of the true churn probabilities in the snapshots"
     )
     stage_horizon_days: int = Field(30, ge=1, description="horizon of the true next-stage mix")
+    profile: Literal["default", "purchase_only", "subscription"] = Field(
+        "default",
+        description="data shape: 'default' (rich lifecycle events, campaigns, truth snapshots), "
+        "'purchase_only' (a retailer's transaction log) or 'subscription' (a social app's "
+        "events, accounts and billing periods)",
+    )
 
     @model_validator(mode="after")
     def _check_windows(self) -> SimConfig:
+        if self.profile != "default":
+            return self  # the windows below shape the default profile only
         if not self.churn_horizons_days or min(self.churn_horizons_days) < 1:
             raise ValueError("churn_horizons_days must list horizons >= 1 day")
         if self.campaign_first_day >= self.days - self.response_window_days:
