@@ -7,6 +7,8 @@ DEMO_DIR ?= demo_data
 DEMO_CUSTOMERS ?= 5000
 DEMO_SEED ?= 7
 DEMO_PORT ?= 3000
+# DEMO_PROFILE: default, purchase_only (a transaction log) or subscription (an app's billing)
+DEMO_PROFILE ?= default
 
 .PHONY: install demo test lint bench clean
 
@@ -21,7 +23,8 @@ $(STAMP): pyproject.toml | $(BIN)/python
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/lifecycle demo --out $(DEMO_DIR) --customers $(DEMO_CUSTOMERS) --seed $(DEMO_SEED)
+	$(BIN)/lifecycle demo --out $(DEMO_DIR) --customers $(DEMO_CUSTOMERS) --seed $(DEMO_SEED) \
+	    --profile $(DEMO_PROFILE)
 	$(BIN)/lifecycle features materialize $(DEMO_DIR) --store store/online.sqlite
 	$(BIN)/lifecycle serve --data $(DEMO_DIR) --store store/online.sqlite --port $(DEMO_PORT)
 

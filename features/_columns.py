@@ -62,10 +62,18 @@ def failed_by_column(checks: list[Check]) -> dict[str, np.ndarray]:
     return failed
 
 
-def coerce(column: Column, raw: pd.Series | None, n_rows: int) -> Coerced:
-    """Normalise ``raw`` (or an absent column when None) to the column's declared type."""
+def coerce(
+    column: Column, raw: pd.Series | None, n_rows: int, time_format: str | None = None
+) -> Coerced:
+    """Normalise ``raw`` (or an absent column when None) to the column's declared type.
+
+    ``time_format`` (strftime, e.g. ``"%Y%m%d"``) is how the table writes its timestamps;
+    None reads ISO 8601 and similar text, and whole numbers of 8 digits as ``YYYYMMDD``.
+    """
     if raw is None:
         values, checks = pd.Series(None, pd.RangeIndex(n_rows), _ABSENT_DTYPE[column.kind]), []
+    elif column.kind == "time":
+        values, checks = coerce_time(raw, column.name, time_format)
     else:
         values, checks = _COERCERS[column.kind](raw, column.name)
     if column.default is not None:
@@ -104,13 +112,18 @@ def _categorical_to_str(raw: pd.Series, lower: bool) -> pd.Series:
     return pd.Series(pd.Categorical.from_codes(new_codes, categories=categories), index=raw.index)
 
 
-def coerce_time(raw: pd.Series, name: str) -> Coerced:
+def coerce_time(raw: pd.Series, name: str, time_format: str | None = None) -> Coerced:
     """UTC timestamps: naive values are read as UTC, aware ones converted; strings parsed as
-    ISO 8601, failures retried with ``format="mixed"``."""
+    ISO 8601, failures retried with ``format="mixed"``; with ``time_format`` every value is
+    read as text in that format. Whole numbers that all have 8 digits are ``YYYYMMDD``."""
     if isinstance(raw.dtype, pd.DatetimeTZDtype):
         return raw.dt.tz_convert("UTC").astype(_UTC_UNIT), []
     if ptypes.is_datetime64_dtype(raw.dtype):
         return raw.dt.tz_localize("UTC").astype(_UTC_UNIT), []
+    if time_format is None and _all_yyyymmdd(raw):
+        time_format = "%Y%m%d"
+    if time_format is not None:
+        return _formatted_time(raw, name, time_format)
     if ptypes.is_numeric_dtype(raw.dtype) or ptypes.is_bool_dtype(raw.dtype):
         values = pd.Series(pd.NaT, index=raw.index, dtype=_UTC_UNIT)
         return values, [Check(name, "must be a parseable timestamp", raw.notna().to_numpy())]
@@ -121,6 +134,25 @@ def coerce_time(raw: pd.Series, name: str) -> Coerced:
         values = values.mask(retry, again)
     failed = _real_failures(values.isna() & raw.notna(), raw)
     return values.astype(_UTC_UNIT), [Check(name, "must be a parseable timestamp", failed)]
+
+
+def _all_yyyymmdd(raw: pd.Series) -> bool:
+    """Whole numbers (or digit strings) of exactly 8 digits, years 1900-2199: ``YYYYMMDD``."""
+    if not ptypes.is_integer_dtype(raw.dtype) and not ptypes.is_float_dtype(raw.dtype):
+        return False
+    values = raw.dropna().to_numpy(dtype="float64")
+    whole = len(values) > 0 and bool((values == np.floor(values)).all())
+    return whole and bool(((values >= 19000101) & (values <= 21991231)).all())
+
+
+def _formatted_time(raw: pd.Series, name: str, time_format: str) -> Coerced:
+    """Timestamps written as text (or whole numbers) in ``time_format``."""
+    text = raw.astype("Int64").astype("str") if ptypes.is_float_dtype(raw.dtype) else raw
+    text = text.astype("str").where(raw.notna(), None)
+    values = pd.to_datetime(text, utc=True, format=time_format, errors="coerce")
+    failed = _real_failures(values.isna() & raw.notna(), raw)
+    rule = f"must be a timestamp in the format {time_format!r}"
+    return values.astype(_UTC_UNIT), [Check(name, rule, failed)]
 
 
 def coerce_float(raw: pd.Series, name: str) -> Coerced:

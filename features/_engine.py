@@ -76,7 +76,10 @@ def find_problems(spec: TableSpec, frame: pd.DataFrame) -> Findings:
     """Normalise, find exact duplicates, derive columns, run every rule."""
     norm, type_checks = normalise(spec, frame)
     extras = extra_columns(spec, frame)
-    dup = duplicate_mask(norm, frame, extras, type_checks)
+    if spec.deduplicate:
+        dup = duplicate_mask(norm, frame, extras, type_checks)
+    else:
+        dup = np.zeros(len(norm), dtype=bool)
     if spec.derive is not None:
         norm = spec.derive(norm)
     ctx = RuleContext(dup=dup, failed=failed_by_column(type_checks))
@@ -136,7 +139,7 @@ def normalise(spec: TableSpec, frame: pd.DataFrame) -> tuple[pd.DataFrame, list[
     columns, checks = {}, []
     for column in spec.columns:
         raw = frame[column.name] if column.name in frame.columns else None
-        columns[column.name], found = coerce(column, raw, len(frame))
+        columns[column.name], found = coerce(column, raw, len(frame), spec.time_format)
         checks += found
     return pd.DataFrame(columns, index=frame.index), checks
 

@@ -40,7 +40,9 @@ class TableSpec:
     ``needs_rows``: zero rows is a structural error. ``attributes``: extra columns are
     expected (customers) and not listed in the report. ``derive`` adds ``derived`` columns
     to the normalised table before the value rules run (input columns of those names are
-    replaced).
+    replaced). ``time_format`` is how the source writes its timestamps (None: ISO 8601 and
+    the like). ``deduplicate``: exact duplicate rows are removed (off for logs with genuine
+    repeats).
     """
 
     name: str
@@ -51,6 +53,8 @@ class TableSpec:
     attributes: bool = False
     derive: Callable[[pd.DataFrame], pd.DataFrame] | None = None
     derived: tuple[str, ...] = ()
+    time_format: str | None = None
+    deduplicate: bool = True
 
     @property
     def column_names(self) -> tuple[str, ...]:
@@ -221,4 +225,65 @@ EXPOSURES = TableSpec(
     ),
     rules=exposure_rules,
     describe_row=_describe_by("exposure", "exposure_id"),
+)
+
+
+# ---- subscriptions and user-supplied labels ---------------------------------------------
+
+
+def subscription_rules(norm: pd.DataFrame, ctx: RuleContext) -> list[Check]:
+    """A period ends after it starts; value >= 0; discount a fraction in [0, 1]."""
+    start, end = norm["period_start"], norm["period_end"]
+    backwards = (start.notna() & end.notna() & (end <= start)).to_numpy()
+    discount = norm["discount"].to_numpy(dtype="float64", na_value=np.nan)
+    return [
+        Check("period_end", "must be after period_start", backwards),
+        non_negative(norm, "recurring_value"),
+        Check(
+            "discount",
+            "must be in [0, 1]",
+            np.isfinite(discount) & ((discount < 0) | (discount > 1)),
+        ),
+    ]
+
+
+SUBSCRIPTIONS = TableSpec(
+    name="subscriptions",
+    columns=(
+        Column("customer_id", "str", required=True, nullable=False),
+        Column("product", "str"),
+        Column("period_start", "time", required=True, nullable=False),
+        Column("period_end", "time", required=True, nullable=False),
+        Column("recurring_value", "float"),
+        Column("discount", "float"),
+    ),
+    rules=subscription_rules,
+    describe_row=_describe_by("customer", "customer_id"),
+    needs_rows=True,
+)
+
+
+def label_rules(norm: pd.DataFrame, ctx: RuleContext) -> list[Check]:
+    """Labels are 0 or 1; one label per customer and as-of date."""
+    label = norm["label"].to_numpy(dtype="float64", na_value=np.nan)
+    key = norm["customer_id"].astype("str") + "@" + norm["as_of"].astype("str")
+    repeated = key[~ctx.dup].duplicated(keep=False)
+    mask = np.zeros(len(norm), dtype=bool)
+    mask[repeated.index[repeated.to_numpy()]] = True
+    return [
+        Check("label", "must be 0 or 1", np.isfinite(label) & ~np.isin(label, (0, 1))),
+        Check("customer_id", "must have one label per as_of", mask),
+    ]
+
+
+LABELS = TableSpec(
+    name="labels",
+    columns=(
+        Column("customer_id", "str", required=True, nullable=False),
+        Column("as_of", "time", required=True, nullable=False),
+        Column("label", "float", required=True, nullable=False),
+    ),
+    rules=label_rules,
+    describe_row=_describe_by("customer", "customer_id"),
+    needs_rows=True,
 )

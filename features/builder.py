@@ -6,6 +6,8 @@ scoring (DESIGN section 4): features see only events with ``timestamp <= as_of``
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 
@@ -26,7 +28,8 @@ FAMILY_FUNCTIONS = {
     "feedback": families.feedback,
 }
 # rfm's recency features come from the recency pass
-RECENCY = {"recency_days", "purchase_recency_days", "engagement_recency_days"}
+RECENCY = {"recency_days", "purchase_recency_days", "engagement_recency_days",
+           "cancel_recency_days", "subscription_start_recency_days"}  # fmt: skip
 
 
 def to_utc(as_of: object) -> pd.Timestamp:
@@ -53,6 +56,10 @@ def build_features(
     exposures: pd.DataFrame | None = None,
     offers: pd.DataFrame | None = None,
     response_window_days: int = 14,
+    *,
+    event_types: tuple[str, ...] = (),
+    subscriptions: pd.DataFrame | None = None,
+    btyd: object = None,
 ) -> pd.DataFrame:
     """Feature vectors of every customer with at least one event up to ``as_of``.
 
@@ -65,24 +72,55 @@ def build_features(
     customers, exposures, offers : optional validated tables for static attributes, signup
         dates and offer history (``offers`` maps exposures to offer kinds).
     response_window_days : an exposure's outcome counts once its window closed by ``as_of``.
+    event_types : event types with features of their own (``features.event_types``).
+    subscriptions : a validated subscriptions table: adds the contract features
+        (``features.subscription_features``).
+    btyd : a :class:`features.btyd_features.BTYDSpec` (buy-till-you-die features), or None.
 
     Returns
     -------
-    DataFrame with ``customer_id`` (str), the feature set's features in order (float32), then
-    its static attributes; one row per customer, ordered by first appearance among the events
+    DataFrame with ``customer_id`` (str), the feature set's features in order (float32), the
+    per-type, contract and buy-till-you-die features asked for (float32), then its static
+    attributes (datetime attributes as days from them to ``as_of``, float64); one row per
+    customer, ordered by first appearance among the events
     up to ``as_of`` (for str and categorical ``customer_id`` alike).
     ``attrs`` carries ``as_of`` (ISO 8601 UTC) and ``feature_set``.
     """
     fs = get_feature_set(feature_set)
     when = to_utc(as_of)
-    ev, labels = event_arrays(events, when)
+    ev, labels = event_arrays(events, when, with_types=bool(event_types))
     values = _compute(fs, ev, labels, customers, exposures, offers, response_window_days)
+    values |= _extras(ev, labels, event_types, subscriptions, btyd)
     seen = _first_appearance(ev)
     frame = pd.DataFrame({"customer_id": pd.array(labels[seen], dtype="str")})
-    feats = pd.DataFrame({name: values.pop(name)[seen] for name in fs.features})
-    frame = pd.concat([frame, feats, _static(fs, customers, labels[seen])], axis=1)
+    feats = pd.DataFrame({name: values.pop(name)[seen] for name in list(values)})
+    static = _static(fs, customers, labels[seen], when)
+    frame = pd.concat([frame, feats, static], axis=1)
     frame.attrs.update(as_of=when.isoformat(), feature_set=fs.key)  # JSON-safe (Parquet)
     return frame
+
+
+def _extras(
+    ev: EventArrays,
+    labels: pd.Index,
+    event_types: tuple[str, ...],
+    subscriptions: pd.DataFrame | None,
+    btyd: object,
+) -> dict[str, np.ndarray]:
+    """The data-dependent families: per event type, contracts, buy-till-you-die."""
+    from features.event_types import event_type_features, type_index
+
+    out: dict[str, np.ndarray] = {}
+    if event_types:
+        kind = type_index(ev.type_labels, event_types)
+        out |= event_type_features(ev, np.r_[kind, -1][ev.etype], event_types)
+    if subscriptions is not None:
+        from features.subscription_features import subscription_features
+
+        out |= subscription_features(subscriptions, labels, ev.as_of)
+    if btyd is not None:
+        out |= btyd.features(ev)
+    return out
 
 
 def _first_appearance(ev: EventArrays) -> np.ndarray:
@@ -124,8 +162,11 @@ def _filled(name: str, values: np.ndarray) -> np.ndarray:
     return out if np.isnan(fill) else np.where(np.isnan(out), fill, out).astype(out.dtype)
 
 
-def event_arrays(events: pd.DataFrame, as_of: pd.Timestamp) -> tuple[EventArrays, pd.Index]:
-    """Flat arrays of the events up to ``as_of`` and the customer label of each code."""
+def event_arrays(
+    events: pd.DataFrame, as_of: pd.Timestamp, with_types: bool = False
+) -> tuple[EventArrays, pd.Index]:
+    """Flat arrays of the events up to ``as_of`` and the customer label of each code
+    (``with_types``: also each event's type code, ``etype``, and the ``type_labels``)."""
     _require(events, ("customer_id", "timestamp", "role"))
     code, labels = _codes(events["customer_id"])
     ts = _epoch_us(events["timestamp"])
@@ -143,6 +184,9 @@ def event_arrays(events: pd.DataFrame, as_of: pd.Timestamp) -> tuple[EventArrays
         channel=_channel_index(_column(events, "channel", None))[sel],
         time_sorted=time_sorted,
     )
+    if with_types:
+        etype, type_labels = _codes(events["event_type"])
+        arrays = replace(arrays, etype=etype[sel], type_labels=type_labels)
     return arrays, labels
 
 
@@ -217,9 +261,12 @@ def _signup_days(
     return out
 
 
-def _static(fs: FeatureSet, customers: pd.DataFrame | None, ids: pd.Index) -> pd.DataFrame:
+def _static(
+    fs: FeatureSet, customers: pd.DataFrame | None, ids: pd.Index, as_of: pd.Timestamp
+) -> pd.DataFrame:
     """The feature set's static attributes for ``ids`` (missing customers -> NA; numeric
-    attributes as float64, categoricals as they are)."""
+    attributes as float64, categoricals as they are, datetimes as days since, NaN when
+    after ``as_of``)."""
     if customers is None or fs.static == ():
         return pd.DataFrame(index=pd.RangeIndex(len(ids)))
     columns = fs.static or [c for c in customers.columns if c not in ("customer_id", "signup_at")]
@@ -232,4 +279,15 @@ def _static(fs: FeatureSet, customers: pd.DataFrame | None, ids: pd.Index) -> pd
     # customer lacks a customers row (NaN) — pandas and per-partition Dask results agree
     numeric = [c for c in out.columns if pd.api.types.is_numeric_dtype(table[c].dtype)
                and not isinstance(table[c].dtype, pd.CategoricalDtype)]  # fmt: skip
-    return out.astype(dict.fromkeys(numeric, "float64"))
+    return _days_since_dates(out.astype(dict.fromkeys(numeric, "float64")), as_of)
+
+
+def _days_since_dates(frame: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
+    """Datetime columns -> ``<name>_days_ago`` (float64 days to ``as_of``; NaN if later)."""
+    for name in [c for c in frame.columns if pd.api.types.is_datetime64_any_dtype(frame[c])]:
+        when = pd.to_datetime(frame[name], utc=True)
+        days = (as_of - when).dt.total_seconds().to_numpy(dtype="float64", na_value=np.nan)
+        at = frame.columns.get_loc(name)
+        frame = frame.drop(columns=name)
+        frame.insert(at, f"{name}_days_ago", np.where(days >= 0, days / 86_400, np.nan))
+    return frame

@@ -41,6 +41,8 @@ class EventArrays:
     product: np.ndarray
     channel: np.ndarray
     time_sorted: bool = False
+    etype: np.ndarray | None = None  # event-type codes (event_arrays(..., with_types=True))
+    type_labels: object = None  # the event-type label of each code (pd.Index)
 
     def days_ago(self, ts: np.ndarray) -> np.ndarray:
         return (self.as_of - ts) / DAY_US
@@ -131,7 +133,9 @@ def recency_and_tenure(ev: EventArrays) -> dict[str, np.ndarray]:
     lo, hi = np.iinfo(np.int64).min, np.iinfo(np.int64).max
     out = {"recency_days": _days_since(ev, _last(ev.n, ev.code, ev.ts), lo)}
     for role, name in (("purchase", "purchase_recency_days"),
-                       ("engagement", "engagement_recency_days")):  # fmt: skip
+                       ("engagement", "engagement_recency_days"),
+                       ("subscription_cancel", "cancel_recency_days"),
+                       ("subscription_start", "subscription_start_recency_days")):  # fmt: skip
         m = ev.role == R[role]
         out[name] = _days_since(ev, _last(ev.n, ev.code[m], ev.ts[m]), lo)
     out["tenure_days"] = _days_since(ev, _first(ev.n, ev.code, ev.ts), hi)

@@ -14,12 +14,22 @@ from dataclasses import replace
 from functools import partial
 from os import PathLike
 from pathlib import Path
+from typing import Literal
 
 import pandas as pd
 
 from features._columns import coerce_str
 from features._engine import Mode, missing_columns_error, validate
-from features._rules import CUSTOMERS, EVENTS, EXPOSURES, OFFERS, TableSpec, add_roles
+from features._rules import (
+    CUSTOMERS,
+    EVENTS,
+    EXPOSURES,
+    LABELS,
+    OFFERS,
+    SUBSCRIPTIONS,
+    TableSpec,
+    add_roles,
+)
 from features._rules import exposure_rules as _exposure_rules
 from features.contracts import ContractError, LoadResult, UnmappedEventTypeWarning, plural
 from features.roles import UNMAPPED, RoleMap, default_role_map
@@ -30,11 +40,16 @@ __all__ = [
     "load_events",
     "load_exposures",
     "load_offers",
+    "load_mapped",
     "load_transactions",
 ]
 
 Source = str | PathLike[str] | pd.DataFrame
-SUFFIXES = (".csv", ".parquet")
+FileFormat = Literal["auto", "csv", "tsv", "whitespace", "parquet"]
+FORMAT_OF_SUFFIX = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".txt": "whitespace",
+                    ".dat": "whitespace", ".parquet": "parquet", ".pq": "parquet"}  # fmt: skip
+SUFFIXES = tuple(FORMAT_OF_SUFFIX)
+SPECS = {spec.name: spec for spec in (EVENTS, CUSTOMERS, OFFERS, EXPOSURES, SUBSCRIPTIONS, LABELS)}
 
 
 def load_events(
@@ -127,15 +142,77 @@ def load_exposures(
     return validate(spec, frame, source=label, mode=mode)
 
 
+def load_mapped(
+    table: str,
+    source: Source,
+    *,
+    columns: dict[str, str] | None = None,
+    constants: dict[str, str] | None = None,
+    time_format: str | None = None,
+    deduplicate: bool = True,
+    file_format: FileFormat = "auto",
+    mode: Mode = "strict",
+    roles: RoleMap | None = None,
+    offers: pd.DataFrame | LoadResult | None = None,
+) -> LoadResult:
+    """Load any contract table (events, customers, offers, exposures, subscriptions, labels)
+    from a file laid out the user's way.
+
+    ``columns`` maps contract columns to the file's names; ``constants`` sets a contract
+    column to one value on every row (``{"event_type": "purchase"}`` for a transaction log);
+    ``time_format`` is the strftime format of its timestamps; ``deduplicate`` drops exact
+    duplicate rows; ``file_format`` overrides the suffix (csv, tsv, whitespace, parquet).
+    Messages name the file's own columns; the quarantine keeps the rows as given.
+    """
+    mode = _checked(mode)
+    if table not in SPECS:
+        raise ValueError(f"unknown table {table!r}; known: {', '.join(SPECS)}")
+    spec = replace(SPECS[table], time_format=time_format, deduplicate=deduplicate)
+    renames = {old: new for new, old in (columns or {}).items()}
+    text = _string_columns(spec)
+    text += [old for old, new in renames.items() if new in text]
+    raw, label = read_table(source, table, text, file_format)
+    _check_mapped_columns(raw, label, table, renames, constants or {})
+    frame = raw.rename(columns=renames).assign(**(constants or {}))
+    names = {new: old for old, new in renames.items() if old != new}
+    if table == "events":
+        return _load_events(frame, label, mode, roles, raw=raw, source_names=names, spec=spec)
+    if table == "exposures" and offers is not None:
+        spec = replace(spec, rules=partial(_exposure_rules, known_offers=_offer_ids(offers)))
+    result = validate(spec, frame, source=label, mode=mode, raw=raw, source_names=names)
+    if table == "customers":
+        result = replace(result, data=date_attributes(result.data, time_format))
+    return result
+
+
+def date_attributes(customers: pd.DataFrame, time_format: str | None = None) -> pd.DataFrame:
+    """Text attribute columns whose every value reads as a timestamp become UTC datetimes
+    (the feature builder turns them into days since); other columns are left as they are."""
+    out = customers
+    for name in customers.columns:
+        column = customers[name]
+        if name in ("customer_id", "signup_at") or not pd.api.types.is_string_dtype(column):
+            continue
+        present = column.dropna()
+        if present.empty or not present.astype("str").str.match(r"\d{4}-?\d{2}-?\d{2}").all():
+            continue
+        parsed = pd.to_datetime(column, utc=True, format=time_format or "ISO8601",
+                                errors="coerce")  # fmt: skip
+        if parsed[column.notna()].notna().all():
+            out = out.assign(**{name: parsed.astype("datetime64[us, UTC]")})
+    return out
+
+
 # ---- reading --------------------------------------------------------------------------
 
 
 def read_table(
-    source: Source, table: str, string_columns: Iterable[str]
+    source: Source, table: str, string_columns: Iterable[str], file_format: FileFormat = "auto"
 ) -> tuple[pd.DataFrame, str]:
     """Return the caller's frame (not copied) or the file's table, and a source label.
 
-    CSV columns named in ``string_columns`` are read as text (ids like "007" stay intact).
+    Text columns named in ``string_columns`` are read as text (ids like "007" stay intact).
+    ``file_format`` auto: from the suffix (.csv, .tsv/.tab, .txt/.dat whitespace, .parquet).
     """
     if isinstance(source, pd.DataFrame):
         return source, "<DataFrame>"
@@ -144,22 +221,29 @@ def read_table(
             f"{table}: source must be a path or a DataFrame, not {type(source).__name__}"
         )
     path = Path(source)
-    suffix = path.suffix.lower()
-    if suffix not in SUFFIXES:
-        raise ContractError(f"{table}: cannot read {path}: expected a .csv or .parquet file")
+    fmt = FORMAT_OF_SUFFIX.get(path.suffix.lower()) if file_format == "auto" else file_format
+    if fmt is None:
+        raise ContractError(
+            f"{table}: cannot read {path}: expected a {', '.join(SUFFIXES)} file, or name its "
+            "format (csv, tsv, whitespace, parquet) in the project config"
+        )
     if not path.is_file():
         raise FileNotFoundError(f"{table}: no such file: {path}")
     if path.stat().st_size == 0:
         raise ContractError.structural(
             table, "*", "file is empty", f"{table}: file is empty: {path}"
         )
-    reader = _read_csv if suffix == ".csv" else _read_parquet
-    return reader(path, table, list(string_columns)), str(path)
+    if fmt == "parquet":
+        return _read_parquet(path, table, list(string_columns)), str(path)
+    return _read_csv(path, table, list(string_columns), SEPARATORS[fmt]), str(path)
 
 
-def _read_csv(path: Path, table: str, string_columns: list[str]) -> pd.DataFrame:
+SEPARATORS = {"csv": ",", "tsv": "\t", "whitespace": r"\s+"}
+
+
+def _read_csv(path: Path, table: str, string_columns: list[str], sep: str = ",") -> pd.DataFrame:
     try:
-        return pd.read_csv(path, dtype=dict.fromkeys(string_columns, "str"))
+        return pd.read_csv(path, sep=sep, dtype=dict.fromkeys(string_columns, "str"))
     except pd.errors.EmptyDataError:
         raise ContractError.structural(
             table, "*", "file is empty", f"{table}: file is empty (no header, no rows): {path}"
@@ -190,10 +274,15 @@ def _checked(mode: str) -> Mode:
 
 
 def _load_events(
-    frame: pd.DataFrame, label: str, mode: Mode, roles: RoleMap | None, **kwargs: object
+    frame: pd.DataFrame,
+    label: str,
+    mode: Mode,
+    roles: RoleMap | None,
+    spec: TableSpec = EVENTS,
+    **kwargs: object,
 ) -> LoadResult:
     role_map = roles if roles is not None else default_role_map()
-    spec = replace(EVENTS, derive=partial(add_roles, role_map=role_map))
+    spec = replace(spec, derive=partial(add_roles, role_map=role_map))
     result = validate(spec, frame, source=label, mode=mode, **kwargs)
     return _with_role_counts(result)
 
@@ -228,6 +317,23 @@ def _check_transaction_columns(raw: pd.DataFrame, label: str, renames: dict[str,
             "transactions", taken[0], "column name collision",
             f"transactions from {label} already has column(s) {', '.join(taken)}, which "
             "loading as events would overwrite; rename them or use load_events",
+        )  # fmt: skip
+
+
+def _check_mapped_columns(
+    raw: pd.DataFrame, label: str, table: str, renames: dict[str, str], constants: dict
+) -> None:
+    """Mapped columns exist; renames and constants do not overwrite other columns."""
+    missing = [f"{old} (for {new})" for old, new in renames.items() if old not in raw.columns]
+    if missing:
+        raise missing_columns_error(table, label, missing, raw.columns)
+    targets = [new for old, new in renames.items() if old != new] + list(constants)
+    taken = [c for c in targets if c in raw.columns and c not in renames]
+    if taken:
+        raise ContractError.structural(
+            table, taken[0], "column name collision",
+            f"{table} from {label} already has column(s) {', '.join(taken)}, which the "
+            "column mapping or constants would overwrite; map or drop them",
         )  # fmt: skip
 
 

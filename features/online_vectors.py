@@ -59,16 +59,31 @@ def serving_vectors(
     exposures: pd.DataFrame | None = None,
     offers: pd.DataFrame | None = None,
     rules: StageRules | None = None,
+    response_window_days: int = 14,
+    **options: object,
 ) -> pd.DataFrame:
     """``build_features`` plus ``stage`` (the rule stage) and ``owned_products``.
 
+    ``options``: the data-dependent families (``event_types``, ``subscriptions``, ``btyd``).
     Returns one row per customer with events up to ``as_of``: ``customer_id``, the feature
     set's columns, ``stage`` (str) and ``owned_products`` ("|"-joined, "" when none).
     """
-    vectors = build_features(events, as_of, feature_set, customers, exposures, offers)
+    vectors = build_features(events, as_of, feature_set, customers, exposures, offers,
+                             response_window_days, **options)  # fmt: skip
     vectors["stage"] = assign_stages(vectors, rules).astype("str").to_numpy()
     owned = owned_products(events, as_of)
     ids = vectors["customer_id"].astype("str")
     vectors[OWNED] = owned.reindex(pd.Index(ids)).fillna("").to_numpy(dtype=object)
     vectors[OWNED] = vectors[OWNED].astype("str")
     return vectors
+
+
+def store_label(feature_set: str, fingerprint: str) -> str:
+    """The online store's label of a version: the feature set and the fingerprint of the
+    project config its vectors were built with (``default#3f2a...``)."""
+    return f"{feature_set}#{fingerprint}"
+
+
+def label_fingerprint(label: str) -> str | None:
+    """The config fingerprint in a store version's label (None for older versions)."""
+    return label.split("#", 1)[1] if "#" in label else None

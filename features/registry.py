@@ -64,6 +64,13 @@ def _rfm_features() -> list[Feature]:
         Feature("recency_days", "rfm", "days since the last event of any role", fill=NAN),
         Feature("purchase_recency_days", "rfm", "days since the last purchase", fill=NAN),
         Feature("engagement_recency_days", "rfm", "days since the last engagement", fill=NAN),
+        Feature("cancel_recency_days", "rfm", "days since the last subscription cancel", fill=NAN),
+        Feature(
+            "subscription_start_recency_days",
+            "rfm",
+            "days since the last subscription start",
+            fill=NAN,
+        ),
     ]
     return out
 
@@ -179,14 +186,16 @@ class FeatureSet:
         return f"{self.name}@{self.version}"
 
 
-DEFAULT = FeatureSet("default", 1, tuple(REGISTRY))
+ADDED_IN_2 = ("cancel_recency_days", "subscription_start_recency_days")
+DEFAULT_1 = FeatureSet("default", 1, tuple(f for f in REGISTRY if f not in ADDED_IN_2))
+DEFAULT = FeatureSet("default", 2, tuple(REGISTRY))
 RFM_CORE = FeatureSet(
     "rfm_core", 1,
     tuple(f"purchases_{w}d" for w in WINDOWS) + tuple(f"spend_{w}d_amount" for w in WINDOWS)
     + ("purchase_recency_days",),
     static=(),
 )  # fmt: skip
-FEATURE_SETS = {fs.key: fs for fs in (DEFAULT, RFM_CORE)}
+FEATURE_SETS = {fs.key: fs for fs in (DEFAULT_1, DEFAULT, RFM_CORE)}
 
 
 def get_feature_set(key: str | FeatureSet) -> FeatureSet:

@@ -37,6 +37,12 @@ class StageRules(BaseModel):
     advocacy_min_score: float = 10
     new_customer_days: float = Field(60, gt=0)
     recent_days: Literal[7, 30, 90, 365] = 30
+    churn_rule: Literal["window", "rhythm"] = "window"
+    rhythm_churned_multiple: float = Field(3.0, gt=0)
+    rhythm_at_risk_multiple: float = Field(1.5, gt=0)
+    typical_gap_days: float | None = Field(None, gt=0)
+    min_gap_days: float = Field(7, gt=0)
+    p_alive_churned_below: float | None = Field(None, ge=0, le=1)
 
     @classmethod
     def from_yaml(cls, path: str | Path | None = None) -> StageRules:
@@ -55,6 +61,12 @@ class StageRules(BaseModel):
                 "feedback_last_score", f"intents_{w}d", f"engagements_{w}d",
                 f"signups_{w}d")  # fmt: skip
 
+    def optional_features(self) -> tuple[str, ...]:
+        """Used when present (missing values count as unknown)."""
+        return ("cancel_recency_days", "subscription_start_recency_days",
+                "purchase_interval_mean_days", "contract_active", "contract_periods_total",
+                "btyd_p_alive")  # fmt: skip
+
 
 def assign_stages(features: pd.DataFrame, rules: StageRules | None = None) -> pd.Series:
     """The current stage of each row of a feature frame (``build_features`` output).
@@ -66,6 +78,9 @@ def assign_stages(features: pd.DataFrame, rules: StageRules | None = None) -> pd
     if missing:
         raise ValueError(f"stage rules need features {missing}; use the 'default' feature set")
     f = {c: features[c].to_numpy(dtype="float64") for c in rules.required_features()}
+    nan = np.full(len(features), np.nan)
+    f |= {c: features[c].to_numpy(dtype="float64") if c in features.columns else nan
+          for c in rules.optional_features()}  # fmt: skip
     conditions = _conditions(f, rules)
     choice = np.select(list(conditions.values()), list(conditions), default="awareness")
     return pd.Series(pd.Categorical(choice, dtype=STAGE_DTYPE), index=features.index)
@@ -74,24 +89,15 @@ def assign_stages(features: pd.DataFrame, rules: StageRules | None = None) -> pd
 def _conditions(f: dict[str, np.ndarray], r: StageRules) -> dict[str, np.ndarray]:
     """Stage -> boolean mask, in precedence order (first match wins)."""
     bought = f["purchases_total"] > 0
-    cancelled = (f["subscription_cancels_365d"] > f["subscription_starts_365d"]) & (
-        f["purchases_30d"] == 0
-    )
-    lapsing = (f["purchase_recency_vs_interval"] > r.at_risk_interval_ratio) & (
-        f["purchase_recency_days"] > r.at_risk_min_days
-    )
+    silent, lapsing = _lapse(f, r)
     fading = (f["events_trend_30d_vs_90d"] < r.at_risk_trend_below) & (f["purchases_total"] >= 2)
     a, w = r.advocacy_window_days, r.recent_days
     promoter = (f[f"referrals_{a}d"] + f[f"reviews_{a}d"] > 0) | (
         f["feedback_last_score"] >= r.advocacy_min_score
     )
     return {
-        "churned": np.where(
-            bought,
-            f["recency_days"] > r.inactivity_days,
-            f["recency_days"] > r.prospect_inactivity_days,
-        )
-        | (bought & cancelled),
+        "churned": np.where(bought, silent, f["recency_days"] > r.prospect_inactivity_days)
+        | _cancelled(f),
         "at_risk": bought & (lapsing | fading),
         "advocacy": (f["purchases_total"] >= 2) & promoter,
         "purchase": bought
@@ -102,6 +108,46 @@ def _conditions(f: dict[str, np.ndarray], r: StageRules) -> dict[str, np.ndarray
         "evaluation": f[f"intents_{w}d"] > 0,
         "engagement": (f[f"engagements_{w}d"] > 0) | (f[f"signups_{w}d"] > 0),
     }
+
+
+def _lapse(f: dict[str, np.ndarray], r: StageRules) -> tuple[np.ndarray, np.ndarray]:
+    """(silent long enough to be churned, lapsing enough to be at risk) for buyers.
+
+    ``window``: no activity for ``inactivity_days``; at risk past ``at_risk_interval_ratio``
+    times the own mean gap (and ``at_risk_min_days``). ``rhythm``: days since the last purchase
+    over the usual gap (own mean gap for repeat buyers, else ``typical_gap_days``, at least
+    ``min_gap_days``) above ``rhythm_churned_multiple`` / ``rhythm_at_risk_multiple``; or
+    P(alive) below ``p_alive_churned_below`` when the buy-till-you-die features are there.
+    """
+    if r.churn_rule == "window":
+        lapsing = (f["purchase_recency_vs_interval"] > r.at_risk_interval_ratio) & (
+            f["purchase_recency_days"] > r.at_risk_min_days
+        )
+        return f["recency_days"] > r.inactivity_days, lapsing
+    typical = r.typical_gap_days or _median_gap(f)
+    own = np.where(f["purchases_total"] >= 2, f["purchase_interval_mean_days"], np.nan)
+    gap = np.maximum(np.where(np.isnan(own), typical, own), r.min_gap_days)
+    overdue = f["purchase_recency_days"] / gap
+    silent = overdue > r.rhythm_churned_multiple
+    if r.p_alive_churned_below is not None:
+        silent |= f["btyd_p_alive"] < r.p_alive_churned_below
+    return silent, overdue > r.rhythm_at_risk_multiple
+
+
+def _median_gap(f: dict[str, np.ndarray]) -> float:
+    gaps = f["purchase_interval_mean_days"][f["purchases_total"] >= 2]
+    gaps = gaps[np.isfinite(gaps)]
+    return float(np.median(gaps)) if len(gaps) else 90.0
+
+
+def _cancelled(f: dict[str, np.ndarray]) -> np.ndarray:
+    """The latest contract event is a cancel (no start and no purchase since), or the
+    subscriptions table shows every contract ended."""
+    cancel = f["cancel_recency_days"]
+    since = np.fmin(f["subscription_start_recency_days"], f["purchase_recency_days"])
+    by_event = ~np.isnan(cancel) & (np.isnan(since) | (cancel < since))
+    ended = (f["contract_periods_total"] > 0) & (f["contract_active"] == 0)
+    return by_event | ended
 
 
 def stage_funnel(stages: pd.Series) -> pd.DataFrame:

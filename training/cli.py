@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from training import cli_features, cli_report, cli_train, cli_tune
-from training.cli_common import DataDir, console, fail
+from training.cli_common import DataDir, ProjectConfigFile, console, fail, project_config
 
 app = typer.Typer(
     name="lifecycle",
@@ -48,6 +48,14 @@ def simulate(
     config: ConfigFile = None,
     fmt: Annotated[str, typer.Option("--format", help="parquet or csv.")] = "parquet",
     progress: Progress = True,
+    profile: Annotated[
+        str | None,
+        typer.Option(
+            help="Data shape: default (rich lifecycle events, campaigns), purchase_only (a "
+            "retailer's transaction log) or subscription (a social app's events, accounts and "
+            "billing periods). Overrides the config file's profile."
+        ),
+    ] = None,
 ) -> None:
     """Simulate customers moving through lifecycle stages, with events, campaigns and truth."""
     from features.simulator import SimConfig, write_simulation
@@ -55,7 +63,14 @@ def simulate(
 
     if fmt not in ("parquet", "csv"):
         raise typer.BadParameter(f"must be parquet or csv; got {fmt!r}", param_hint="--format")
+    profiles = ("default", "purchase_only", "subscription")
+    if profile is not None and profile not in profiles:
+        raise typer.BadParameter(
+            f"must be one of {', '.join(profiles)}; got {profile!r}", param_hint="--profile"
+        )
     overrides = {"customers": customers, "seed": seed, "days": days}
+    if profile is not None:
+        overrides["profile"] = profile
     try:
         cfg = SimConfig.from_yaml(config, **overrides) if config else SimConfig(**overrides)
     except ValueError as err:
@@ -74,13 +89,16 @@ def validate(
     quarantine_out: Annotated[
         Path | None, typer.Option(help="With --lenient: write quarantined rows here (CSV).")
     ] = None,
+    config: ProjectConfigFile = None,
 ) -> None:
-    """Load a data folder through the data contracts and print one load report per table."""
+    """Load a data folder through the data contracts (read the project config's way) and
+    print one load report per table."""
     from features.contracts import ContractError
     from training.data import load_folder
 
+    cfg = project_config(config, data)
     try:
-        loaded = load_folder(data, mode="lenient" if lenient else "strict")
+        loaded = load_folder(data, mode="lenient" if lenient else "strict", config=cfg)
     except (ContractError, FileNotFoundError) as err:
         raise fail(str(err)) from None
     for name, result in loaded.items():
@@ -96,12 +114,22 @@ def demo(
     customers: Customers = 5_000,
     seed: Seed = 7,
     train: Annotated[bool, typer.Option(help="Also train, register and promote models.")] = True,
+    profile: Annotated[
+        str, typer.Option(help="Data shape: default, purchase_only or subscription.")
+    ] = "default",
 ) -> None:
     """Generate the demo data set, validate and summarise it, then train, register and
-    promote the models in MLflow (SQLite in the working directory)."""
-    from training.demo import run_demo
+    promote the models in MLflow (SQLite in the working directory).
 
-    run_demo(out, customers=customers, seed=seed, console=console)
+    ``--profile purchase_only`` (a retailer's plain transaction log) and ``subscription`` (a
+    social app's own events and billing export) also write the lifecycle.yaml that reads
+    them into the data folder."""
+    from training.demo import PROFILE_DAYS, run_demo
+
+    if profile not in PROFILE_DAYS:
+        raise typer.BadParameter(f"must be one of {', '.join(PROFILE_DAYS)}; got {profile!r}",
+                                 param_hint="--profile")  # fmt: skip
+    run_demo(out, customers=customers, seed=seed, console=console, profile=profile)
     if train:
         console.print("[bold]4. Training[/] churn, stage and offer models (logged to MLflow):")
         cli_train.train(out, config=None, register=True, experiment="customer-lifecycle")

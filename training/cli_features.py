@@ -7,7 +7,14 @@ from typing import Annotated
 
 import typer
 
-from training.cli_common import DataDir, console, fail
+from training.cli_common import (
+    DataDir,
+    ProjectConfigFile,
+    console,
+    fail,
+    load_data,
+    project_config,
+)
 
 app = typer.Typer(help="Point-in-time feature vectors, the online store, lifecycle stages.",
                   no_args_is_help=True)  # fmt: skip
@@ -20,26 +27,65 @@ FeatureSetOpt = Annotated[str, typer.Option("--feature-set", help="name or name@
 StorePath = Annotated[Path, typer.Option("--store", help="SQLite file of the online store.")]
 
 
-def _inputs(data: Path, as_of: str | None):
+def _inputs(data: Path, as_of: str | None, config_path: Path | None = None, config=None):
+    """(tables, as-of time, project config resolved on the tables)."""
     from features.builder import to_utc
-    from training.data import load_tables
+    from training.pipeline import resolved
 
+    config = config or project_config(config_path, data)
+    tables = load_data(data, config)
     try:
-        tables = load_tables(data)
         when = to_utc(as_of) if as_of else tables.end
-    except (ValueError, FileNotFoundError) as err:
+        return tables, when, resolved(tables, config)
+    except ValueError as err:
         raise fail(str(err)) from None
-    return tables, when
 
 
-def _build(tables, when, feature_set: str):
+def _build(tables, when, config, feature_set: str | None = None):
     from features.builder import build_features
+    from training.resolve import vector_options
 
+    d = config.dataset
+    options = {} if feature_set else vector_options(tables, d)  # a named set: just that set
     try:
-        return build_features(tables.events, when, feature_set, tables.customers,
-                              tables.exposures, tables.offers)  # fmt: skip
+        return build_features(tables.events, when, feature_set or d.feature_set,
+                              tables.customers, tables.exposures, tables.offers,
+                              d.response_window_days, **options)  # fmt: skip
     except (KeyError, ValueError) as err:
         raise fail(str(err)) from None
+
+
+ModelsOpt = Annotated[
+    str,
+    typer.Option(
+        "--models",
+        help="Build vectors the way these models were trained (their recorded config): "
+        "registry (the champions, when there are any), an export folder, or config (the "
+        "project config only).",
+    ),
+]
+
+
+def _models_config(models: str, alias: str = "champion"):
+    """The project config the champions (or an export folder's models) were trained with;
+    None when there are none to follow."""
+    from features.project import recorded_config
+
+    if models == "config":
+        return None
+    if models == "registry":
+        from training.registry import load_alias, setup
+
+        setup()
+        estimator, _ = load_alias("lifecycle-churn", alias)
+        return recorded_config(estimator) if estimator is not None else None
+    import joblib
+
+    path = Path(models) / "churn.joblib"
+    if not path.is_file():
+        raise fail(f"--models {models}: no churn.joblib there (an export folder, registry or "
+                   "config)")  # fmt: skip
+    return recorded_config(joblib.load(path))
 
 
 @app.command()
@@ -47,11 +93,14 @@ def build(
     data: DataDir,
     out: Annotated[Path, typer.Option("--out", "-o", help="Parquet file to write.")],
     as_of: AsOf = None,
-    feature_set: FeatureSetOpt = "default",
+    feature_set: Annotated[
+        str | None, typer.Option("--feature-set", help="name or name@version (default: config)")
+    ] = None,
+    config: ProjectConfigFile = None,
 ) -> None:
     """Build every customer's feature vector as of a date and write it to Parquet."""
-    tables, when = _inputs(data, as_of)
-    vectors = _build(tables, when, feature_set)
+    tables, when, cfg = _inputs(data, as_of, config)
+    vectors = _build(tables, when, cfg, feature_set)
     out.parent.mkdir(parents=True, exist_ok=True)
     vectors.to_parquet(out, index=False)
     console.print(f"{len(vectors):,} customers x {vectors.shape[1] - 1} features as of "
@@ -63,26 +112,38 @@ def materialize(
     data: DataDir,
     store: StorePath = Path("store/online.sqlite"),
     as_of: AsOf = None,
-    feature_set: FeatureSetOpt = "default",
     keep_versions: Annotated[int, typer.Option(min=1, help="Versions to keep.")] = 2,
+    config: ProjectConfigFile = None,
+    models: ModelsOpt = "registry",
 ) -> None:
     """Write the latest vectors (with the rule stage and owned products) to the online store
-    as a new version; readers (the decision service) switch to it atomically."""
-    from features.online_vectors import serving_vectors
-    from features.store import OnlineStore
+    as a new version; readers (the decision service) switch to it atomically.
 
-    tables, when = _inputs(data, as_of)
+    The vectors are built with the config the champion models recorded at training (so the
+    service reads exactly what they were trained on); without champions, with the project
+    config. The version is labelled with the config's fingerprint, which the service checks.
+    """
+    from features.online_vectors import serving_vectors, store_label
+    from features.store import OnlineStore
+    from training.resolve import vector_options
+
+    followed = _models_config(models)
+    tables, when, cfg = _inputs(data, as_of, config, followed)
+    d = cfg.dataset
     try:
-        vectors = serving_vectors(tables.events, when, feature_set, tables.customers,
-                                  tables.exposures, tables.offers)  # fmt: skip
+        vectors = serving_vectors(tables.events, when, d.feature_set, tables.customers,
+                                  tables.exposures, tables.offers, d.stages,
+                                  **vector_options(tables, d))  # fmt: skip
     except (KeyError, ValueError) as err:
         raise fail(str(err)) from None
     store.parent.mkdir(parents=True, exist_ok=True)
-    version = OnlineStore(store).materialize(vectors, when, feature_set,
-                                             keep_versions=keep_versions)  # fmt: skip
+    label = store_label(d.feature_set, cfg.fingerprint())
+    version = OnlineStore(store).materialize(vectors, when, label, keep_versions=keep_versions)
+    source = "the champion models' recorded config" if followed else "the project config"
     console.print(
         f"store {store}: version {version.version} is current "
-        f"({version.n_customers:,} customers, as of {when:%Y-%m-%dT%H:%M:%SZ})"
+        f"({version.n_customers:,} customers, as of {when:%Y-%m-%dT%H:%M:%SZ}; built with "
+        f"{source}, fingerprint {cfg.fingerprint()})"
     )
 
 
@@ -93,16 +154,17 @@ def stages(
     compare_to: Annotated[
         str | None, typer.Option(help="An earlier date: also print the transition matrix.")
     ] = None,
+    config: ProjectConfigFile = None,
 ) -> None:
     """Print the stage funnel as of a date (and the moves since --compare-to)."""
     from features.builder import to_utc
     from features.stages import assign_stages, stage_funnel, transition_matrix
 
-    tables, when = _inputs(data, as_of)
+    tables, when, cfg = _inputs(data, as_of, config)
 
     def staged(at):
-        vectors = _build(tables, at, "default")
-        return vectors.assign(stage=assign_stages(vectors).to_numpy())
+        vectors = _build(tables, at, cfg)
+        return vectors.assign(stage=assign_stages(vectors, cfg.dataset.stages).to_numpy())
 
     now = staged(when)
     console.print(f"Stage funnel as of {when:%Y-%m-%d}:")

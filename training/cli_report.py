@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from training.cli_common import console, fail
+from training.cli_common import ProjectConfigFile, console, fail
 
 
 def report(
@@ -24,10 +24,7 @@ def report(
             "registry: champions only; train: always train (nothing logged)."
         ),
     ] = "auto",
-    config: Annotated[
-        Path | None,
-        typer.Option("--config", exists=True, dir_okay=False, help="TrainConfig YAML (train)."),
-    ] = None,
+    config: ProjectConfigFile = None,
     panel: Annotated[
         Path | None, typer.Option(help="Also write the main charts as one PNG here.")
     ] = None,
@@ -35,8 +32,8 @@ def report(
     """Write the business report: stage funnel, churn risk and reasons, the offer policy's
     choices and value by stage, model metrics, and the data's as-of date."""
     from features.contracts import ContractError
+    from features.project import load_project_config
     from training.data import load_tables
-    from training.pipeline import TrainConfig
     from training.plots import save_figure
     from training.report import build_report, load_models, report_panel
     from training.report_html import write_report
@@ -45,8 +42,8 @@ def report(
         message = f"must be auto, registry or train; got {models!r}"
         raise typer.BadParameter(message, param_hint="--models")
     try:
-        tables = load_tables(data)
-        cfg = TrainConfig.from_yaml(config) if config else None
+        cfg = load_project_config(config, data)
+        tables = load_tables(data, config=cfg)
         loaded = load_models(tables, models, cfg)  # type: ignore[arg-type]
     except FileNotFoundError as err:
         hint = " (run `make demo` to create demo_data/, or pass --data DIR)"

@@ -7,25 +7,31 @@ from typing import Annotated
 
 import typer
 
-from training.cli_common import DataDir, console, fail
+from training.cli_common import (
+    DataDir,
+    ProjectConfigFile,
+    console,
+    fail,
+    load_data,
+    project_config,
+)
 
-TrainConfigFile = Annotated[
-    Path | None,
-    typer.Option("--config", exists=True, dir_okay=False, help="TrainConfig YAML."),
-]
+TrainConfigFile = ProjectConfigFile
 Experiment = Annotated[str, typer.Option(help="MLflow experiment name.")]
 
 
 def _setup(data: Path, config: Path | None, experiment: str):
-    from training.data import load_tables
-    from training.pipeline import TrainConfig
+    from training.calendar import plan_snapshots
+    from training.pipeline import resolved
     from training.registry import setup, tracking_uri
     from training.tune import with_tuned
 
+    cfg = project_config(config, data)
+    tables = load_data(data, cfg)
     try:
-        cfg = with_tuned(TrainConfig.from_yaml(config) if config else TrainConfig())
-        tables = load_tables(data)
-    except (ValueError, FileNotFoundError) as err:
+        cfg = resolved(tables, with_tuned(cfg))
+        plan_snapshots(tables.start, tables.end, cfg.dataset, tables.labels)  # fail early
+    except ValueError as err:
         raise fail(str(err)) from None
     setup(experiment)
     console.print(f"MLflow tracking at {tracking_uri()}, experiment {experiment!r}")
@@ -39,13 +45,17 @@ def train(
     experiment: Experiment = "customer-lifecycle",
 ) -> None:
     """Train churn and stage models with baselines; log to MLflow; register as challengers."""
-    from training.pipeline import PRIMARY, fit_and_evaluate
+    from training.pipeline import PRIMARY, ModelSkipped, fit_and_evaluate
     from training.tracking import log_run
 
     cfg, tables = _setup(data, config, experiment)
-    result = fit_and_evaluate(tables, cfg)
+    try:
+        result = fit_and_evaluate(tables, cfg)
+    except ModelSkipped as err:
+        raise fail(str(err)) from None
     logged = log_run(result, source=str(data.resolve()), register=register)
     console.print(f"run {logged.run_id}: holdout as of {result.holdout_as_of:%Y-%m-%d}")
+    _print_choices(result)
     for name, report in result.reports.items():
         metric = PRIMARY[name]
         base = ", ".join(f"{b} {m[metric]:.4f}" for b, m in report.baselines.items())
@@ -53,6 +63,20 @@ def train(
         where = f" -> {reg.name} v{reg.version} @challenger" if reg else ""
         score = report.metrics[metric]
         console.print(f"  {name:6s} {metric} {score:.4f} (baselines: {base}){where}")
+
+
+def _print_choices(result) -> None:
+    """What the run decided from the data: definitions, dropped columns, skipped models."""
+    d = result.config.dataset
+    console.print(f"  churn: {d.churn_definition} over {d.churn_horizon_days} days, "
+                  f"population {d.population}; stage rule {d.stages.churn_rule}; "
+                  f"{len(d.event_types or ())} event types with features of their own; "
+                  f"buy-till-you-die features {d.btyd_features}")  # fmt: skip
+    if result.dropped:
+        console.print(f"  dropped {len(result.dropped)} constant or empty column(s): "
+                      f"{', '.join(result.dropped)}")  # fmt: skip
+    for name, why in result.skipped.items():
+        console.print(f"  [yellow]skipped[/] {name}: {why}")
 
 
 def promote(

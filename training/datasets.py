@@ -2,50 +2,30 @@
 
 Each snapshot holds the features as of that date (the same builder as serving), the current
 rule stage, and the labels looking forward from it. Later snapshots validate earlier ones;
-nothing is shuffled across time.
+nothing is shuffled across time. ``resolve`` first replaces every ``auto`` of the dataset
+config by what the data holds (churn definition, population, event types, stage rule), so a
+trained model records exactly how its vectors were made.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
 from features.builder import build_features, to_utc
-from features.labels import churn_labels, future_stage
-from features.stages import StageRules, assign_stages
-from features.yaml_config import load_yaml_model
+from features.labels import churn_outcome, future_stage
+from features.project import DatasetConfig
+from features.stages import assign_stages
+from training.calendar import plan_snapshots, snapshot_dates
+from training.resolve import resolve, vector_options
 
-CHURN_POPULATION = ("purchase", "retention", "advocacy", "at_risk")
-
-
-class DatasetConfig(BaseModel):
-    """The one config of the training-set pipeline (YAML via :meth:`from_yaml`)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    feature_set: str = "default"
-    response_window_days: int = Field(14, ge=1)
-    churn_definition: Literal["inactivity", "cancel"] = "inactivity"
-    churn_horizon_days: int = Field(60, ge=1)
-    stage_horizon_days: int = Field(30, ge=1)
-    snapshot_every_days: int = Field(30, ge=1)
-    snapshots: int = Field(6, ge=1)
-    validation_snapshots: int = Field(1, ge=0)
-    test_snapshots: int = Field(1, ge=0)
-
-    @property
-    def horizon_days(self) -> int:
-        return max(self.churn_horizon_days, self.stage_horizon_days)
-
-    @classmethod
-    def from_yaml(cls, path: str | Path) -> DatasetConfig:
-        return load_yaml_model(cls, path)
+__all__ = [
+    "DatasetConfig", "Tables", "build_snapshot", "build_training_set", "resolve",
+    "snapshot_dates", "time_split", "in_population", "scoring_population", "current_vectors",
+]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -56,51 +36,110 @@ class Tables:
     customers: pd.DataFrame | None = None
     offers: pd.DataFrame | None = None
     exposures: pd.DataFrame | None = None
+    subscriptions: pd.DataFrame | None = None
+    labels: pd.DataFrame | None = None
 
     @property
     def end(self) -> pd.Timestamp:
         return self.events["timestamp"].max()
 
-
-def snapshot_dates(end: pd.Timestamp, config: DatasetConfig) -> list[pd.Timestamp]:
-    """``config.snapshots`` as-of dates (midnight UTC), the last one leaving a full horizon
-    before ``end``, spaced ``snapshot_every_days`` apart, oldest first."""
-    last = (to_utc(end) - pd.Timedelta(days=config.horizon_days)).floor("D")
-    step = pd.Timedelta(days=config.snapshot_every_days)
-    return [last - step * k for k in reversed(range(config.snapshots))]
+    @property
+    def start(self) -> pd.Timestamp:
+        return self.events["timestamp"].min()
 
 
 def build_snapshot(tables: Tables, as_of: pd.Timestamp, config: DatasetConfig) -> pd.DataFrame:
     """Features, current stage and labels of every customer known at ``as_of``.
 
-    Added columns: ``as_of``, ``stage`` (rule stage now), ``in_churn_population`` (bought and
-    not churned now), ``churned`` (0/1 label), ``stage_next`` (rule stage after the horizon).
+    ``config`` must be resolved (:func:`resolve`). Added columns: ``as_of``, ``stage`` (rule
+    stage now), ``in_churn_population`` (who the churn model is trained on and scores),
+    ``churned`` (0/1 label; NaN outside a labels table), ``stage_next`` (rule stage after the
+    stage horizon).
     """
     frame = build_features(tables.events, as_of, config.feature_set, tables.customers,
-                           tables.exposures, tables.offers,
-                           config.response_window_days)  # fmt: skip
+                           tables.exposures, tables.offers, config.response_window_days,
+                           **vector_options(tables, config))  # fmt: skip
     ids = frame["customer_id"]
     frame.insert(0, "as_of", as_of)
-    frame["stage"] = assign_stages(frame, StageRules()).to_numpy()
-    frame["in_churn_population"] = frame["stage"].isin(CHURN_POPULATION).to_numpy()
-    frame["churned"] = churn_labels(tables.events, ids, as_of, config.churn_horizon_days,
-                                    config.churn_definition)  # fmt: skip
+    frame["stage"] = assign_stages(frame, config.stages).to_numpy()
+    label, applies = churn_outcome(tables.events, ids, as_of, config.churn_horizon_days,
+                                  config.churn_definition, config.qualifying_roles,
+                                  **_label_options(tables, config))  # fmt: skip
+    frame["churned"] = label
+    frame["in_churn_population"] = in_population(frame, config.population, applies)
     frame["stage_next"] = future_stage(
-        tables.events, ids, as_of, config.stage_horizon_days, tables.customers
-    ).to_numpy()
+        tables.events, ids, as_of, config.stage_horizon_days, tables.customers,
+        config.stages, **vector_options(tables, config),
+    ).to_numpy()  # fmt: skip
+    return frame
+
+
+def _label_options(tables: Tables, config: DatasetConfig) -> dict:
+    return {"rhythm_multiple": config.rhythm_multiple, "subscriptions": tables.subscriptions,
+            "grace_days": config.grace_days, "label_table": tables.labels,
+            "min_gap_days": config.stages.min_gap_days,
+            "typical_gap_days": config.stages.typical_gap_days}  # fmt: skip
+
+
+def in_population(frame: pd.DataFrame, population: str, applies: np.ndarray) -> np.ndarray:
+    """Who the churn model is trained on and scores (see ``DatasetConfig.population``).
+
+    ``applies``: where the churn definition can apply (contract holders, labelled rows).
+    """
+    buyers = frame["purchases_total"].to_numpy() > 0
+    rules = {
+        "all": np.ones(len(frame), bool),
+        "buyers": buyers,
+        "active_buyers": buyers & (frame["stage"] != "churned").to_numpy(),
+        "contract_holders": applies,
+        "labelled": applies,
+    }
+    if population not in rules:
+        raise ValueError(f"population {population!r} must be resolved first (resolve())")
+    return rules[population] & applies
+
+
+def scoring_population(frame: pd.DataFrame, population: str) -> np.ndarray:
+    """Who gets a churn score now (no labels yet): the population's rule without the label
+    part (contract holders: an active contract when the contract features are there)."""
+    if population in ("all", "labelled"):
+        return np.ones(len(frame), bool)
+    if population == "contract_holders" and "contract_active" in frame.columns:
+        return frame["contract_active"].to_numpy() > 0
+    rule = "buyers" if population == "contract_holders" else population
+    return in_population(frame, rule, np.ones(len(frame), bool))
+
+
+def current_vectors(tables: Tables, config: DatasetConfig, as_of: object | None = None):
+    """Every customer's vector as of ``as_of`` (default: the last event) built the way
+    ``config`` says, with the rule ``stage`` and ``in_churn_population`` (who is scored)."""
+    config = resolve(tables, config)
+    when = tables.end if as_of is None else as_of
+    frame = build_features(tables.events, when, config.feature_set, tables.customers,
+                           tables.exposures, tables.offers, config.response_window_days,
+                           **vector_options(tables, config))  # fmt: skip
+    frame["stage"] = assign_stages(frame, config.stages).to_numpy()
+    frame["in_churn_population"] = scoring_population(frame, config.population)
     return frame
 
 
 def build_training_set(
     tables: Tables, config: DatasetConfig | None = None, progress: bool = False
 ) -> pd.DataFrame:
-    """All snapshots stacked, oldest first, with a ``snapshot`` index column (0 = oldest)."""
-    config = config or DatasetConfig()
-    dates = snapshot_dates(tables.end, config)
+    """All snapshots stacked, oldest first, with a ``snapshot`` index column (0 = oldest).
+
+    ``config`` is resolved here when it still has ``auto`` settings; the resolved config is
+    in ``frame.attrs["dataset"]`` (JSON). Dates outside the data fail here; whether they
+    leave training snapshots is checked by the training pipeline (``plan_snapshots``).
+    """
+    config = resolve(tables, config or DatasetConfig())
+    dates = plan_snapshots(tables.start, tables.end, config, tables.labels, for_training=False)
     parts = []
     for k, as_of in enumerate(tqdm(dates, desc="snapshots", disable=not progress)):
         parts.append(build_snapshot(tables, as_of, config).assign(snapshot=k))
-    return pd.concat(parts, ignore_index=True)
+    frame = pd.concat(parts, ignore_index=True)
+    frame.attrs["dataset"] = config.model_dump_json()
+    return frame
 
 
 def time_split(frame: pd.DataFrame, config: DatasetConfig) -> dict[str, pd.DataFrame]:
@@ -127,3 +166,9 @@ def time_split(frame: pd.DataFrame, config: DatasetConfig) -> dict[str, pd.DataF
         "validation": rest[rest["as_of"] < test_from],
         "test": rest[rest["as_of"] >= test_from],
     }
+
+
+def span_text(tables: Tables) -> str:
+    """``2024-01-01 .. 2025-12-31 (730 days)``: the events' span, for messages."""
+    start, end = to_utc(tables.start), to_utc(tables.end)
+    return f"{start:%Y-%m-%d} .. {end:%Y-%m-%d} ({(end - start).days} days)"

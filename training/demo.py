@@ -14,18 +14,30 @@ from features.simulator.truth import arm_uplift
 from features.summary import churn_rate, conversion_by_arm, events_by_role, stage_distribution
 from training.data import load_folder
 
+PROFILE_DAYS = {"default": 365, "purchase_only": 730, "subscription": 365}
 
-def run_demo(out: Path, customers: int, seed: int, console: Console) -> dict:
-    """Simulate, write, validate and summarise; returns the loaded tables by name."""
-    cfg = SimConfig(customers=customers, seed=seed)
+
+def run_demo(
+    out: Path, customers: int, seed: int, console: Console, profile: str = "default"
+) -> dict:
+    """Simulate, write, validate and summarise; returns the loaded tables by name.
+
+    Other profiles than ``default`` also get their ``lifecycle.yaml`` (how to read the
+    files) written beside the data, as a user would write it.
+    """
+    from training.profiles import profile_config, write_profile_config
+
+    cfg = SimConfig(customers=customers, seed=seed, profile=profile, days=PROFILE_DAYS[profile])
     t0 = time.perf_counter()
     sim = simulate(cfg, progress=console.is_terminal)
     write_simulation(sim, out, cfg)
+    written = write_profile_config(out, profile)
     console.print(
-        f"[bold]1. Simulated[/] {customers:,} customers, {cfg.days} days, seed {seed} "
-        f"-> {out}/ ({time.perf_counter() - t0:.1f}s)"
+        f"[bold]1. Simulated[/] {customers:,} customers ({profile}), {cfg.days} days, seed "
+        f"{seed} -> {out}/ ({time.perf_counter() - t0:.1f}s)"
+        + (f"; the project config is {written}" if written else "")
     )
-    loaded = load_folder(out, mode="strict")
+    loaded = load_folder(out, mode="strict", config=profile_config(profile))
     console.print("[bold]2. Loaded through the data contracts[/] (strict):")
     for result in loaded.values():
         r = result.report
@@ -34,8 +46,22 @@ def run_demo(out: Path, customers: int, seed: int, console: Console) -> dict:
             f"{r.rows_quarantined} quarantined"
         )
     end = pd.Timestamp(cfg.start, tz="UTC") + pd.Timedelta(days=cfg.days)
-    _print_summary(console, loaded, sim, end)
+    if profile == "default":
+        _print_summary(console, loaded, sim, end)
+    else:
+        _print_shape(console, loaded["events"].data)
     return loaded
+
+
+def _print_shape(console: Console, events: pd.DataFrame) -> None:
+    """Customers, events per type and role: what a user's own data looks like to us."""
+    console.print(
+        f"[bold]3. Summary[/]: {events['customer_id'].nunique():,} customers, "
+        f"{len(events):,} events from {events['timestamp'].min():%Y-%m-%d} to "
+        f"{events['timestamp'].max():%Y-%m-%d}"
+    )
+    by_type = events.groupby(["event_type", "role"], observed=True).size().rename("events")
+    console.print(_table("Events by type and role", by_type.reset_index(level=1)))
 
 
 def _print_summary(console: Console, loaded: dict, sim: Simulation, end: pd.Timestamp) -> None:

@@ -13,10 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from features.builder import build_features
 from features.contracts import STAGES
 from features.stages import assign_stages
-from training.datasets import CHURN_POPULATION, Tables
+from training.datasets import Tables
 from training.metrics import offer_experiment
 from training.policy import next_best_offer
 
@@ -42,20 +41,20 @@ RISK_EDGES = (0.0, 0.05, 0.1, 0.2, 0.4, 1.0)
 
 
 def current_vectors(
-    tables: Tables, as_of: object | None = None, feature_set: str = "default"
+    tables: Tables, as_of: object | None = None, config: object | None = None
 ) -> pd.DataFrame:
-    """Every customer's features as of ``as_of`` (default: the last event), with the rule
-    ``stage`` and ``in_churn_population`` (bought and not churned: who the churn model scores).
+    """Every customer's features as of ``as_of`` (default: the last event), built with the
+    project config a model was trained with (``config``: a ProjectConfig, or the defaults
+    resolved on ``tables``), with the rule ``stage`` and ``in_churn_population`` (who the churn
+    model scores).
 
-    Output columns: ``customer_id``, the feature set's columns, ``stage``,
-    ``in_churn_population``.
+    Output columns: ``customer_id``, the features, ``stage``, ``in_churn_population``.
     """
-    as_of = tables.end if as_of is None else as_of
-    frame = build_features(tables.events, as_of, feature_set, tables.customers,
-                           tables.exposures, tables.offers)  # fmt: skip
-    frame["stage"] = assign_stages(frame).to_numpy()
-    frame["in_churn_population"] = frame["stage"].isin(CHURN_POPULATION).to_numpy()
-    return frame
+    from features.project import ProjectConfig
+    from training.datasets import current_vectors as build
+
+    config = config or ProjectConfig()
+    return build(tables, config.dataset, as_of)
 
 
 def risk_bands(p, edges: Sequence[float] = RISK_EDGES) -> pd.DataFrame:

@@ -12,15 +12,14 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pandas as pd
 from matplotlib.figure import Figure
-from pydantic import BaseModel, ConfigDict, Field
 
-from features.yaml_config import load_yaml_model
+from features.project import ProjectConfig
 from training import plots
-from training.datasets import DatasetConfig, Tables, build_training_set, time_split
+from training.calendar import plan_snapshots
+from training.datasets import Tables, build_training_set, resolve, time_split
 from training.metrics import churn_metrics, confusion, stage_metrics
 from training.models._lgbm import feature_columns
 from training.models.baselines import LogisticChurn, RFMChurnHeuristic, StayInStage
@@ -30,20 +29,11 @@ from training.models.stage import StageModel
 PRIMARY = {"churn": "roc_auc", "stage": "macro_f1", "offers": "policy_value_dr"}
 
 
-class TrainConfig(BaseModel):
-    """The training pipeline's one config (YAML via :meth:`from_yaml`, unknown keys rejected)."""
+TrainConfig = ProjectConfig  # the training pipeline reads the one project config
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
-    dataset: DatasetConfig = Field(default_factory=DatasetConfig)
-    churn: dict = Field(default_factory=dict, description="ChurnModel parameters")
-    stage: dict = Field(default_factory=dict, description="StageModel parameters")
-    offers: dict = Field(default_factory=dict, description="UpliftModel parameters")
-    seed: int = 0
-
-    @classmethod
-    def from_yaml(cls, path: str | Path) -> TrainConfig:
-        return load_yaml_model(cls, path)
+class ModelSkipped(RuntimeError):
+    """A model cannot be fitted on this data; the message says why (the run goes on)."""
 
 
 @dataclass
@@ -65,34 +55,74 @@ class ModelReport:
 
 @dataclass
 class TrainResult:
+    """``config`` is resolved (no ``auto`` left): what every model records and serving
+    rebuilds vectors with. ``skipped``: model -> why it was not fitted; ``dropped``: constant
+    or empty columns left out of every model."""
+
     config: TrainConfig
     dataset: pd.DataFrame
     holdout_as_of: pd.Timestamp
     reports: dict[str, ModelReport]
     seconds: dict[str, float] = field(default_factory=dict)  # wall time per step
+    skipped: dict[str, str] = field(default_factory=dict)
+    dropped: list[str] = field(default_factory=list)
 
 
 def fit_and_evaluate(tables: Tables, config: TrainConfig | None = None) -> TrainResult:
     """Training set -> time split -> churn and stage models (+ baselines) -> holdout metrics.
 
-    ``TrainResult.seconds`` holds the wall time of each step (``training_set``, ``churn``,
-    ``stage``, ``offers``).
+    Each model is fitted or skipped with its reason (``TrainResult.skipped``); the run fails
+    only when none can be. ``TrainResult.seconds`` holds the wall time of each step
+    (``training_set``, ``churn``, ``stage``, ``offers``).
     """
-    config = config or TrainConfig()
+    config = resolved(tables, config or TrainConfig())
+    plan_snapshots(tables.start, tables.end, config.dataset, tables.labels)  # fail before work
     seconds: dict[str, float] = {}
     with _timed(seconds, "training_set"):
         frame = build_training_set(tables, config.dataset)
         parts = time_split(frame, config.dataset)
     fit_part = pd.concat([parts["train"], parts["validation"]], ignore_index=True)
     holdout = parts["test"] if len(parts["test"]) else parts["validation"]
-    reports = {}
-    for name, fit in (("churn", fit_churn), ("stage", fit_stage)):
+    dropped = constant_columns(fit_part) if config.dataset.drop_constant_features else []
+    fit_part, holdout = fit_part.drop(columns=dropped), holdout.drop(columns=dropped)
+    reports, skipped = {}, {}
+    for name, fit in _fitters(tables):
         with _timed(seconds, name):
-            reports[name] = fit(fit_part, holdout, config)
+            try:
+                reports[name] = fit(fit_part, holdout, config)
+            except (ModelSkipped, ValueError) as err:
+                skipped[name] = f"{type(err).__name__}: {err}"
+    if not reports:
+        raise ModelSkipped("no model could be trained: " + "; ".join(
+            f"{name}: {why}" for name, why in skipped.items()))  # fmt: skip
+    for report in reports.values():
+        stamp(report.estimator, config)
+    return TrainResult(config, frame, holdout["as_of"].max(), reports, seconds, skipped, dropped)
+
+
+def resolved(tables: Tables, config: TrainConfig) -> TrainConfig:
+    """``config`` with its dataset's ``auto`` settings made concrete for these tables."""
+    return config.model_copy(update={"dataset": resolve(tables, config.dataset)})
+
+
+def stamp(estimator: object, config: TrainConfig) -> None:
+    """Record on a fitted model the resolved project config it was trained with."""
+    estimator.lifecycle_config_ = config.to_json()
+    estimator.lifecycle_fingerprint_ = config.fingerprint()
+
+
+def _fitters(tables: Tables) -> list[tuple[str, object]]:
+    fitters = [("churn", fit_churn), ("stage", fit_stage)]
     if tables.exposures is not None and tables.offers is not None and len(tables.exposures):
-        with _timed(seconds, "offers"):
-            reports["offers"] = fit_offers(tables, config)
-    return TrainResult(config, frame, holdout["as_of"].max(), reports, seconds)
+        fitters.append(("offers", lambda fit_part, holdout, config: fit_offers(tables, config)))
+    return fitters
+
+
+def constant_columns(frame: pd.DataFrame) -> list[str]:
+    """Feature columns holding one value (or nothing) on every row: no model can use them."""
+    keep = {"stage"}
+    return [c for c in feature_columns(frame)
+            if c not in keep and frame[c].nunique(dropna=False) <= 1]  # fmt: skip
 
 
 @contextmanager
@@ -118,12 +148,26 @@ def fit_offers(tables: Tables, config: TrainConfig) -> ModelReport:
 
 
 def churn_population(frame: pd.DataFrame) -> pd.DataFrame:
-    return frame[frame["in_churn_population"].to_numpy(dtype=bool)]
+    """The rows the churn model learns from and is scored on (labelled, in the population)."""
+    keep = frame["in_churn_population"].to_numpy(dtype=bool) & frame["churned"].notna().to_numpy()
+    return frame[keep]
+
+
+def _two_classes(name: str, train: pd.DataFrame, test: pd.DataFrame) -> None:
+    for part, rows in (("training", train), ("holdout", test)):
+        classes = rows["churned"].nunique()
+        if classes < 2:
+            raise ModelSkipped(
+                f"the {part} rows of the churn population ({len(rows)}) hold "
+                f"{classes} class(es) of the churn label; {name} needs both: check the churn "
+                "definition, population and calendar in the project config"
+            )
 
 
 def fit_churn(fit_part: pd.DataFrame, holdout: pd.DataFrame, config: TrainConfig) -> ModelReport:
     """ChurnModel (calibrated on the latest fitting snapshot) vs logistic and RFM baselines."""
     train, test = churn_population(fit_part), churn_population(holdout)
+    _two_classes("churn", train, test)
     cols = feature_columns(train)
     params = {"random_state": config.seed, **config.churn}
     model = ChurnModel(**params).fit(train[cols], train["churned"], time=train["as_of"])
@@ -145,6 +189,7 @@ def fit_churn(fit_part: pd.DataFrame, holdout: pd.DataFrame, config: TrainConfig
 
 def fit_stage(fit_part: pd.DataFrame, holdout: pd.DataFrame, config: TrainConfig) -> ModelReport:
     """StageModel (current stage as an input) vs "stays in its current stage"."""
+    fit_part = fit_part[fit_part["stage_next"].notna()]
     cols = feature_columns(fit_part)  # the current stage is one of them
     train = fit_part.assign(stage=fit_part["stage"].astype("category"))
     test = holdout.assign(stage=pd.Categorical(holdout["stage"], train["stage"].cat.categories))

@@ -136,7 +136,9 @@ def build_report(
     tables: Tables, models: ReportModels, reason_customers: int = REASON_CUSTOMERS
 ) -> Report:
     """Score every customer as of the data's last event; gather the report's tables/figures."""
-    vectors = insights.current_vectors(tables)
+    from features.project import recorded_config
+
+    vectors = insights.current_vectors(tables, config=recorded_config(models.churn))
     funnel = stage_funnel(vectors["stage"])
     out_tables: dict[str, pd.DataFrame] = {"funnel": funnel}
     figures: dict[str, Figure] = {"funnel": plots.stage_funnel_plot(funnel)}

@@ -47,12 +47,27 @@ def _log_model(report: ModelReport, register: bool) -> Registered | None:
                          register_as)  # fmt: skip
 
 
+def _log_config(result: TrainResult) -> None:
+    """The resolved project config (params and ``lifecycle.yaml``), the columns dropped as
+    constant, and every model skipped with its reason (tags ``skipped.<model>``)."""
+    import yaml
+
+    dataset = result.config.dataset.model_dump(mode="json", exclude={"stages", "event_types"})
+    mlflow.log_params({"dataset." + k: str(v)[:500] for k, v in dataset.items()})
+    mlflow.log_param("config_fingerprint", result.config.fingerprint())
+    mlflow.log_text(yaml.safe_dump(result.config.model_dump(mode="json"), sort_keys=False),
+                    "lifecycle.yaml")  # fmt: skip
+    mlflow.log_dict({"dropped_constant_columns": result.dropped,
+                     "skipped_models": result.skipped}, "run_choices.json")  # fmt: skip
+    for name, why in result.skipped.items():
+        mlflow.set_tag(f"skipped.{name}", why[:5000])
+
+
 def log_run(result: TrainResult, source: str, register: bool = True) -> LoggedRun:
     """Parent run ``train`` with the config, a child run per model (churn, stage, offers)."""
     children, registered = {}, {}
     with mlflow.start_run(run_name="train") as parent:
-        mlflow.log_params({"dataset." + k: str(v)
-                           for k, v in result.config.dataset.model_dump().items()})  # fmt: skip
+        _log_config(result)
         mlflow.log_param("holdout_as_of", pd.Timestamp(result.holdout_as_of).isoformat())
         mlflow.log_param("training_rows", len(result.dataset))
         _lineage(result, source)

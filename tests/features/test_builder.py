@@ -392,7 +392,7 @@ def test_default_output_columns_dtypes_and_attrs():
     assert list(frame.columns) == ["customer_id", *REGISTRY]
     assert frame["customer_id"].dtype == "str"
     assert (frame.dtypes.iloc[1:] == np.float32).all()
-    assert frame.attrs == {"as_of": "2024-06-30T12:00:00+00:00", "feature_set": "default@1"}
+    assert frame.attrs == {"as_of": "2024-06-30T12:00:00+00:00", "feature_set": "default@2"}
 
 
 @pytest.mark.parametrize("key", ["rfm_core@1", "rfm_core", RFM_CORE])

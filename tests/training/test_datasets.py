@@ -7,6 +7,7 @@ import pytest
 
 from features.loaders import load_customers, load_events, load_exposures, load_offers
 from features.simulator import SimConfig, simulate
+from training.calendar import CalendarError, plan_snapshots
 from training.datasets import (
     DatasetConfig,
     Tables,
@@ -14,6 +15,7 @@ from training.datasets import (
     snapshot_dates,
     time_split,
 )
+from training.pipeline import TrainConfig, fit_and_evaluate
 
 
 @pytest.fixture(scope="module")
@@ -62,9 +64,13 @@ def test_time_split_is_ordered_and_purges_overlapping_label_windows(tables):
     assert parts["train"]["as_of"].max() + pd.Timedelta(days=45) <= dates[-2]
 
 
-def test_time_split_refuses_too_few_snapshots(tables):
+def test_too_few_snapshots_fail_before_any_work(tables):
     cfg = DatasetConfig(snapshots=2)
-    frame = build_training_set(tables, cfg)
+    with pytest.raises(CalendarError, match="leaves no training snapshot"):
+        plan_snapshots(tables.start, tables.end, cfg)
+    with pytest.raises(CalendarError, match="leaves no training snapshot"):
+        fit_and_evaluate(tables, TrainConfig(dataset=cfg))
+    frame = build_training_set(tables, cfg)  # a set to look at needs no training dates
     with pytest.raises(ValueError, match="cannot give 1 validation and 1 test"):
         time_split(frame, cfg)
 

@@ -1,0 +1,105 @@
+"""Resolve a dataset config against the data: every ``auto`` becomes a concrete choice.
+
+The resolved config is what a trained model records (and what serving rebuilds vectors
+with), so the same data-dependent choices are made once, at training time:
+
+| setting | auto means |
+|---|---|
+| ``churn_definition`` | ``labels`` with a labels table, ``contract`` with a subscriptions table, ``rhythm`` when every event is a purchase (or refund), else ``inactivity`` |
+| ``population`` | ``labelled`` / ``contract_holders`` / ``buyers`` for those definitions |
+| ``event_types`` | the ``event_types_top_n`` most frequent types up to the last as-of date |
+| ``btyd_features`` | ``on`` when at least 50 customers bought on two different days |
+| ``stages.churn_rule`` | ``rhythm`` for purchase-only logs (unless set), with ``typical_gap_days`` the median of the repeat buyers' mean gaps |
+"""  # noqa: E501
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from features.builder import event_arrays, to_utc
+from features.event_types import top_event_types
+from features.families import R, purchase_intervals
+from features.project import DatasetConfig
+
+MIN_REPEAT_BUYERS = 50
+
+
+def purchase_only(events: pd.DataFrame) -> bool:
+    """Every event is a purchase or a refund: a plain transaction log."""
+    present = set(events["role"].unique().astype(str))
+    return present <= {"purchase", "refund"}
+
+
+def resolve(tables, config: DatasetConfig) -> DatasetConfig:
+    """``config`` with its ``auto`` settings replaced by the data's (idempotent)."""
+    last = to_utc(config.last_as_of) if config.last_as_of else None
+    last = last or to_utc(tables.end) - pd.Timedelta(days=config.horizon_days)
+    updates: dict = {}
+    definition = config.churn_definition
+    if definition == "auto":
+        definition = updates["churn_definition"] = _definition(tables)
+    if config.population == "auto":
+        updates["population"] = _population(definition, tables)
+    if config.event_types is None:
+        updates["event_types"] = top_event_types(tables.events, config.event_types_top_n, last)
+    gaps = _repeat_gaps(tables.events, last)
+    if config.btyd_features == "auto":
+        updates["btyd_features"] = "on" if len(gaps) >= MIN_REPEAT_BUYERS else "off"
+    stages = _stage_rules(tables, config, gaps)
+    if stages is not config.stages:
+        updates["stages"] = stages
+    if not updates:
+        return config
+    return DatasetConfig.model_validate({**config.model_dump(), **updates})
+
+
+def _definition(tables) -> str:
+    if tables.labels is not None:
+        return "labels"
+    if tables.subscriptions is not None:
+        return "contract"
+    return "rhythm" if purchase_only(tables.events) else "inactivity"
+
+
+def _population(definition: str, tables) -> str:
+    if definition == "labels":
+        return "labelled"
+    if definition == "contract" and tables.subscriptions is not None:
+        return "contract_holders"
+    return "buyers"
+
+
+def _repeat_gaps(events: pd.DataFrame, last: pd.Timestamp) -> np.ndarray:
+    """Mean gap between purchases of every customer with two or more, up to ``last``."""
+    ev, _ = event_arrays(events, last)
+    if not (ev.role == R["purchase"]).any():
+        return np.zeros(0)
+    found = purchase_intervals(ev)
+    mean = found["purchase_interval_mean_days"].astype(float)
+    return mean[(found["purchases_total"] >= 2) & np.isfinite(mean) & (mean > 0)]
+
+
+def _stage_rules(tables, config: DatasetConfig, gaps: np.ndarray):
+    rules = config.stages
+    update = {}
+    if "churn_rule" not in rules.model_fields_set and purchase_only(tables.events):
+        update["churn_rule"] = "rhythm"
+    rhythm = update.get("churn_rule", rules.churn_rule) == "rhythm"
+    if rhythm and rules.typical_gap_days is None and len(gaps):
+        update["typical_gap_days"] = round(float(np.median(gaps)), 2)
+    if not update:
+        return rules
+    return type(rules).model_validate({**rules.model_dump(exclude_unset=True), **update})
+
+
+def vector_options(tables, config: DatasetConfig) -> dict:
+    """The :func:`features.builder.build_features` keywords a resolved config asks for."""
+    options: dict = {"event_types": tuple(config.event_types or ())}
+    if tables.subscriptions is not None:
+        options["subscriptions"] = tables.subscriptions
+    if config.btyd_features == "on":
+        from features.btyd_features import BTYDFeatures
+
+        options["btyd"] = BTYDFeatures(horizon_days=config.churn_horizon_days)
+    return options
