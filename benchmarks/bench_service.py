@@ -60,13 +60,13 @@ def build_world(folder: Path, args: argparse.Namespace) -> dict:
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from features.online_vectors import serving_vectors
     from features.simulator import SimConfig, simulate, write_simulation
     from features.store import OnlineStore
     from training.data import load_tables
     from training.datasets import DatasetConfig
     from training.pipeline import TrainConfig, fit_and_evaluate
     from training.registry import setup
+    from training.resolve import store_vectors
     from training.tracking import REGISTERED_NAMES, log_run
 
     world = world_paths(folder)
@@ -87,7 +87,8 @@ def build_world(folder: Path, args: argparse.Namespace) -> dict:
         churn={"n_estimators": 200}, stage={"n_estimators": 100},
         offers={"n_estimators": 100, "min_arm_size": 50},
     )  # fmt: skip
-    log_run(fit_and_evaluate(subset(tables, args.train_customers), config), str(folder / "data"))
+    result = fit_and_evaluate(subset(tables, args.train_customers), config)
+    log_run(result, str(folder / "data"))
     client = MlflowClient()
     for name in REGISTERED_NAMES.values():
         version = client.get_model_version_by_alias(name, "challenger").version
@@ -96,9 +97,8 @@ def build_world(folder: Path, args: argparse.Namespace) -> dict:
     seconds["train_register"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    vectors = serving_vectors(tables.events, tables.end, "default", tables.customers,
-                              tables.exposures, tables.offers)  # fmt: skip
-    OnlineStore(world["store"]).materialize(vectors, tables.end, "default")
+    vectors, label = store_vectors(tables, result.config)  # as `features materialize` does
+    OnlineStore(world["store"]).materialize(vectors, tables.end, label)
     vectors.to_parquet(world["vectors"])
     seconds["materialise"] = time.perf_counter() - start
     world["setup_seconds"] = {k: round(v, 1) for k, v in seconds.items()}

@@ -112,7 +112,9 @@ class DatasetConfig(_Strict):
 
     Features: the ``feature_set``, plus per-type features for ``event_types`` (None: the
     ``event_types_top_n`` most frequent types), buy-till-you-die features
-    (``btyd_features``; auto: on when customers buy repeatedly), contract features when there
+    (``btyd_features``; auto: on when customers buy repeatedly; ``btyd_params``: the BG/NBD
+    parameters fitted at the last as-of date, recorded at training for requests with too
+    few buyers to fit), contract features when there
     is a subscriptions table; constant or empty columns are dropped before a model sees
     them (``drop_constant_features``).
     """
@@ -120,6 +122,7 @@ class DatasetConfig(_Strict):
     feature_set: str = "default"
     event_types_top_n: int = Field(20, ge=0)
     btyd_features: Literal["auto", "on", "off"] = "auto"
+    btyd_params: dict[str, float] | None = None
     drop_constant_features: bool = True
     response_window_days: int = Field(14, ge=1)
     churn_definition: ChurnDefinition = "auto"

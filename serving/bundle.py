@@ -1,8 +1,14 @@
-"""The three champion models the service decides with, from the MLflow registry or from a
-folder exported for deployment without it (``lifecycle export``).
+"""The champion models the service decides with, from the MLflow registry or from a folder
+exported for deployment without it (``lifecycle export``).
 
-An export folder holds ``churn.joblib``, ``stage.joblib``, ``offers.joblib``, the offer
-catalog ``offers.json`` and ``manifest.json`` (versions, run ids, training dates, metrics).
+Churn and stage are required; the offers model is optional (a business without campaign logs
+has none yet: the service then decides offers with the cold-start policy, or not at all
+without a catalog, ``serving/policies.py``), and the bundle says why it is absent.
+
+An export folder holds ``churn.joblib``, ``stage.joblib``, ``offers.joblib`` (when there is an
+offers model), the offer catalog ``offers.json`` (when one was given) and ``manifest.json``
+(versions, run ids, training dates, metrics; ``absent``: the models left out and why;
+``catalog``: the catalog's file name or null).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from features.loaders import load_offers
 from training.names import REGISTERED_NAMES as REGISTERED
 
 NAMES = ("churn", "stage", "offers")
+REQUIRED = ("churn", "stage")  # without them the service is not ready
 HEADLINE = {
     "churn": ("roc_auc", "pr_auc", "brier", "ece", "lift_top_decile"),
     "stage": ("macro_f1", "accuracy", "log_loss"),
@@ -43,11 +50,15 @@ class ModelInfo:
 
 @dataclass(frozen=True)
 class ModelBundle:
+    """The loaded models (``offers`` None when there is none), where they came from and, in
+    ``absent``, why a model is missing (model name -> reason)."""
+
     churn: object
     stage: object
-    offers: object
+    offers: object | None
     info: dict[str, ModelInfo]
     source: str
+    absent: dict[str, str] = field(default_factory=dict)
 
     @property
     def versions(self) -> dict[str, str]:
@@ -55,7 +66,8 @@ class ModelBundle:
 
 
 def registry_versions(alias: str, tracking_uri: str | None = None) -> dict[str, str] | None:
-    """The registry's version behind ``alias`` for each model (None if one is missing)."""
+    """The registry's version behind ``alias`` for each model it has (None if churn or stage
+    is missing; no ``offers`` key without an offers model)."""
     import mlflow
     from mlflow.tracking import MlflowClient
 
@@ -65,55 +77,87 @@ def registry_versions(alias: str, tracking_uri: str | None = None) -> dict[str, 
         try:
             out[name] = str(client.get_model_version_by_alias(REGISTERED[name], alias).version)
         except mlflow.exceptions.MlflowException:
-            return None
+            if name in REQUIRED:
+                return None
     return out
 
 
+def missing_in_registry(name: str, alias: str) -> str:
+    """Why model ``name`` cannot be loaded from the registry, and what makes one."""
+    if name == "offers":
+        return (f"no offers model: {REGISTERED[name]!r} has no {alias!r} version in the "
+                "registry (`lifecycle train` fits one when the data holds campaign logs, "
+                "i.e. exposures, and an offer catalog; then `lifecycle promote`)")  # fmt: skip
+    return (f"model {REGISTERED[name]!r} has no {alias!r} version in the registry; run "
+            "`lifecycle train` then `lifecycle promote` (or serve an export folder)")  # fmt: skip
+
+
 def from_registry(alias: str = "champion") -> ModelBundle:
-    """Load ``models:/lifecycle-<name>@alias`` for the three models (tracking URI already set)."""
+    """Load ``models:/lifecycle-<name>@alias`` for each model (tracking URI already set);
+    churn and stage are required, the offers model is loaded when there is one."""
     from mlflow.tracking import MlflowClient
 
     from training.registry import load_alias
 
-    client, estimators, info = MlflowClient(), {}, {}
+    client, estimators, info, absent = MlflowClient(), {}, {}, {}
     for name in NAMES:
         estimator, version = load_alias(REGISTERED[name], alias)
-        if estimator is None:
-            raise ModelsUnavailable(
-                f"model {REGISTERED[name]!r} has no {alias!r} version in the registry; "
-                "run `lifecycle train` then `lifecycle promote` (or serve an export folder)"
-            )
-        run = client.get_run(version.run_id) if version.run_id else None
         estimators[name] = estimator
+        if estimator is None:
+            if name in REQUIRED:
+                raise ModelsUnavailable(missing_in_registry(name, alias))
+            absent[name] = missing_in_registry(name, alias)
+            continue
+        run = client.get_run(version.run_id) if version.run_id else None
         info[name] = ModelInfo(
             name, REGISTERED[name], str(version.version), version.run_id,
             _iso(run.info.start_time) if run else None,
             _headline(name, run.data.metrics if run else {}),
         )  # fmt: skip
-    return ModelBundle(**estimators, info=info, source=f"registry@{alias}")
+    return ModelBundle(**estimators, info=info, source=f"registry@{alias}", absent=absent)
 
 
 def from_folder(folder: str | Path) -> ModelBundle:
-    """Load an export written by :func:`export`."""
+    """Load an export written by :func:`export` (the models its manifest lists)."""
     folder = Path(folder)
     manifest = folder / "manifest.json"
     if not manifest.exists():
         raise ModelsUnavailable(f"{folder} has no manifest.json; write one with `lifecycle export`")
     meta = json.loads(manifest.read_text())
-    estimators = {name: joblib.load(folder / f"{name}.joblib") for name in NAMES}
-    info = {name: ModelInfo(**meta["models"][name]) for name in NAMES}
-    return ModelBundle(**estimators, info=info, source=str(folder))
+    listed = [name for name in NAMES if name in meta["models"]]
+    for name in REQUIRED:
+        if name not in listed:
+            raise ModelsUnavailable(f"{manifest} lists no {name} model; export one with "
+                                    "`lifecycle export`")  # fmt: skip
+    estimators = {name: joblib.load(folder / f"{name}.joblib") for name in listed}
+    info = {name: ModelInfo(**meta["models"][name]) for name in listed}
+    absent = {name: meta.get("absent", {}).get(name) or f"the export {folder} has no {name} model"
+              for name in NAMES if name not in listed}  # fmt: skip
+    return ModelBundle(**{"offers": None, **estimators}, info=info, source=str(folder),
+                       absent=absent)  # fmt: skip
 
 
-def export(bundle: ModelBundle, catalog: pd.DataFrame, folder: str | Path) -> Path:
-    """Write ``bundle`` and the offer ``catalog`` to ``folder`` (see module docstring)."""
+def export(bundle: ModelBundle, catalog: pd.DataFrame | None, folder: str | Path) -> Path:
+    """Write ``bundle`` and the offer ``catalog`` (when given) to ``folder`` (see module
+    docstring); files of a model or catalog left out are removed from an earlier export."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     for name in NAMES:
-        joblib.dump(getattr(bundle, name), folder / f"{name}.joblib")
-    catalog_records = json.loads(catalog.to_json(orient="records"))
-    (folder / "offers.json").write_text(json.dumps(catalog_records, indent=1))
-    meta = {"source": bundle.source, "models": {n: asdict(i) for n, i in bundle.info.items()}}
+        path = folder / f"{name}.joblib"
+        if name in bundle.info:
+            joblib.dump(getattr(bundle, name), path)
+        else:
+            path.unlink(missing_ok=True)
+    shipped = folder / "offers.json"
+    if catalog is not None:
+        shipped.write_text(json.dumps(json.loads(catalog.to_json(orient="records")), indent=1))
+    else:
+        shipped.unlink(missing_ok=True)
+    meta = {
+        "source": bundle.source, "models": {n: asdict(i) for n, i in bundle.info.items()},
+        "absent": {n: why for n, why in bundle.absent.items() if n not in bundle.info},
+        "catalog": None if catalog is None else shipped.name,
+    }  # fmt: skip
     (folder / "manifest.json").write_text(json.dumps(meta, indent=1))
     return folder
 

@@ -39,8 +39,11 @@ def serve(
     exploration: Annotated[float | None, typer.Option(min=0.0, max=0.5)] = None,
 ) -> None:
     """Start the decision API (BentoML) on champion models and the online store; with --data,
-    the store is materialised first when missing. Prints ready-to-paste calls once ready."""
-    offers = offers or (_catalog(data) if data else None)
+    the store is materialised first when missing. Prints ready-to-paste calls once ready.
+    Without an offer catalog (no --offers, and no offers table in --data) churn and stage
+    are served without offers; without an offers model, offers are chosen by the cold-start
+    policy."""
+    offers = offers or (_catalog(data, required=False) if data else None)
     if data is not None and not store.exists():
         from training.cli_features import materialize
 
@@ -75,31 +78,46 @@ def export(
     alias: str = "champion",
 ) -> None:
     """Copy the registry's champion models (and the offer catalog) into a folder the service
-    can run from without MLflow: ``lifecycle serve --models FOLDER``."""
+    can run from without MLflow: ``lifecycle serve --models FOLDER``. Without an offers
+    champion, churn and stage are exported (the manifest says why offers are absent) and
+    the catalog when there is one; an offers model needs its catalog."""
     import mlflow
 
     from serving import bundle as bundles
     from training.registry import tracking_uri
 
-    catalog = offers or (_catalog(data) if data else None)
-    if catalog is None:
-        raise fail("pass --offers FILE or --data FOLDER: the export ships the offer catalog")
     mlflow.set_tracking_uri(tracking_uri())
+    with_offers = "offers" in (bundles.registry_versions(alias) or {})
+    catalog = offers or (_catalog(data, required=with_offers) if data else None)
+    if catalog is None and with_offers:
+        raise fail("pass --offers FILE or --data FOLDER: the export ships the offer catalog "
+                   "the offers model decides on")  # fmt: skip
     try:
         loaded = bundles.from_registry(alias)
-        folder = bundles.export(loaded, bundles.load_catalog(catalog), out)
+        shipped = None if catalog is None else bundles.load_catalog(catalog)
+        folder = bundles.export(loaded, shipped, out)
     except bundles.ModelsUnavailable as err:
         raise fail(str(err)) from None
     versions = ", ".join(f"{n} v{v}" for n, v in loaded.versions.items())
-    console.print(f"exported {versions} and the offer catalog to {folder}/")
+    console.print(f"exported {versions}{'' if shipped is None else ' and the offer catalog'} "
+                  f"to {folder}/")  # fmt: skip
+    for name, why in loaded.absent.items():
+        console.print(f"[yellow]without {name}: {why}[/]")
+    if shipped is None:
+        console.print("[yellow]without an offer catalog: the service will serve churn and stage "
+                      "without offers (--offers FILE or --data FOLDER ships one)[/]")  # fmt: skip
 
 
-def _catalog(data: Path) -> Path:
+def _catalog(data: Path, required: bool = True) -> Path | None:
+    """The data folder's offers table; when there is none, fail if ``required``, else
+    None (the service then runs without offers)."""
     from training.data import find_table
 
     found = find_table(data, "offers")
-    if found is None:
+    if found is None and required:
         raise fail(f"{data} has no offers table (.parquet or .csv)")
+    if found is None:
+        console.print(f"[yellow]{data} has no offers table: no offers (no catalog)[/]")
     return found
 
 

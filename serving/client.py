@@ -260,21 +260,25 @@ def _plain(value):
 
 DECISION_COLUMNS = ("customer_id", "stage", "next_stage", "churn_probability", "risk_band",
                     "top_reason", "offer", "propensity", "explored", "expected_value",
-                    "decision_id")  # fmt: skip
+                    "decision_id", "policy")  # fmt: skip
+NO_DECISION = {"offer_id": None, "propensity": None, "explored": None, "expected_value": None,
+               "decision_id": None, "policy": None}  # fmt: skip
 
 
 def decisions_frame(answer: Mapping) -> pd.DataFrame:
     """One row per customer of a ``/decide``, ``/batch`` or ``/score`` answer: stage (now and
     most likely next), churn probability, risk band, top reason (a column only when the
     answer is explained), the chosen offer (``None`` = no offer) with its propensity, whether
-    it was explored, its expected value and the decision id; an ``error`` column appears when
-    some customers were unknown."""
+    it was explored, its expected value, the decision id and the policy that made it (all
+    ``None`` when the service decides no offers: see the answer's ``offers_status``); an
+    ``error`` column appears when some customers were unknown."""
     rows = []
     for r in answer.get("results", []):
         if r.get("error"):
             rows.append({"customer_id": r["customer_id"], "error": r["error"]["message"]})
             continue
-        nxt, reasons, decision = r["stage"]["next"], r["churn"].get("reasons"), r["decision"]
+        nxt, reasons = r["stage"]["next"], r["churn"].get("reasons")
+        decision = r.get("decision") or NO_DECISION
         rows.append({
             "customer_id": r["customer_id"],
             "stage": r["stage"]["current"],
@@ -287,6 +291,7 @@ def decisions_frame(answer: Mapping) -> pd.DataFrame:
             "explored": decision["explored"],
             "expected_value": decision["expected_value"],
             "decision_id": decision["decision_id"],
+            "policy": decision.get("policy"),
         })  # fmt: skip
     columns = list(DECISION_COLUMNS)
     if not any(row.get("top_reason") for row in rows):

@@ -10,27 +10,48 @@ from features.builder import to_utc
 from features.contracts import ContractError
 from features.loaders import load_events
 from features.online_vectors import serving_vectors
+from features.project import ProjectConfig
 from serving.inputs import FeatureRows
 from serving.schemas import ColdCustomer
 
 
-def feature_rows(customers: list[ColdCustomer], as_of: str | None, feature_set: str) -> FeatureRows:
-    """Validated events -> ``serving_vectors`` -> :class:`FeatureRows` in request order.
+def feature_rows(
+    customers: list[ColdCustomer], as_of: str | None, project: ProjectConfig | None
+) -> FeatureRows:
+    """Validated events -> ``serving_vectors`` -> :class:`FeatureRows` in request order, built
+    exactly as the models' recorded ``project`` config says (its role map, feature set, event
+    types, stage rules; buy-till-you-die features with the parameters fitted at training when
+    the request holds too few buyers to fit them).
 
     Raises ``ValueError`` with the contract's message (field, rule, bad value) on bad events;
     customers whose events all fall after ``as_of`` get all-missing features.
     """
     when = to_utc(as_of) if as_of else pd.Timestamp.now(tz="UTC")
+    project = project or ProjectConfig()
     events = _events_frame(customers)
     try:
-        validated = load_events(events, mode="strict").data
+        validated = load_events(events, mode="strict", roles=project.role_map()).data
     except ContractError as err:
         raise ValueError(f"customers[].events: {err}") from None
-    frame = serving_vectors(validated, when, feature_set, _attributes(customers))
+    d = project.dataset
+    frame = serving_vectors(validated, when, d.feature_set, _attributes(customers),
+                            rules=d.stages, response_window_days=d.response_window_days,
+                            **cold_options(d))  # fmt: skip
     ids = [c.customer_id for c in customers]
     frame = frame.set_index(frame["customer_id"].astype("str")).reindex(ids)
     frame["customer_id"] = ids
     return FeatureRows.from_frame(frame.reset_index(drop=True), when)
+
+
+def cold_options(dataset) -> dict:
+    """The data-dependent families of a recorded dataset config, for events sent in a
+    request (no subscriptions table reaches ``/score``: contract features stay missing)."""
+    options: dict = {"event_types": tuple(dataset.event_types or ())}
+    if dataset.btyd_features == "on":
+        from features.btyd_features import BTYDFeatures
+
+        options["btyd"] = BTYDFeatures(dataset.churn_horizon_days, dataset.btyd_params)
+    return options
 
 
 def _events_frame(customers: list[ColdCustomer]) -> pd.DataFrame:

@@ -21,19 +21,26 @@ ENV_FIELDS = {  # env var -> config field (override the YAML file)
     "LIFECYCLE_OFFERS": "offers",
     "LIFECYCLE_API_TOKEN": "api_token",
     "LIFECYCLE_EXPLORATION": "exploration",
+    "LIFECYCLE_COLD_START_CONTROL_SHARE": "cold_start_control_share",
     "LIFECYCLE_RELOAD_SECONDS": "reload_seconds",
     "LIFECYCLE_COMPILE_TREES": "compile_trees",
     "LIFECYCLE_COMPILE_CACHE": "compile_cache",
     "LIFECYCLE_PRECOMPUTE_SCORES": "precompute_scores",
 }
+POLICY_FIELDS = ("exploration", "cold_start_control_share")  # env fields of ``policy``
 
 
 class PolicyConfig(BaseModel):
-    """How the next-best offer is chosen among the eligible ones."""
+    """How the next-best offer is chosen among the eligible ones (``serving/policies.py``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     exploration: float = Field(0.05, ge=0.0, le=0.5, description="epsilon of epsilon-greedy")
+    cold_start_control_share: float = Field(
+        0.2, gt=0.0, lt=1.0, description="without an offers model (the cold-start policy): the "
+        "share of decisions held out as control (no offer) when some offer is eligible; the "
+        "rest is uniform over the eligible offers",
+    )  # fmt: skip
     contact_cap: int = Field(3, ge=0, description="max offers sent per customer per window")
     contact_window_days: int = Field(30, ge=1)
     churn_bands: tuple[float, float] = Field(
@@ -88,7 +95,9 @@ class ServiceConfig(BaseModel):
         "(in the background) and decide for stored customers from those scores",
     )  # fmt: skip
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
-    seed: int | None = Field(None, description="exploration RNG seed (None = random)")
+    seed: int | None = Field(
+        None, description="seed of the offer policies' RNG (exploration, cold start); None = random"
+    )
 
     @property
     def exploration(self) -> float:
@@ -103,8 +112,8 @@ def load_config(environ: dict[str, str] | None = None) -> ServiceConfig:
         data = load_yaml_model(ServiceConfig, env[CONFIG_ENV]).model_dump(exclude_unset=True)
     used = {var: field for var, field in ENV_FIELDS.items() if env.get(var)}
     for var, field in used.items():
-        if field == "exploration":
-            data["policy"] = {**dict(data.get("policy", {})), "exploration": env[var]}
+        if field in POLICY_FIELDS:
+            data["policy"] = {**dict(data.get("policy", {})), field: env[var]}
         else:
             data[field] = env[var]
     try:

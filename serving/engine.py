@@ -4,11 +4,12 @@ Pure and fast: numpy arrays in, plain dicts out (the response models' shape), no
 request except when reasons are asked for. The offer policy (DESIGN sections 6 and 8): an offer
 is eligible when the customer's stage is in its ``eligible_stages``, the customer does not own
 its product (``exclude_if_owned``), it fits the request's channel, its cooldown passed, the
-customer's contact cap is not reached and the logged data support it (the uplift model knows
-customers like this one got it); the greedy choice is the eligible offer with the highest
-positive ``uplift x value - cost``, else no offer; with probability ``exploration`` the choice
-is instead uniform over the eligible offers and no offer, and every decision carries the
-probability of the action taken.
+customer's contact cap is not reached and, with an offers model, the logged data support it
+(the uplift model knows customers like this one got it). With an offers model the choice is
+epsilon-greedy on ``uplift x value - cost``; without one, the cold-start policy chooses at
+random with a control share; without a catalog there are no offers and no decision
+(``serving/policies.py``). Every decision carries the probability of the action taken and the
+policy that took it.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
 
 import numpy as np
@@ -32,10 +34,14 @@ from serving.compiled import compile_model
 from serving.config import PolicyConfig
 from serving.inputs import FeatureRows, InputPlan
 from serving.ledger import Decisions
+from serving.policies import MODEL, cold_start_choice, greedy_choice, offers_status
 from serving.scoring import fast_model
-from training.policy import CONTROL, epsilon_greedy
+from training.policy import CONTROL
 
 OWNED_MASKS_KEPT = 50_000  # distinct owned-products values whose offer masks are kept
+NO_CATALOG = pd.DataFrame({c: pd.Series(dtype=object) for c in (
+    "offer_id", "kind", "product", "value", "cost", "eligible_stages", "exclude_if_owned",
+    "cooldown_days", "channel")})  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -45,7 +51,7 @@ class Scores:
     churn: np.ndarray  # (n,)
     stage_proba: np.ndarray  # (n, stages)
     stage: np.ndarray  # (n,) current stage, object
-    uplift: np.ndarray  # (n, offers), NaN = unknown
+    uplift: np.ndarray  # (n, offers), NaN = unknown (all NaN without an offers model)
     supported: np.ndarray  # (n, offers) bool
 
     def take(self, idx: np.ndarray) -> Scores:
@@ -62,7 +68,8 @@ class Contacts:
 
 
 class Catalog:
-    """The offers the policy may choose, as arrays (only those the uplift model scores)."""
+    """The offers the policy may choose, as arrays (those of ``offers`` in ``scored``: with
+    an offers model, the ones it scores)."""
 
     def __init__(self, offers: pd.DataFrame, scored: list[str]) -> None:
         known = offers[offers["offer_id"].astype("str").isin(scored)].reset_index(drop=True)
@@ -112,32 +119,51 @@ class Catalog:
 
 
 class DecisionEngine:
-    """Scores and decides for feature rows with one loaded :class:`ModelBundle`."""
+    """Scores and decides for feature rows with one loaded :class:`ModelBundle`.
+
+    ``offers``: the offer catalog, None when there is none (``no_catalog``: why). The offer
+    policy follows from what there is (``offers_status``, :func:`serving.policies.offers_status`):
+    ``"model"`` with an offers model and a catalog, ``"cold_start"`` with a catalog only, None
+    (no offers, no decision) without a catalog."""
 
     def __init__(
-        self, bundle: ModelBundle, offers: pd.DataFrame, policy: PolicyConfig, threads: int = 1,
-        parallel_rows: int = 256,
+        self, bundle: ModelBundle, offers: pd.DataFrame | None, policy: PolicyConfig,
+        threads: int = 1, parallel_rows: int = 256, no_catalog: str | None = None,
     ) -> None:  # fmt: skip
         self.bundle, self.policy = bundle, policy
-        self.catalog = Catalog(offers, [str(k) for k in bundle.offers.offers_])
+        if offers is None:
+            no_catalog = no_catalog or "no offer catalog configured (set offers / LIFECYCLE_OFFERS)"
+        self.offers_status = offers_status(
+            bundle.absent.get("offers", "no offers model") if bundle.offers is None else None,
+            no_catalog if offers is None else None, policy.cold_start_control_share,
+        )  # fmt: skip
+        self.offer_policy: str | None = self.offers_status["policy"]
+        self.models = MODELS if self.offer_policy == MODEL else MODELS[:2]  # the ones run
+        catalog = NO_CATALOG if self.offer_policy is None else offers
+        scored = bundle.offers.offers_ if self.offer_policy == MODEL else catalog["offer_id"]
+        self.catalog = Catalog(catalog, [str(k) for k in scored])
         self.arms = [CONTROL, *self.catalog.ids]
         self.stages = [str(c) for c in bundle.stage.classes_]
         self.versions = bundle.versions
         self._versions_json = json.dumps(self.versions, sort_keys=True)
         self._arm_offer = np.array([None, *self.catalog.ids], object)  # arm 0: no offer
         self._plans: dict[tuple, InputPlan] = {}
-        signatures = [_input_signature(getattr(bundle, n)) for n in MODELS]
-        self._inputs = {n: signatures.index(s) for n, s in zip(MODELS, signatures, strict=True)}
+        signatures = [_input_signature(getattr(bundle, n)) for n in self.models]
+        self._inputs = {n: signatures.index(s) for n, s in zip(self.models, signatures,
+                                                                   strict=True)}  # fmt: skip
         self._fast = {"threads": threads, "parallel_rows": parallel_rows}
         self._churn = fast_model(bundle.churn, ANSWERS["churn"], **self._fast)
         self._stage = fast_model(bundle.stage, ANSWERS["stage"], **self._fast)
-        self._offers = fast_model(bundle.offers, ANSWERS["offers"], **self._fast)
+        self._offers = None
+        if self.offer_policy == MODEL:
+            self._offers = fast_model(bundle.offers, ANSWERS["offers"], **self._fast)
         self.compiled: dict[str, bool] = {}  # model -> its trees run compiled code
 
     def compile_trees(self, cache: Path) -> dict[str, bool]:
         """Swap in compiled copies of the models (:func:`compile_model`; answers unchanged,
         so requests in flight may mix both), model by model; which ones it could compile."""
-        for name, answer in ANSWERS.items():
+        for name in self.models:
+            answer = ANSWERS[name]
             compiled = compile_model(getattr(self.bundle, name), answer, cache, **self._fast)
             if compiled is not None:
                 setattr(self, f"_{name}", compiled)
@@ -168,6 +194,10 @@ class DecisionEngine:
 
         churn = self._churn.predict_proba(x("churn"))[:, 1]
         stage_proba = self._stage.predict_proba(x("stage"))
+        shape = (len(rows.customer_ids), len(self.catalog.ids))
+        if self._offers is None:  # no offers model: nothing known of the offers' uplift
+            return Scores(churn, stage_proba, current_stage(rows), np.full(shape, np.nan),
+                          np.ones(shape, bool))  # fmt: skip
         uplift, supported = self._offers.uplift_and_support(x("offers"))
         cols = self.catalog.model_column
         return Scores(churn, stage_proba, current_stage(rows), uplift[:, cols], supported[:, cols])
@@ -193,10 +223,10 @@ class DecisionEngine:
 
     def _rules(self, rows: FeatureRows, scores: Scores, channel, contacts) -> list:
         """(failed mask, broadcastable to ``(n, offers)``; reason for row i and offer j) of
-        each rule, in the order shown."""
+        each rule, in the order shown; the last two only with an offers model."""
         c, p, days = self.catalog, self.policy, contacts.days_since
         wrong_channel = [channel is not None and ch not in (None, channel) for ch in c.channel]
-        return [
+        rules = [
             (c.stage_fails(scores.stage),
              lambda i, j: f"stage {scores.stage[i]} not in {'|'.join(sorted(c.stages[j]))}"),
             (c.owned_fails(rows.text(OWNED), len(rows.customer_ids)),
@@ -207,24 +237,23 @@ class DecisionEngine:
              lambda i, j: f"sent {days[i, j]:.1f} days ago (cooldown {c.cooldown[j]:.0f})"),
             ((contacts.sends >= p.contact_cap)[:, None],
              lambda i, j: f"contact cap {p.contact_cap} per {p.contact_window_days} days reached"),
+        ]  # fmt: skip
+        if self.offer_policy != MODEL:
+            return rules
+        return [
+            *rules,
             (~scores.supported, lambda i, j: "outside what the campaign logs cover"),
             (np.isnan(scores.uplift), lambda i, j: "no uplift model for this offer"),
-        ]  # fmt: skip
+        ]
 
     def choose(
         self, expected: np.ndarray, eligible: np.ndarray, draws: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Arm index (0 = no offer), its propensity and whether exploration chose it; arm
-        ``a`` when the row's uniform draw falls in its slice of the probabilities."""
-        value = np.where(eligible, expected, -np.inf)
-        best = value.argmax(axis=1) if value.shape[1] else np.zeros(len(value), np.intp)
-        greedy = np.where(value.max(axis=1, initial=-np.inf) > 0, best + 1, 0)
-        ok = np.ones((len(value), len(self.arms)), bool)  # no offer (column 0): always
-        ok[:, 1:] = eligible
-        proba = epsilon_greedy(greedy, ok, self.policy.exploration)
-        below = (draws[:, None] > np.cumsum(proba, axis=1)).sum(axis=1)
-        chosen = np.minimum(below, len(self.arms) - 1)
-        return chosen, proba[np.arange(len(chosen)), chosen], chosen != greedy
+        """Arm index (0 = no offer), its propensity and whether it was a random choice, by
+        this engine's policy (``serving/policies.py``); ``draws``: one uniform per row."""
+        if self.offer_policy == MODEL:
+            return greedy_choice(expected, eligible, draws, self.policy.exploration)
+        return cold_start_choice(eligible, draws, self.policy.cold_start_control_share)
 
     # ---- decisions ----------------------------------------------------------------
 
@@ -237,9 +266,10 @@ class DecisionEngine:
         max_offers: int = 3,
         explain: bool = False,
         scores: Scores | None = None,
-    ) -> tuple[list[dict], Decisions]:
-        """Decisions for the found rows of ``rows`` (unknown ids are the caller's business);
-        ``draws``: one uniform [0, 1) number per row, the exploration's randomness;
+    ) -> tuple[list[dict], Decisions | None]:
+        """Decisions for the found rows of ``rows`` (unknown ids are the caller's business)
+        and what to log (None without an offer policy: no decision, nothing logged);
+        ``draws``: one uniform [0, 1) number per row, the offer policy's randomness;
         ``scores``: :meth:`score` of ``rows`` when already at hand (a filtered audience is
         picked from the cached scores of the whole store), else they are computed.
 
@@ -247,44 +277,46 @@ class DecisionEngine:
         ``tolist``; only the response dicts are built per row (per-row rounding, ``uuid4``
         and objects took ~35 ms per 1,000 rows)."""
         scores = self.score(rows) if scores is None else scores
+        n = len(rows.customer_ids)
+        reasons = self.reasons(rows) if explain else [[] for _ in range(n)]
+        as_of = None if rows.as_of is None else rows.as_of.isoformat()
+        if self.offer_policy is None:  # no catalog: no offers, no decision
+            return self._answers(rows, as_of, scores, [[] for _ in range(n)], reasons), None
         eligible, why = self.eligibility(rows, scores, channel, contacts)
         expected = scores.uplift * self.catalog.value - self.catalog.cost
         chosen, propensity, explored = self.choose(expected, eligible, draws)
-        n = len(chosen)
-        offered = expected[np.arange(n), np.maximum(chosen - 1, 0)] if expected.size else 0.0
-        arm_value = np.where(chosen > 0, offered, 0.0)  # arm 0 (no offer): 0
+        value = None  # cold start: no expected values
+        if self.offer_policy == MODEL:
+            offered = expected[np.arange(n), np.maximum(chosen - 1, 0)] if expected.size else 0.0
+            value = np.where(chosen > 0, offered, 0.0).tolist()  # arm 0 (no offer): 0
         logged = Decisions(
             decision_ids(n), rows.customer_ids, self._arm_offer[chosen].tolist(),
-            propensity.tolist(), explored.tolist(), arm_value.tolist(), channel,
-            self._versions_json, None if rows.as_of is None else rows.as_of.isoformat(),
+            propensity.tolist(), explored.tolist(), value, channel, self._versions_json, as_of,
+            self.offer_policy,
         )  # fmt: skip
         order = self.ranking(expected, eligible)[:, :max_offers]
         offers = self._shown(order, scores.uplift, expected, eligible, why)
-        reasons = self.reasons(rows) if explain else [[] for _ in range(n)]
-        return self._answers(scores, offers, reasons, logged), logged
+        return self._answers(rows, as_of, scores, offers, reasons, logged), logged
 
     def _answers(
-        self, scores: Scores, offers: list[list[dict]], reasons: list[list[dict]], d: Decisions
-    ) -> list[dict]:
-        """The response entries (every field, in the schema's order) of decisions ``d``."""
+        self, rows: FeatureRows, as_of: str | None, scores: Scores, offers: list[list[dict]],
+        reasons: list[list[dict]], d: Decisions | None = None,
+    ) -> list[dict]:  # fmt: skip
+        """The response entries (every field, in the schema's order) of ``rows`` (features
+        as of ``as_of``), with decisions ``d`` (None: no decision)."""
         bands = np.array(("low", "medium", "high"), object)[
             np.digitize(scores.churn, self.policy.churn_bands)].tolist()  # fmt: skip
         stages = zip(map(str, scores.stage.tolist()), scores.stage_proba.round(6).tolist(),
                      strict=True)  # fmt: skip
         churn = zip(scores.churn.round(6).tolist(), bands, reasons, strict=True)
-        decided = zip(d.decision_id, d.offer_id, d.propensity, d.explored, d.expected_value,
-                      strict=True)  # fmt: skip
         return [
             {"customer_id": customer, "error": None,
              "stage": {"current": stage, "next": dict(zip(self.stages, after, strict=True))},
              "churn": {"probability": p, "risk_band": band, "reasons": top},
-             "offers": shown,
-             "decision": {"decision_id": i, "offer_id": o, "propensity": pr, "explored": ex,
-                          "expected_value": v},
-             "models": self.versions,
-             "features_as_of": d.features_as_of}
-            for customer, (stage, after), (p, band, top), shown, (i, o, pr, ex, v)
-            in zip(d.customer_id, stages, churn, offers, decided, strict=True)
+             "offers": shown, "decision": decision, "models": self.versions,
+             "features_as_of": as_of}
+            for customer, (stage, after), (p, band, top), shown, decision
+            in zip(rows.customer_ids, stages, churn, offers, _choices(d, len(bands)), strict=True)
         ]  # fmt: skip
 
     @staticmethod
@@ -325,6 +357,19 @@ class DecisionEngine:
               "contribution": round(v, 6)} for f, v in row]
             for i, row in enumerate(found)
         ]  # fmt: skip
+
+
+def _choices(d: Decisions | None, n: int) -> Iterable[dict | None]:
+    """The response's ``decision`` of each of ``n`` rows: from ``d``, or None for all."""
+    if d is None:
+        return repeat(None, n)
+    value = repeat(None) if d.expected_value is None else d.expected_value
+    return (
+        {"decision_id": i, "offer_id": o, "propensity": pr, "explored": ex, "expected_value": v,
+         "policy": d.policy}
+        for i, o, pr, ex, v in zip(d.decision_id, d.offer_id, d.propensity, d.explored, value,
+                                   strict=False)
+    )  # fmt: skip
 
 
 def current_stage(rows: FeatureRows) -> np.ndarray:

@@ -1,7 +1,9 @@
 """The feedback ledger: decisions the service made and what campaign apps report back.
 
 One SQLite file (WAL). ``decisions`` holds every decision with the propensity of the action
-chosen (for off-policy evaluation); ``feedback`` holds sends, opens, clicks and conversions,
+chosen (for off-policy evaluation) and the policy that chose it (``model``: epsilon-greedy on
+the offers model; ``cold_start``: at random with a control share, before there is an offers
+model; no expected value then); ``feedback`` holds sends, opens, clicks and conversions,
 idempotent on the caller's ``event_id``; ``feedback_rejected`` keeps events that could not be
 matched to a decision, with the reason, so nothing a caller sent is lost. Feedback is
 committed with ``synchronous=FULL`` (on disk before the service answers 200); decisions with
@@ -29,7 +31,7 @@ _DDL = (
         decision_id TEXT PRIMARY KEY, customer_id TEXT NOT NULL, offer_id TEXT,
         propensity REAL NOT NULL, explored INTEGER NOT NULL, channel TEXT,
         expected_value REAL, models TEXT NOT NULL, features_as_of TEXT,
-        decided_at REAL NOT NULL)""",
+        decided_at REAL NOT NULL, policy TEXT NOT NULL DEFAULT 'model')""",
     """CREATE TABLE IF NOT EXISTS feedback (
         event_id TEXT PRIMARY KEY, decision_id TEXT, customer_id TEXT NOT NULL, offer_id TEXT,
         event TEXT NOT NULL, revenue REAL, occurred_at REAL NOT NULL, received_at REAL NOT NULL)""",
@@ -45,8 +47,10 @@ _CONTACTS_SQL = """
 
 _INSERT_DECISIONS = """
     INSERT INTO decisions (decision_id, customer_id, offer_id, propensity, explored,
-        expected_value, models, features_as_of, decided_at, channel)
-    VALUES (?,?,?,?,?,?,?,?,?,{channel})"""
+        models, features_as_of, decided_at, policy, expected_value, channel)
+    VALUES (?,?,?,?,?,?,?,?,?,{expected_value},{channel})"""
+_DECISION_COLUMNS = ("decision_id, customer_id, offer_id, propensity, explored, channel, "
+                     "expected_value, models, features_as_of, policy")  # fmt: skip
 
 
 class Decision(NamedTuple):
@@ -59,9 +63,10 @@ class Decision(NamedTuple):
     propensity: float
     explored: bool
     channel: str | None
-    expected_value: float
+    expected_value: float | None  # None: the cold-start policy (no offers model)
     models: str  # JSON of the model versions
     features_as_of: str | None
+    policy: str = "model"  # the policy that chose: "model" or "cold_start"
 
 
 @dataclass(frozen=True)
@@ -69,25 +74,28 @@ class Decisions:
     """One request's decisions as columns (entry ``i`` = customer ``i``) and what they share.
 
     The engine has its answers as whole arrays and SQLite takes rows of plain values, so the
-    columns are zipped straight into rows; iterating gives :class:`Decision` rows."""
+    columns are zipped straight into rows; iterating gives :class:`Decision` rows.
+    ``expected_value`` None: unknown for all (the cold-start policy has no model)."""
 
     decision_id: Sequence[str]
     customer_id: Sequence[str]
     offer_id: Sequence[str | None]
     propensity: Sequence[float]
     explored: Sequence[bool]
-    expected_value: Sequence[float]
+    expected_value: Sequence[float] | None
     channel: str | None
     models: str  # JSON of the model versions
     features_as_of: str | None
+    policy: str = "model"
 
     def __len__(self) -> int:
         return len(self.decision_id)
 
     def __iter__(self) -> Iterator[Decision]:
+        value = repeat(None) if self.expected_value is None else self.expected_value
         rows = zip(self.decision_id, self.customer_id, self.offer_id, self.propensity,
-                   self.explored, repeat(self.channel), self.expected_value, repeat(self.models),
-                   repeat(self.features_as_of))  # fmt: skip
+                   self.explored, repeat(self.channel), value, repeat(self.models),
+                   repeat(self.features_as_of), repeat(self.policy), strict=False)  # fmt: skip
         return map(Decision._make, rows)
 
 
@@ -117,6 +125,7 @@ class FeedbackLedger:
         with self._conn("FULL") as conn:
             for ddl in _DDL:
                 conn.execute(ddl)
+            _add_policy_column(conn)
         if checkpoint_seconds:
             threading.Thread(target=self._checkpoints, name="ledger-checkpoints",
                              daemon=True).start()  # fmt: skip
@@ -151,29 +160,25 @@ class FeedbackLedger:
     def record_decisions(self, decisions: Decisions) -> None:
         """Log one request's decisions, all decided now (``synchronous=NORMAL``).
 
-        The columns are zipped into rows as they are. No channel is written as a NULL in the
-        statement, not bound per row: the sqlite3 module binds None through its slow
-        adaptation path (~1.5 ms per 1,000 rows)."""
+        The columns are zipped into rows as they are. No channel (no expected values) is
+        written as a NULL in the statement, not bound per row: the sqlite3 module binds None
+        through its slow adaptation path (~1.5 ms per 1,000 rows)."""
         d = decisions
-        shared = [d.models, d.features_as_of, time.time()]
+        shared = [d.models, d.features_as_of, time.time(), d.policy]
+        values = [] if d.expected_value is None else [d.expected_value]
         if d.channel is not None:
             shared.append(d.channel)
         rows = zip(d.decision_id, d.customer_id, d.offer_id, d.propensity, map(int, d.explored),
-                   d.expected_value, *map(repeat, shared), strict=False)  # fmt: skip
-        sql = _INSERT_DECISIONS.format(channel="NULL" if d.channel is None else "?")
+                   *map(repeat, shared[:4]), *values, *map(repeat, shared[4:]),
+                   strict=False)  # fmt: skip
+        sql = _INSERT_DECISIONS.format(expected_value="NULL" if d.expected_value is None else "?",
+                                       channel="NULL" if d.channel is None else "?")  # fmt: skip
         with self._conn("NORMAL") as conn:
             conn.executemany(sql, rows)
 
     def decision(self, decision_id: str) -> Decision | None:
-        row = (
-            self._conn("NORMAL")
-            .execute(
-                "SELECT decision_id, customer_id, offer_id, propensity, explored, channel, "
-                "expected_value, models, features_as_of FROM decisions WHERE decision_id = ?",
-                (decision_id,),
-            )
-            .fetchone()
-        )
+        sql = f"SELECT {_DECISION_COLUMNS} FROM decisions WHERE decision_id = ?"
+        row = self._conn("NORMAL").execute(sql, (decision_id,)).fetchone()
         return None if row is None else Decision(*row[:4], bool(row[4]), *row[5:])
 
     def record_feedback(
@@ -239,3 +244,15 @@ class FeedbackLedger:
         conn = self._conn("NORMAL")
         return {table: conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
                 for table in ("decisions", "feedback", "feedback_rejected")}  # fmt: skip
+
+
+def _add_policy_column(conn: sqlite3.Connection) -> None:
+    """Ledgers written before decisions recorded their policy get the column (their
+    decisions were all the model's). Another process may add it at the same moment."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(decisions)")}
+    if "policy" not in columns:
+        try:
+            conn.execute("ALTER TABLE decisions ADD COLUMN policy TEXT NOT NULL DEFAULT 'model'")
+        except sqlite3.OperationalError as err:
+            if "duplicate column" not in str(err):
+                raise

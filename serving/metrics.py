@@ -16,8 +16,9 @@ def _counters() -> dict:
 
     return {
         "decisions": prometheus_client.Counter(
-            "lifecycle_decisions", "Decisions made, by offer chosen (none = no offer) and "
-            "whether exploration chose it", ["offer", "explored"],
+            "lifecycle_decisions", "Decisions made, by offer chosen (none = no offer), "
+            "whether it was a random choice and the policy that made it (model, cold_start)",
+            ["offer", "explored", "policy"],
         ),
         "feedback": prometheus_client.Counter(
             "lifecycle_feedback_events", "Feedback events received, by result",
@@ -27,11 +28,12 @@ def _counters() -> dict:
 
 
 def count_decisions(decisions) -> None:
-    """Count one request's ``serving.ledger.Decisions`` by (offer, explored)."""
+    """Count one request's ``serving.ledger.Decisions`` by (offer, explored); one policy."""
     counter = _counters()["decisions"]
     chosen = zip(decisions.offer_id, decisions.explored, strict=True)
     for (offer, explored), n in Counter(chosen).items():
-        counter.labels(offer=offer or "none", explored=str(explored).lower()).inc(n)
+        counter.labels(offer=offer or "none", explored=str(explored).lower(),
+                       policy=decisions.policy).inc(n)  # fmt: skip
 
 
 def count_feedback(accepted: int, duplicates: int, rejected: int) -> None:

@@ -34,8 +34,11 @@ class Churn(BaseModel):
 class OfferScore(BaseModel):
     offer_id: str
     kind: str
-    uplift: float | None = Field(description="conversion probability gained vs no offer")
-    expected_value: float | None = Field(description="uplift x value - cost")
+    uplift: float | None = Field(
+        description="conversion probability gained vs no offer; null when unknown, e.g. "
+        "without an offers model (the cold-start policy: see offers_status)"
+    )
+    expected_value: float | None = Field(description="uplift x value - cost; null when unknown")
     eligible: bool
     ineligible_reason: str | None = None
 
@@ -44,8 +47,28 @@ class Choice(BaseModel):
     decision_id: str
     offer_id: str | None = Field(description="null = no offer")
     propensity: float = Field(description="probability the policy had of choosing this")
-    explored: bool = Field(description="chosen by the exploration draw, not the greedy rule")
-    expected_value: float
+    explored: bool = Field(
+        description="a random choice: the exploration draw (not the greedy rule), or the "
+        "cold-start policy's draw among several actions"
+    )
+    expected_value: float | None = Field(
+        description="of the chosen action (0 for no offer); null under the cold-start policy"
+    )
+    policy: Literal["model", "cold_start"] = Field(
+        description="the policy that chose: epsilon-greedy on the offers model, or the "
+        "cold-start policy (at random, with a control share) while there is no offers model"
+    )
+
+
+class OffersStatus(BaseModel):
+    """Which policy decides offers, and why there is no offers model or no offers at all."""
+
+    available: bool = Field(description="offers are decided (by the model or the cold start)")
+    policy: Literal["model", "cold_start"] | None = Field(
+        description="model: the offers model; cold_start: a catalog but no offers model; "
+        "null: no catalog, so no offers and no decision"
+    )
+    reason: str | None = Field(description="why there is no offers model or no offers")
 
 
 class ErrorDetail(BaseModel):
@@ -55,7 +78,9 @@ class ErrorDetail(BaseModel):
 
 class CustomerResult(BaseModel):
     """One customer's answer: the decision, or ``error`` (and nulls) when there is none, e.g.
-    an id the store does not know. One shape, so every client decodes both kinds alike."""
+    an id the store does not know. One shape, so every client decodes both kinds alike.
+    ``decision`` is also null (and ``offers`` empty) when no offer policy runs (no offer
+    catalog: the response's ``offers_status`` says why)."""
 
     customer_id: str
     error: ErrorDetail | None = None
@@ -72,6 +97,7 @@ class DecideResponse(BaseModel):
     models: dict[str, str]
     features_as_of: str | None
     store_version: int | None = None
+    offers_status: OffersStatus
 
 
 class EventIn(Strict):
@@ -120,4 +146,5 @@ class ModelsResponse(BaseModel):
     source: str
     models: dict[str, dict]
     store: dict | None
+    offers: dict = Field(description="offers_status (available, policy, reason) and catalog")
     policy: dict

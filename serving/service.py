@@ -85,10 +85,8 @@ class LifecycleService:
             raise InvalidArgument(f"customers[].events: at most {self.config.max_events} events "
                                   f"per request; got {n_events}")  # fmt: skip
         engine = self._engine()
-        version = self.state.store.current()
-        feature_set = version.feature_set if version is not None else "default"
         try:
-            rows = cold_start.feature_rows(customers, as_of, feature_set)
+            rows = cold_start.feature_rows(customers, as_of, engine.project)
         except ValueError as err:
             raise InvalidArgument(str(err)) from None
         return self._respond(engine, rows, channel, max_offers, explain)
@@ -141,8 +139,16 @@ class LifecycleService:
             raise ServiceUnavailable(f"models are not loaded: {self.state.error}")
         return engine
 
+    def _store_agrees(self) -> None:
+        """503 when the store was built with another config than the models (never score
+        vectors that mean something else)."""
+        problem = self.state.store_problem()
+        if problem:
+            raise ServiceUnavailable(problem)
+
     def _lookup(self, ids: list[str], engine: DecisionEngine) -> tuple[FeatureRows, Scores | None]:
         """The ids' rows, and their scores when precomputed (see ServiceState.lookup_scored)."""
+        self._store_agrees()
         try:
             return self.state.lookup_scored(ids, engine)
         except NoVersionError as err:
@@ -150,6 +156,7 @@ class LifecycleService:
 
     def _audience(self, engine: DecisionEngine, f: BatchFilter) -> tuple[FeatureRows, Scores]:
         """The customers the filter picks, riskiest first, with their (cached) scores."""
+        self._store_agrees()
         try:
             rows, scores = self.state.all_scores(engine)
         except NoVersionError as err:
@@ -172,13 +179,12 @@ class LifecycleService:
             known = rows
         else:
             known, scores = rows.take(found), None if scores is None else scores.take(found)
-        contacts = Contacts(*self.state.ledger.contacts(
-            known.customer_ids, engine.catalog.ids, time.time(),
-            self.config.policy.contact_window_days))  # fmt: skip
+        contacts, draws = self._contacts(engine, known), np.zeros(len(found))
+        if engine.offer_policy is not None:  # the policy's randomness (no policy: no decision)
+            with self._rng_lock:
+                draws = self._rng.random(len(found))
         explain = explain and len(found) <= self.config.explain_max
-        with self._rng_lock:
-            draws = self._rng.random(len(found))
-        decided, logged = [], []
+        decided, logged = [], None
         if len(found):
             try:
                 decided, logged = engine.decide(known, contacts, draws, channel or None,
@@ -186,6 +192,7 @@ class LifecycleService:
             except ValueError as err:  # the store does not hold what the models need
                 self.state.error = str(err)
                 raise ServiceUnavailable(str(err)) from None
+        if logged:  # decisions with their propensities (none without an offer policy)
             self.state.ledger.record_decisions(logged)
             count_decisions(logged)
         results: list[dict] = [{}] * len(rows.customer_ids)
@@ -198,7 +205,16 @@ class LifecycleService:
             "models": engine.versions,
             "features_as_of": None if rows.as_of is None else rows.as_of.isoformat(),
             "store_version": rows.layout[1] if rows.layout[0] == "store" else None,
+            "offers_status": engine.offers_status,
         })  # fmt: skip
+
+    def _contacts(self, engine: DecisionEngine, rows: FeatureRows) -> Contacts:
+        """Sends and days since each catalog offer, from the ledger (no catalog: no query)."""
+        if not engine.catalog.ids:
+            return Contacts(np.zeros(len(rows.customer_ids)), np.zeros((len(rows.customer_ids), 0)))
+        return Contacts(*self.state.ledger.contacts(
+            rows.customer_ids, engine.catalog.ids, time.time(),
+            self.config.policy.contact_window_days))  # fmt: skip
 
 
 def json_response(body: dict) -> Response:

@@ -2,8 +2,9 @@
 store, the ledger, and the cached scores of every stored customer for ``/batch`` filters.
 
 Reload: a daemon thread polls the registry's aliases every ``reload_seconds``; when a version
-changed it loads the new bundle *beside* the current one and then swaps one reference, so a
-request in flight finishes on the engine it started with and the next one gets the new one.
+changed (or an offers champion appeared) it loads the new bundle *beside* the current one and
+then swaps one reference, so a request in flight finishes on the engine it started with and
+the next one gets the new one.
 """
 
 from __future__ import annotations
@@ -11,13 +12,16 @@ from __future__ import annotations
 import gc
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from features.store import NoVersionError, OnlineStore
 from serving import bundle as bundles
 from serving.compiled import DEFAULT_CACHE
 from serving.config import ServiceConfig
+from serving.consistency import models_config, store_problem
 from serving.engine import DecisionEngine, Scores
 from serving.inputs import FeatureRows
 from serving.ledger import FeedbackLedger
@@ -44,7 +48,8 @@ class ServiceState:
     # ---- loading ------------------------------------------------------------------
 
     def load(self) -> None:
-        """Load the models (raising :class:`bundles.ModelsUnavailable` with a clear message)."""
+        """Load the models (raising :class:`bundles.ModelsUnavailable` with a clear message)
+        and the offer catalog, when there is one."""
         if self.config.models == "registry":
             import mlflow
 
@@ -53,18 +58,14 @@ class ServiceState:
             self.tracking_uri = self.tracking_uri or tracking_uri()  # pinned for the poller
             mlflow.set_tracking_uri(self.tracking_uri)
             loaded = bundles.from_registry(self.config.alias)
-            catalog_path = self.config.offers
-            if catalog_path is None:
-                raise bundles.ModelsUnavailable(
-                    "serving from the registry needs the offer catalog: set `offers` "
-                    "(LIFECYCLE_OFFERS) to the catalog file, e.g. demo_data/offers.parquet"
-                )
         else:
             loaded = bundles.from_folder(self.config.models)
-            catalog_path = self.config.offers or f"{self.config.models}/offers.json"
         c = self.config
-        engine = DecisionEngine(loaded, bundles.load_catalog(catalog_path), c.policy,
-                                c.lightgbm_threads, c.parallel_rows)  # fmt: skip
+        catalog, no_catalog = self.catalog()
+        project, fingerprint = models_config(loaded)  # ConfigMismatch: not ready, with why
+        engine = DecisionEngine(loaded, catalog, c.policy, c.lightgbm_threads, c.parallel_rows,
+                                no_catalog)  # fmt: skip
+        engine.project, engine.fingerprint = project, fingerprint
         with self._lock:
             self.engine, self._scored, self.error = engine, None, None
         settle_heap()
@@ -73,6 +74,21 @@ class ServiceState:
                              daemon=True).start()  # fmt: skip
         elif self.config.precompute_scores:
             self.precompute(engine)
+
+    def catalog(self) -> tuple[pd.DataFrame | None, str | None]:
+        """The offer catalog (``offers``, else the one an export folder ships), or None and
+        why there is none. A configured file that is missing or invalid raises."""
+        path = self.config.offers
+        if path is None and self.config.models != "registry":
+            shipped = Path(self.config.models) / "offers.json"
+            path = shipped if shipped.exists() else None
+        if path is None:
+            shipped = "" if self.config.models == "registry" else ", or export one with the models"
+            return None, f"no offer catalog configured (set offers / LIFECYCLE_OFFERS{shipped})"
+        catalog = bundles.load_catalog(path)
+        if catalog.empty:
+            return None, f"the offer catalog {path} lists no offers"
+        return catalog, None
 
     def _compile(self, engine: DecisionEngine) -> None:
         """Compile ``engine``'s trees (serving/compiled.py); it answers meanwhile as it is."""
@@ -91,7 +107,15 @@ class ServiceState:
             self.error = str(err)
 
     def ready(self) -> bool:
-        return self.engine is not None and self.store.current() is not None
+        engine, version = self.engine, self.store.current()
+        return engine is not None and version is not None and self.store_problem() is None
+
+    def store_problem(self) -> str | None:
+        """Why the current store version cannot serve the loaded models (another config)."""
+        engine, version = self.engine, self.store.current()
+        if engine is None or version is None:
+            return None
+        return store_problem(engine.fingerprint, version.feature_set, version.version)
 
     def start_reloader(self) -> None:
         if self.config.models != "registry" or self.config.reload_seconds <= 0:
@@ -220,6 +244,10 @@ def settle_heap() -> None:
     gc.freeze()
 
 
+NOT_LOADED = {"available": False, "policy": None, "reason": "the models are not loaded (see error)",
+              "catalog": []}  # fmt: skip
+
+
 def models_summary(state: ServiceState) -> dict:
     """What ``GET /models`` answers."""
     from dataclasses import asdict
@@ -229,13 +257,17 @@ def models_summary(state: ServiceState) -> dict:
         "version": version.version, "feature_set": version.feature_set,
         "as_of": version.as_of.isoformat(), "customers": version.n_customers,
     }  # fmt: skip
+    offers = NOT_LOADED
+    if engine is not None:
+        offers = {**engine.offers_status, "catalog": engine.catalog.ids}
     return {
         "ready": state.ready(),
-        "error": state.error,
+        "error": state.error or state.store_problem(),
         "source": None if engine is None else engine.bundle.source,
         "models": {} if engine is None else {n: asdict(i) for n, i in engine.bundle.info.items()},
-        "offers": [] if engine is None else engine.catalog.ids,
+        "offers": offers,
         "store": store,
+        "config_fingerprint": None if engine is None else engine.fingerprint,
         "policy": state.config.policy.model_dump(),
         "reloads": state.reloads,
         "compiled": {} if engine is None else engine.compiled,

@@ -123,21 +123,16 @@ def materialize(
     service reads exactly what they were trained on); without champions, with the project
     config. The version is labelled with the config's fingerprint, which the service checks.
     """
-    from features.online_vectors import serving_vectors, store_label
     from features.store import OnlineStore
-    from training.resolve import vector_options
+    from training.resolve import store_vectors
 
     followed = _models_config(models)
     tables, when, cfg = _inputs(data, as_of, config, followed)
-    d = cfg.dataset
     try:
-        vectors = serving_vectors(tables.events, when, d.feature_set, tables.customers,
-                                  tables.exposures, tables.offers, d.stages,
-                                  **vector_options(tables, d))  # fmt: skip
+        vectors, label = store_vectors(tables, cfg, when)
     except (KeyError, ValueError) as err:
         raise fail(str(err)) from None
     store.parent.mkdir(parents=True, exist_ok=True)
-    label = store_label(d.feature_set, cfg.fingerprint())
     version = OnlineStore(store).materialize(vectors, when, label, keep_versions=keep_versions)
     source = "the champion models' recorded config" if followed else "the project config"
     console.print(

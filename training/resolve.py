@@ -8,7 +8,7 @@ with), so the same data-dependent choices are made once, at training time:
 | ``churn_definition`` | ``labels`` with a labels table, ``contract`` with a subscriptions table, ``rhythm`` when every event is a purchase (or refund), else ``inactivity`` |
 | ``population`` | ``labelled`` / ``contract_holders`` / ``buyers`` for those definitions |
 | ``event_types`` | the ``event_types_top_n`` most frequent types up to the last as-of date |
-| ``btyd_features`` | ``on`` when at least 50 customers bought on two different days |
+| ``btyd_features`` | ``on`` when at least 50 customers bought on two different days (then ``btyd_params``: the BG/NBD fit at the last as-of date) |
 | ``stages.churn_rule`` | ``rhythm`` for purchase-only logs (unless set), with ``typical_gap_days`` the median of the repeat buyers' mean gaps |
 """  # noqa: E501
 
@@ -46,12 +46,23 @@ def resolve(tables, config: DatasetConfig) -> DatasetConfig:
     gaps = _repeat_gaps(tables.events, last)
     if config.btyd_features == "auto":
         updates["btyd_features"] = "on" if len(gaps) >= MIN_REPEAT_BUYERS else "off"
+    if updates.get("btyd_features", config.btyd_features) == "on" and not config.btyd_params:
+        updates["btyd_params"] = _btyd_params(tables.events, last, config.churn_horizon_days)
     stages = _stage_rules(tables, config, gaps)
     if stages is not config.stages:
         updates["stages"] = stages
     if not updates:
         return config
     return DatasetConfig.model_validate({**config.model_dump(), **updates})
+
+
+def _btyd_params(events: pd.DataFrame, last: pd.Timestamp, horizon: int) -> dict | None:
+    """The BG/NBD parameters fitted on the purchases up to ``last`` (None if no fit)."""
+    from features.btyd_features import BTYDFeatures
+
+    spec = BTYDFeatures(horizon_days=horizon)
+    spec.features(event_arrays(events, last)[0])
+    return None if spec.fitted is None else {k: round(v, 6) for k, v in spec.fitted.items()}
 
 
 def _definition(tables) -> str:
@@ -101,5 +112,20 @@ def vector_options(tables, config: DatasetConfig) -> dict:
     if config.btyd_features == "on":
         from features.btyd_features import BTYDFeatures
 
-        options["btyd"] = BTYDFeatures(horizon_days=config.churn_horizon_days)
+        options["btyd"] = BTYDFeatures(config.churn_horizon_days, config.btyd_params)
     return options
+
+
+def store_vectors(tables, config, as_of: object | None = None) -> tuple[pd.DataFrame, str]:
+    """What ``lifecycle features materialize`` writes: every customer's serving vector as
+    of ``as_of`` (default: the last event) built the way ``config`` (a ProjectConfig, as a
+    model recorded it) says, and the store label carrying its fingerprint."""
+    from features.online_vectors import serving_vectors, store_label
+
+    config = config.model_copy(update={"dataset": resolve(tables, config.dataset)})
+    d = config.dataset
+    vectors = serving_vectors(tables.events, tables.end if as_of is None else as_of,
+                              d.feature_set, tables.customers, tables.exposures, tables.offers,
+                              d.stages, d.response_window_days,
+                              **vector_options(tables, d))  # fmt: skip
+    return vectors, store_label(d.feature_set, config.fingerprint())

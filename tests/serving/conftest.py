@@ -8,7 +8,6 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from features.online_vectors import serving_vectors
 from features.simulator import SimConfig, simulate, write_simulation
 from features.store import OnlineStore
 from serving import bundle as bundles
@@ -16,6 +15,7 @@ from training.data import load_tables
 from training.datasets import DatasetConfig
 from training.pipeline import TrainConfig, fit_and_evaluate
 from training.registry import setup
+from training.resolve import store_vectors
 from training.tracking import REGISTERED_NAMES, log_run
 
 TRAIN = TrainConfig(
@@ -45,14 +45,15 @@ def world(tmp_path_factory):
         mp.setenv("MLFLOW_TRACKING_URI", uri)
         mp.delenv("MLFLOW_EXPERIMENT_ID", raising=False)  # set_experiment sets it: undone on exit
         setup()
-        log_run(fit_and_evaluate(tables, TRAIN), source=str(folder / "data"))
+        result = fit_and_evaluate(tables, TRAIN)
+        log_run(result, source=str(folder / "data"))
         promote_latest()
         bundles.export(bundles.from_registry(), tables.offers, folder / "export")
     mlflow.set_tracking_uri(None)
-    vectors = serving_vectors(tables.events, tables.end, "default", tables.customers,
-                              tables.exposures, tables.offers)  # fmt: skip
-    OnlineStore(folder / "store" / "online.sqlite").materialize(vectors, tables.end, "default")
-    return {"folder": folder, "uri": uri, "tables": tables, "vectors": vectors}
+    vectors, label = store_vectors(tables, result.config)  # as `features materialize` does
+    OnlineStore(folder / "store" / "online.sqlite").materialize(vectors, tables.end, label)
+    return {"folder": folder, "uri": uri, "tables": tables, "vectors": vectors,
+            "config": result.config, "label": label}  # fmt: skip
 
 
 @pytest.fixture
@@ -70,3 +71,13 @@ def service_env(world, tmp_path, monkeypatch):
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     return env
+
+
+@pytest.fixture(scope="session")
+def app():
+    """The service's ASGI app, one per process (its Prometheus metrics register once); each
+    ``TestClient`` context runs its lifespan, so a fresh service instance reads the env of
+    its test."""
+    from serving.service import LifecycleService
+
+    return LifecycleService.to_asgi()

@@ -39,9 +39,14 @@ def test_export_writes_a_registry_free_folder(world, tmp_path, monkeypatch):
 
 def test_export_says_what_is_missing(world, tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'empty.db'}")
+    for data in ([], ["--data", str(world["folder"] / "data")]):
+        result = runner.invoke(app, ["export", "--out", str(tmp_path / "m"), *data])
+        assert result.exit_code == 1 and "lifecycle train" in result.output
+
+
+def test_an_offers_model_is_exported_only_with_its_catalog(world, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", world["uri"])  # an offers champion
     result = runner.invoke(app, ["export", "--out", str(tmp_path / "m")])
     assert result.exit_code == 1 and "--offers FILE or --data FOLDER" in result.output
-    result = runner.invoke(
-        app, ["export", "--data", str(world["folder"] / "data"), "--out", str(tmp_path / "m")]
-    )
-    assert result.exit_code == 1 and "lifecycle train" in result.output
+    result = runner.invoke(app, ["export", "--out", str(tmp_path / "m"), "--data", str(tmp_path)])
+    assert result.exit_code == 1 and "has no offers table" in result.output

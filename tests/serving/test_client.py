@@ -204,7 +204,8 @@ def decision(customer: str, stage: str, p: float, offer: str | None, reasons=Non
              "ineligible_reason": "sent 0.0 days ago (cooldown 30)"},
         ],
         "decision": {"decision_id": f"d-{customer}", "offer_id": offer, "propensity": 0.96,
-                     "explored": False, "expected_value": 0.6 if offer else 0.0},
+                     "explored": False, "expected_value": 0.6 if offer else 0.0,
+                     "policy": "model"},
         "models": {"churn": "1", "stage": "1", "offers": "1"},
         "features_as_of": "2025-10-27T23:55:36+00:00",
     }  # fmt: skip
@@ -216,7 +217,8 @@ REASON = {"feature": "recency_days", "label": "days since the last event of any 
 
 def answer(*results) -> dict:
     body = {"results": list(results), "models": {"churn": "1", "stage": "1", "offers": "1"},
-            "features_as_of": "2025-10-27T23:55:36+00:00", "store_version": 1}  # fmt: skip
+            "features_as_of": "2025-10-27T23:55:36+00:00", "store_version": 1,
+            "offers_status": {"available": True, "policy": "model", "reason": None}}  # fmt: skip
     return DecideResponse.model_validate(body).model_dump()  # the service's own schema
 
 

@@ -15,16 +15,8 @@ from starlette.testclient import TestClient
 from serving.bundle import from_registry
 from serving.engine import DecisionEngine
 from serving.schemas import DecideResponse
-from serving.service import LifecycleService
 from training.registry import log_estimator
 from training.tracking import KINDS, REGISTERED_NAMES
-
-
-@pytest.fixture(scope="module")
-def app():
-    """One ASGI app per process (its Prometheus metrics register once); each TestClient
-    context runs its lifespan, so a fresh service instance reads the env of its test."""
-    return LifecycleService.to_asgi()
 
 
 @pytest.fixture
@@ -162,7 +154,7 @@ def test_a_new_store_version_is_scored_again(app, service_env, monkeypatch, worl
     with TestClient(app) as client:
         first = wait_precomputed(client)["store_version"]
         vectors = world["vectors"].head(50)
-        OnlineStore(store).materialize(vectors, world["tables"].end, "default")
+        OnlineStore(store).materialize(vectors, world["tables"].end, world["label"])
         body = client.post("/decide", json={"customer_ids": ids(world, 2)}).json()
         assert body["store_version"] == first + 1
         assert wait_precomputed(client)["store_version"] == first + 1

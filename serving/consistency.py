@@ -1,0 +1,48 @@
+"""The models and the store must agree on how vectors are built (issue 12, point 1).
+
+Every trained model records the resolved project config it was trained with
+(``lifecycle_config_``) and its fingerprint; ``lifecycle features materialize`` labels each
+store version with the fingerprint of the config its vectors were built with. The service
+compares the two and refuses (not ready, 503 naming both) instead of scoring vectors built
+another way — another role map, feature set or event types silently gave ROC-AUC 0.50.
+"""
+
+from __future__ import annotations
+
+from features.online_vectors import label_fingerprint
+from features.project import ProjectConfig, recorded_config
+
+MODELS = ("churn", "stage")
+
+
+class ConfigMismatch(ValueError):
+    """The loaded models, or the models and the store, were built with different configs."""
+
+
+def models_config(bundle: object) -> tuple[ProjectConfig | None, str | None]:
+    """The config (and its fingerprint) the churn and stage models recorded; None for models
+    trained before models recorded it. Raises :class:`ConfigMismatch` when they differ."""
+    found = {n: getattr(getattr(bundle, n), "lifecycle_fingerprint_", None) for n in MODELS}
+    if len(set(found.values())) > 1:
+        raise ConfigMismatch(
+            "the churn and stage models were trained with different project configs "
+            f"(fingerprints {found}); train and promote them together with one config"
+        )
+    fingerprint = found["churn"]
+    return recorded_config(bundle.churn), fingerprint  # type: ignore[attr-defined]
+
+
+def store_problem(models_fingerprint: str | None, store_label: str, version: int) -> str | None:
+    """Why the store version cannot serve these models, or None when it can."""
+    if models_fingerprint is None:
+        return None  # models from before configs were recorded: nothing to compare
+    built = label_fingerprint(store_label)
+    if built == models_fingerprint:
+        return None
+    how = f"config fingerprint {built}" if built else "no recorded config (an older store)"
+    return (
+        f"the online store's version {version} was built with {how}, but the models were "
+        f"trained with config fingerprint {models_fingerprint}: their vectors would not mean "
+        "the same; re-materialise with `lifecycle features materialize DATA` (it builds with "
+        "the champions' recorded config)"
+    )
