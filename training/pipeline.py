@@ -17,6 +17,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from features.project import ProjectConfig
+from features.stages import STAGE_DTYPE
 from training import plots
 from training.calendar import plan_snapshots
 from training.datasets import Tables, build_training_set, resolve, time_split
@@ -191,8 +192,10 @@ def fit_stage(fit_part: pd.DataFrame, holdout: pd.DataFrame, config: TrainConfig
     """StageModel (current stage as an input) vs "stays in its current stage"."""
     fit_part = fit_part[fit_part["stage_next"].notna()]
     cols = feature_columns(fit_part)  # the current stage is one of them
-    train = fit_part.assign(stage=fit_part["stage"].astype("category"))
-    test = holdout.assign(stage=pd.Categorical(holdout["stage"], train["stage"].cat.categories))
+    # every stage a category in both parts: a stage first seen in the holdout (a rare one, on
+    # small data) is a known category, not a missing value
+    train = fit_part.assign(stage=fit_part["stage"].astype(STAGE_DTYPE))
+    test = holdout.assign(stage=holdout["stage"].astype(STAGE_DTYPE))
     params = {"random_state": config.seed, **config.stage}
     model = StageModel(**params).fit(train[cols], train["stage_next"], time=train["as_of"])
     y = test["stage_next"].astype("str").to_numpy()

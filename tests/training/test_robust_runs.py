@@ -1,0 +1,55 @@
+"""A training run never loses every model because one cannot be fitted (issue 12, point 7)."""
+
+from __future__ import annotations
+
+import pytest
+
+from features.loaders import load_mapped
+from features.project import DatasetConfig, ProjectConfig
+from features.simulator import SimConfig, simulate
+from training.datasets import Tables, build_training_set, time_split
+from training.pipeline import TrainConfig, fit_and_evaluate, fit_stage, resolved
+from training.profiles import PURCHASE_ONLY
+
+FAST = {"churn": {"n_estimators": 30}, "stage": {"n_estimators": 20}}
+
+
+@pytest.fixture(scope="module")
+def shop() -> Tables:
+    sim = simulate(SimConfig(profile="purchase_only", customers=1_500, days=730, seed=2))
+    events = PURCHASE_ONLY["data"]["events"]
+    loaded = load_mapped("events", sim.transactions, columns=events["columns"],
+                         constants=events["constants"], deduplicate=False)  # fmt: skip
+    return Tables(events=loaded.data)
+
+
+def test_a_model_that_cannot_be_fitted_is_skipped_with_its_reason(shop):
+    # a transaction log has no cancel events: the cancel label is 0 for everyone
+    config = TrainConfig(dataset=DatasetConfig(churn_definition="cancel"), **FAST)
+    result = fit_and_evaluate(shop, config)
+    assert set(result.reports) == {"stage"}
+    assert "churn" in result.skipped and "1 class(es) of the churn label" in result.skipped["churn"]
+    assert "purchases_total" not in result.dropped and "visits_7d" in result.dropped
+
+
+def test_no_model_at_all_is_an_error_naming_each_reason(shop, monkeypatch):
+    import training.pipeline as pipeline
+
+    def broken(*args, **kwargs):
+        raise ValueError("nothing to learn")
+
+    monkeypatch.setattr(pipeline, "fit_stage", broken)
+    config = TrainConfig(dataset=DatasetConfig(churn_definition="cancel"), **FAST)
+    with pytest.raises(pipeline.ModelSkipped, match="churn: .*class.*; stage: ValueError: nothing"):
+        fit_and_evaluate(shop, config)
+
+
+def test_a_stage_first_seen_in_the_holdout_is_not_an_error(shop):
+    config = resolved(shop, ProjectConfig(**FAST))
+    parts = time_split(build_training_set(shop, config.dataset), config.dataset)
+    fit_part = parts["train"][parts["train"]["stage"] != "at_risk"]
+    holdout = parts["test"]
+    assert (holdout["stage"] == "at_risk").any()
+    report = fit_stage(fit_part, holdout, config)
+    assert 0 < report.metrics["macro_f1"] <= 1
+    assert 0 < report.baselines["stay_in_stage"]["macro_f1"] <= 1
