@@ -28,9 +28,7 @@ def other_store(world, tmp_path, monkeypatch, service_env):
     return path
 
 
-def test_a_store_built_with_another_config_is_refused_until_rematerialised(
-    app, world, other_store
-):
+def test_a_store_built_with_another_config_is_refused_until_rematerialised(app, world, other_store):
     ids = world["vectors"]["customer_id"].astype("str").head(2).tolist()
     with TestClient(app) as client:
         assert client.get("/readyz").status_code == 503
@@ -66,8 +64,10 @@ def test_models_record_the_resolved_config_and_must_agree(world):
 def test_cold_start_builds_with_the_recorded_role_map(world):
     config = recorded_config(bundles.from_folder(world["folder"] / "export").churn)
     mapped = config.model_copy(update={"roles": RolesConfig(mapping={"tap": "purchase"})})
-    events = [{"timestamp": "2025-09-01T10:00:00Z", "event_type": "tap", "amount": 3.0},
-              {"timestamp": "2025-09-20T10:00:00Z", "event_type": "tap", "amount": 5.0}]  # fmt: skip
+    events = [
+        {"timestamp": "2025-09-01T10:00:00Z", "event_type": "tap", "amount": 3.0},
+        {"timestamp": "2025-09-20T10:00:00Z", "event_type": "tap", "amount": 5.0},
+    ]
     customer = [ColdCustomer.model_validate({"customer_id": "n1", "events": events})]
     as_of = "2025-10-01T00:00:00Z"
     with_map = feature_rows(customer, as_of, mapped)
