@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 
 from training.cli import app
-from training.cli_common import console, fail
+from training.cli_common import ProjectConfigFile, console, fail, project_config
 
 PathOpt = Annotated[Path | None, typer.Option()]
 SERVICE = "serving.service:LifecycleService"
@@ -37,17 +37,20 @@ def serve(
     workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
     token: Annotated[str | None, typer.Option(help="Require this API token.")] = None,
     exploration: Annotated[float | None, typer.Option(min=0.0, max=0.5)] = None,
+    config: ProjectConfigFile = None,
 ) -> None:
     """Start the decision API (BentoML) on champion models and the online store; with --data,
-    the store is materialised first when missing. Prints ready-to-paste calls once ready.
-    Without an offer catalog (no --offers, and no offers table in --data) churn and stage
-    are served without offers; without an offers model, offers are chosen by the cold-start
-    policy."""
-    offers = offers or (_catalog(data, required=False) if data else None)
+    the store is materialised first when missing (with the champions' recorded config).
+    Prints ready-to-paste calls once ready. Without an offer catalog (no --offers, and no
+    offers table in --data) churn and stage are served without offers; without an offers
+    model, offers are chosen by the cold-start policy. The service builds and reads vectors
+    with the config the models recorded at training; the project config (--config,
+    LIFECYCLE_CONFIG, DATA/lifecycle.yaml) says where the data folder's tables are."""
+    offers = offers or (_catalog(data, required=False, config=config) if data else None)
     if data is not None and not store.exists():
         from training.cli_features import materialize
 
-        materialize(data, store=store)
+        materialize(data, store=store, config=config)
     from serving.client import service_env
     from training.registry import tracking_uri
 
@@ -76,6 +79,7 @@ def export(
     offers: Annotated[Path | None, typer.Option(help="Offer catalog to ship with them.")] = None,
     data: Annotated[Path | None, typer.Option(help="Data folder holding the catalog.")] = None,
     alias: str = "champion",
+    config: ProjectConfigFile = None,
 ) -> None:
     """Copy the registry's champion models (and the offer catalog) into a folder the service
     can run from without MLflow: ``lifecycle serve --models FOLDER``. Without an offers
@@ -88,7 +92,7 @@ def export(
 
     mlflow.set_tracking_uri(tracking_uri())
     with_offers = "offers" in (bundles.registry_versions(alias) or {})
-    catalog = offers or (_catalog(data, required=with_offers) if data else None)
+    catalog = offers or (_catalog(data, required=with_offers, config=config) if data else None)
     if catalog is None and with_offers:
         raise fail("pass --offers FILE or --data FOLDER: the export ships the offer catalog "
                    "the offers model decides on")  # fmt: skip
@@ -108,12 +112,15 @@ def export(
                       "without offers (--offers FILE or --data FOLDER ships one)[/]")  # fmt: skip
 
 
-def _catalog(data: Path, required: bool = True) -> Path | None:
-    """The data folder's offers table; when there is none, fail if ``required``, else
-    None (the service then runs without offers)."""
+def _catalog(data: Path, required: bool = True, config: Path | None = None) -> Path | None:
+    """The data folder's offers table (where the project config says); when there is none,
+    fail if ``required``, else None (the service then runs without offers)."""
     from training.data import find_table
 
-    found = find_table(data, "offers")
+    try:
+        found = find_table(data, "offers", project_config(config, data).data.offers)
+    except FileNotFoundError as err:
+        raise fail(str(err)) from None
     if found is None and required:
         raise fail(f"{data} has no offers table (.parquet or .csv)")
     if found is None:
