@@ -51,11 +51,15 @@ class Tables:
 def build_snapshot(tables: Tables, as_of: pd.Timestamp, config: DatasetConfig) -> pd.DataFrame:
     """Features, current stage and labels of every customer known at ``as_of``.
 
-    ``config`` must be resolved (:func:`resolve`). Added columns: ``as_of``, ``stage`` (rule
-    stage now), ``in_churn_population`` (who the churn model is trained on and scores),
-    ``churned`` (0/1 label; NaN outside a labels table), ``stage_next`` (rule stage after the
-    stage horizon).
+    ``config`` is resolved first when it is not yet (:func:`resolve`). Added columns:
+    ``as_of``, ``stage`` (rule stage now), ``in_churn_population`` (who the churn model is
+    trained on and scores), ``churned`` (0/1 label; NaN where the definition does not apply),
+    ``stage_next`` (rule stage after the stage horizon).
     """
+    return _snapshot(tables, to_utc(as_of), resolve(tables, config))
+
+
+def _snapshot(tables: Tables, as_of: pd.Timestamp, config: DatasetConfig) -> pd.DataFrame:
     frame = build_features(tables.events, as_of, config.feature_set, tables.customers,
                            tables.exposures, tables.offers, config.response_window_days,
                            **vector_options(tables, config))  # fmt: skip
@@ -136,7 +140,7 @@ def build_training_set(
     dates = plan_snapshots(tables.start, tables.end, config, tables.labels, for_training=False)
     parts = []
     for k, as_of in enumerate(tqdm(dates, desc="snapshots", disable=not progress)):
-        parts.append(build_snapshot(tables, as_of, config).assign(snapshot=k))
+        parts.append(_snapshot(tables, as_of, config).assign(snapshot=k))
     frame = pd.concat(parts, ignore_index=True)
     frame.attrs["dataset"] = config.model_dump_json()
     return frame

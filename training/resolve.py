@@ -32,7 +32,10 @@ def purchase_only(events: pd.DataFrame) -> bool:
 
 
 def resolve(tables, config: DatasetConfig) -> DatasetConfig:
-    """``config`` with its ``auto`` settings replaced by the data's (idempotent)."""
+    """``config`` with its ``auto`` settings replaced by the data's (idempotent: a resolved
+    config comes back as it is, at no cost)."""
+    if is_resolved(config):
+        return config
     last = to_utc(config.last_as_of) if config.last_as_of else None
     last = last or to_utc(tables.end) - pd.Timedelta(days=config.horizon_days)
     updates: dict = {}
@@ -65,6 +68,18 @@ def _btyd_params(events: pd.DataFrame, last: pd.Timestamp, horizon: int) -> dict
     return None if spec.fitted is None else {k: round(v, 6) for k, v in spec.fitted.items()}
 
 
+def is_resolved(config: DatasetConfig) -> bool:
+    """No ``auto`` left (what a trained model records)."""
+    auto = "auto" in (config.churn_definition, config.population, config.btyd_features)
+    needs_params = config.btyd_features == "on" and not config.btyd_params
+    return (
+        not auto
+        and config.event_types is not None
+        and not needs_params
+        and ("churn_rule" in config.stages.model_fields_set)
+    )
+
+
 def _definition(tables) -> str:
     if tables.labels is not None:
         return "labels"
@@ -94,8 +109,8 @@ def _repeat_gaps(events: pd.DataFrame, last: pd.Timestamp) -> np.ndarray:
 def _stage_rules(tables, config: DatasetConfig, gaps: np.ndarray):
     rules = config.stages
     update = {}
-    if "churn_rule" not in rules.model_fields_set and purchase_only(tables.events):
-        update["churn_rule"] = "rhythm"
+    if "churn_rule" not in rules.model_fields_set:  # decided here, recorded explicitly
+        update["churn_rule"] = "rhythm" if purchase_only(tables.events) else rules.churn_rule
     rhythm = update.get("churn_rule", rules.churn_rule) == "rhythm"
     if rhythm and rules.typical_gap_days is None and len(gaps):
         update["typical_gap_days"] = round(float(np.median(gaps)), 2)
