@@ -51,10 +51,10 @@ class BTYDFeatures:
         buys = ev.role == R["purchase"]
         x, t_x, age = purchase_summary(ev.code[buys], ev.ts[buys], ev.as_of, ev.n)
         known = ~np.isnan(x)
-        model = self._model(BGNBD, x[known], t_x[known], age[known])
+        model = self._model(BGNBD, x[known], t_x[known], age[known]) if known.any() else None
         out = {name: np.full(ev.n, np.nan, dtype=np.float32) for name in self.names()}
         out["btyd_frequency"][known] = x[known]
-        if model is None:
+        if model is None or not known.any():
             return out
         args = (x[known], t_x[known], age[known])
         p_alive, expected, p_buy, _ = self.names()

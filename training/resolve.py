@@ -9,6 +9,7 @@ with), so the same data-dependent choices are made once, at training time:
 | ``population`` | ``labelled`` / ``contract_holders`` / ``buyers`` for those definitions |
 | ``event_types`` | the ``event_types_top_n`` most frequent types up to the last as-of date |
 | ``btyd_features`` | ``on`` when at least 50 customers bought on two different days (then ``btyd_params``: the BG/NBD fit at the last as-of date) |
+| ``feature_set`` | pinned to its version (``default`` -> ``default@2``) |
 | ``stages.churn_rule`` | ``rhythm`` for purchase-only logs (unless set), with ``typical_gap_days`` the median of the repeat buyers' mean gaps |
 """  # noqa: E501
 
@@ -21,6 +22,7 @@ from features.builder import event_arrays, to_utc
 from features.event_types import top_event_types
 from features.families import R, purchase_intervals
 from features.project import DatasetConfig
+from features.registry import get_feature_set
 
 MIN_REPEAT_BUYERS = 50
 
@@ -39,6 +41,8 @@ def resolve(tables, config: DatasetConfig) -> DatasetConfig:
     last = to_utc(config.last_as_of) if config.last_as_of else None
     last = last or to_utc(tables.end) - pd.Timedelta(days=config.horizon_days)
     updates: dict = {}
+    if "@" not in config.feature_set:  # pin the version the models are trained on
+        updates["feature_set"] = get_feature_set(config.feature_set).key
     definition = config.churn_definition
     if definition == "auto":
         definition = updates["churn_definition"] = _definition(tables)
@@ -71,6 +75,7 @@ def _btyd_params(events: pd.DataFrame, last: pd.Timestamp, horizon: int) -> dict
 def is_resolved(config: DatasetConfig) -> bool:
     """No ``auto`` left (what a trained model records)."""
     auto = "auto" in (config.churn_definition, config.population, config.btyd_features)
+    auto = auto or "@" not in config.feature_set
     needs_params = config.btyd_features == "on" and not config.btyd_params
     return (
         not auto
