@@ -81,12 +81,16 @@ def one_of(norm: pd.DataFrame, column: str, allowed: Iterable[str]) -> Check:
 
 def unique(norm: pd.DataFrame, ctx: RuleContext, column: str) -> Check:
     """Every row whose id also appears on another (non-duplicate) row."""
-    ids = norm[column]
-    candidates = ids[~ctx.dup & ids.notna().to_numpy()]
-    repeated = candidates.duplicated(keep=False)
-    mask = np.zeros(len(norm), dtype=bool)
-    mask[repeated.index[repeated.to_numpy()]] = True
-    return Check(column, "must be unique", mask)
+    return Check(column, "must be unique", repeated(norm[column], ctx))
+
+
+def repeated(keys: pd.Series, ctx: RuleContext) -> np.ndarray:
+    """Rows whose (present) key also appears on another row; exact duplicates excluded."""
+    candidates = keys[~ctx.dup & keys.notna().to_numpy()]
+    again = candidates.duplicated(keep=False)
+    mask = np.zeros(len(keys), dtype=bool)
+    mask[again.index[again.to_numpy()]] = True
+    return mask
 
 
 # ---- events ---------------------------------------------------------------------------
@@ -267,12 +271,9 @@ def label_rules(norm: pd.DataFrame, ctx: RuleContext) -> list[Check]:
     """Labels are 0 or 1; one label per customer and as-of date."""
     label = norm["label"].to_numpy(dtype="float64", na_value=np.nan)
     key = norm["customer_id"].astype("str") + "@" + norm["as_of"].astype("str")
-    repeated = key[~ctx.dup].duplicated(keep=False)
-    mask = np.zeros(len(norm), dtype=bool)
-    mask[repeated.index[repeated.to_numpy()]] = True
     return [
         Check("label", "must be 0 or 1", np.isfinite(label) & ~np.isin(label, (0, 1))),
-        Check("customer_id", "must have one label per as_of", mask),
+        Check("customer_id", "must have one label per as_of", repeated(key, ctx)),
     ]
 
 
