@@ -166,7 +166,8 @@ def _two_classes(name: str, train: pd.DataFrame, test: pd.DataFrame) -> None:
 
 
 def fit_churn(fit_part: pd.DataFrame, holdout: pd.DataFrame, config: TrainConfig) -> ModelReport:
-    """ChurnModel (calibrated on the latest fitting snapshot) vs logistic and RFM baselines."""
+    """ChurnModel (calibrated on the latest fitting snapshot) vs logistic and RFM baselines,
+    and the BG/NBD model's 1 - P(purchase within the horizon) when its features are there."""
     train, test = churn_population(fit_part), churn_population(holdout)
     _two_classes("churn", train, test)
     cols = feature_columns(train)
@@ -178,6 +179,10 @@ def fit_churn(fit_part: pd.DataFrame, holdout: pd.DataFrame, config: TrainConfig
     for name, base in (("logistic", LogisticChurn()), ("rfm", RFMChurnHeuristic())):
         p = base.fit(train[cols], train["churned"]).predict_proba(test[cols])[:, 1]
         curves[name], baselines[name] = (y, p), churn_metrics(y, p)
+    btyd = f"btyd_p_purchase_{config.dataset.churn_horizon_days}d"
+    if btyd in test.columns and test[btyd].notna().all():  # BG/NBD, fitted without labels
+        p = 1.0 - test[btyd].to_numpy(dtype=float)
+        curves["bgnbd"], baselines["bgnbd"] = (y, p), churn_metrics(y, p)
     figures = {
         "reliability.png": plots.reliability_diagrams(curves),
         "gains.png": plots.gains_chart(curves),

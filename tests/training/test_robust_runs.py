@@ -53,3 +53,13 @@ def test_a_stage_first_seen_in_the_holdout_is_not_an_error(shop):
     report = fit_stage(fit_part, holdout, config)
     assert 0 < report.metrics["macro_f1"] <= 1
     assert 0 < report.baselines["stay_in_stage"]["macro_f1"] <= 1
+
+
+def test_the_bgnbd_model_is_a_churn_baseline_beside_the_model(shop):
+    config = TrainConfig(dataset=DatasetConfig(churn_horizon_days=90), **FAST)
+    result = fit_and_evaluate(shop, config)
+    assert result.config.dataset.btyd_features == "on"
+    assert result.config.dataset.churn_definition == "rhythm"  # a transaction log
+    baselines = result.reports["churn"].baselines
+    assert {"logistic", "rfm", "bgnbd"} <= set(baselines)
+    assert 0.5 < baselines["bgnbd"]["roc_auc"] < 1.0
