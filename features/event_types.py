@@ -53,9 +53,10 @@ def top_event_types(events: pd.DataFrame, n: int, until: object = None) -> tuple
         types = types[events["timestamp"] <= pd.Timestamp(until)]
     counts = types.dropna().astype("str").map(normalise_event_type).value_counts()
     ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-    by_slug = dict.fromkeys(slug(name) for name, _ in ranked)  # first spelling of each slug
-    chosen = [name for name, _ in ranked if by_slug.pop(slug(name), False) is None]
-    return tuple(chosen[:n])
+    chosen: dict[str, str] = {}  # slug -> the most frequent spelling with that feature name
+    for name, _ in ranked:
+        chosen.setdefault(slug(name), name)
+    return tuple(chosen.values())[:n]
 
 
 def type_index(labels: pd.Index, event_types: tuple[str, ...]) -> np.ndarray:

@@ -170,9 +170,3 @@ def time_split(frame: pd.DataFrame, config: DatasetConfig) -> dict[str, pd.DataF
         "validation": rest[rest["as_of"] < test_from],
         "test": rest[rest["as_of"] >= test_from],
     }
-
-
-def span_text(tables: Tables) -> str:
-    """``2024-01-01 .. 2025-12-31 (730 days)``: the events' span, for messages."""
-    start, end = to_utc(tables.start), to_utc(tables.end)
-    return f"{start:%Y-%m-%d} .. {end:%Y-%m-%d} ({(end - start).days} days)"
