@@ -108,11 +108,14 @@ class ServiceState:
 
     def ready(self) -> bool:
         engine, version = self.engine, self.store.current()
-        return engine is not None and version is not None and self.store_problem() is None
+        return engine is not None and version is not None and self._problem(engine, version) is None
 
     def store_problem(self) -> str | None:
         """Why the current store version cannot serve the loaded models (another config)."""
-        engine, version = self.engine, self.store.current()
+        return self._problem(self.engine, self.store.current())
+
+    @staticmethod
+    def _problem(engine: DecisionEngine | None, version) -> str | None:
         if engine is None or version is None:
             return None
         return store_problem(engine.fingerprint, version.feature_set, version.version)
