@@ -195,9 +195,10 @@ class BGNBD:
             raise ValueError(f"penalizer must be >= 0; got {self.penalizer}")
         rate = float(data.x @ data.w) / max(float(data.T @ data.w), 1e-9)  # r / alpha a day
         start = np.log([1.0, 1.0 / max(rate, 1e-6), 1.0, 1.0])
-        result = minimize(bm.neg_mean_ll_and_grad, start, args=(data, self.penalizer),
-                          jac=True, method="L-BFGS-B", tol=self.tol,
-                          options={"maxiter": self.max_iter})  # fmt: skip
+        with np.errstate(all="ignore"):  # far line-search steps overflow; judged below
+            result = minimize(bm.neg_mean_ll_and_grad, start, args=(data, self.penalizer),
+                              jac=True, method="L-BFGS-B", tol=self.tol,
+                              options={"maxiter": self.max_iter})  # fmt: skip
         stuck = np.abs(result.x) > _MAX_ABS_LOG_PARAM
         if not result.success or not np.isfinite(result.fun) or stuck.any():
             found = dict(zip(PARAM_NAMES, np.exp(result.x).round(6).tolist(), strict=True))

@@ -320,6 +320,26 @@ def test_calibration_fold_with_one_class_is_a_clear_error():
         ChurnModel(n_estimators=5).fit(X, y)
 
 
+def test_refit_trains_the_final_booster_on_the_latest_snapshots_too():
+    """Only the latest snapshot shows the churners' range of x: the fold booster never sees
+    it, the refitted one learns it; the rounds are the fold's, scaled to all rows."""
+    rng = np.random.default_rng(0)
+    time = np.repeat([1, 2, 3, 4], 500)
+    x = np.where(time < 4, rng.uniform(0, 1, 2000), rng.uniform(2, 3, 2000))
+    y = (rng.uniform(size=2000) < np.where(x > 2.5, 0.8, 0.2)).astype(int)
+    X = pd.DataFrame({"x": x})
+    params = {"calibration": None, "min_child_samples": 20, "early_stopping_rounds": 5}
+    fold = ChurnModel(refit=False, **params).fit(X, y, time=time)
+    final = ChurnModel(**params).fit(X, y, time=time)
+    later = pd.DataFrame({"x": rng.uniform(2, 3, 1000)})
+    truth = (later["x"] > 2.5).astype(int)
+    assert roc_auc_score(truth, churn_risk(fold, later)) == pytest.approx(0.5)  # one score
+    assert roc_auc_score(truth, churn_risk(final, later)) > 0.95
+    assert final.n_iter_ == round(fold.n_iter_ / 0.75)
+    fixed = ChurnModel(early_stopping_rounds=None, n_estimators=7, calibration="sigmoid")
+    assert fixed.fit(X, y, time=time).n_iter_ == 7  # no early stopping: n_estimators as set
+
+
 @pytest.mark.parametrize("kind", ["churn", "stage"])
 def test_models_pickle_with_identical_predictions(data, cols, churn, stage, kind):
     model = churn if kind == "churn" else stage

@@ -108,6 +108,12 @@ class ChurnModel(LGBMInputsMixin, ClassifierMixin, BaseEstimator):
     calibration_fraction : share of rows (latest whole as-of dates) held out to calibrate.
     early_stopping_rounds : rounds without improvement on the held-out fold; ``None`` = off.
         With neither calibration nor early stopping, the booster trains on every row.
+    refit : after the held-out fold has chosen the rounds and fitted the calibrator, train the
+        final booster on every row (the latest snapshots too) with the rounds scaled to the
+        larger training set, ``rounds / (1 - held-out share)`` (``n_estimators`` without
+        early stopping). The calibrator, fitted on
+        scores the fold booster had not seen, maps the final booster's raw scores. ``False``
+        keeps the fold booster (trained without the latest snapshots).
     random_state : seed of LightGBM (bagging, feature fraction).
     n_jobs : LightGBM threads in fit and predict (1 in serving workers).
 
@@ -126,7 +132,7 @@ class ChurnModel(LGBMInputsMixin, ClassifierMixin, BaseEstimator):
         min_child_samples: int = 50, subsample: float = 0.8, colsample_bytree: float = 0.8,
         reg_lambda: float = 1.0, calibration: str | None = "isotonic",
         calibration_fraction: float = 0.25, early_stopping_rounds: int | None = 50,
-        random_state: int | None = 0, n_jobs: int = 1,
+        refit: bool = True, random_state: int | None = 0, n_jobs: int = 1,
     ) -> None:  # fmt: skip
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
@@ -138,6 +144,7 @@ class ChurnModel(LGBMInputsMixin, ClassifierMixin, BaseEstimator):
         self.calibration = calibration
         self.calibration_fraction = calibration_fraction
         self.early_stopping_rounds = early_stopping_rounds
+        self.refit = refit
         self.random_state = random_state
         self.n_jobs = n_jobs
 
@@ -155,16 +162,23 @@ class ChurnModel(LGBMInputsMixin, ClassifierMixin, BaseEstimator):
         hold = self._holdout(len(data), time)
         train = ~hold
         params = booster_params(self, "binary")
-        self.booster_ = train_booster(
+        booster = train_booster(
             params, data[train], target[train], self.n_estimators, names=names,
             categorical=categorical, valid=(data[hold], target[hold]),
             early_stopping_rounds=self.early_stopping_rounds,
         )  # fmt: skip
-        self.n_iter_ = self.booster_.num_trees()
         self.calibrator_ = None
         if self.calibration is not None:
-            scores = self.booster_.predict(data[hold], raw_score=True, num_threads=self.n_jobs)
+            scores = booster.predict(data[hold], raw_score=True, num_threads=self.n_jobs)
             self.calibrator_ = fit_calibrator(scores, target[hold], self.calibration)
+        if self.refit and hold.any():
+            rounds = self.n_estimators
+            if self.early_stopping_rounds:
+                rounds = max(1, int(round(booster.num_trees() / train.mean())))
+            booster = train_booster(params, data, target, rounds, names=names,
+                                    categorical=categorical)  # fmt: skip
+        self.booster_ = booster
+        self.n_iter_ = booster.num_trees()
         return self
 
     def _check_params(self) -> None:
