@@ -21,8 +21,7 @@ Experiment = Annotated[str, typer.Option(help="MLflow experiment name.")]
 
 
 def _setup(data: Path, config: Path | None, experiment: str):
-    from training.calendar import plan_snapshots
-    from training.pipeline import resolved
+    from training.pipeline import check_before_work, resolved
     from training.registry import setup, tracking_uri
     from training.tune import with_tuned
 
@@ -30,7 +29,7 @@ def _setup(data: Path, config: Path | None, experiment: str):
     tables = load_data(data, cfg)
     try:
         cfg = resolved(tables, with_tuned(cfg))
-        plan_snapshots(tables.start, tables.end, cfg.dataset, tables.labels)  # fail early
+        check_before_work(tables, cfg)  # fail early
     except ValueError as err:
         raise fail(str(err)) from None
     setup(experiment)

@@ -24,7 +24,8 @@ from training.resolve import resolve, vector_options
 
 __all__ = [
     "DatasetConfig", "Tables", "build_snapshot", "build_training_set", "resolve",
-    "snapshot_dates", "time_split", "in_population", "scoring_population", "current_vectors",
+    "snapshot_dates", "time_split", "in_population", "snapshot_labels", "scoring_population",
+    "current_vectors",
 ]  # fmt: skip
 
 
@@ -83,6 +84,19 @@ def _label_options(tables: Tables, config: DatasetConfig) -> dict:
             "grace_days": config.grace_days, "label_table": tables.labels,
             "min_gap_days": config.stages.min_gap_days,
             "typical_gap_days": config.stages.typical_gap_days}  # fmt: skip
+
+
+def snapshot_labels(tables: Tables, as_of: object, config: DatasetConfig) -> np.ndarray:
+    """The churn labels at ``as_of`` of every customer with an event by then, where the
+    definition applies; no features are built, so checks can run before the real work."""
+    config = resolve(tables, config)
+    when = to_utc(as_of)
+    events = tables.events
+    seen = pd.Series(events.loc[events["timestamp"] <= when, "customer_id"].unique())
+    label, applies = churn_outcome(events, seen.astype("str"), when, config.churn_horizon_days,
+                                   config.churn_definition, config.qualifying_roles,
+                                   **_label_options(tables, config))  # fmt: skip
+    return label[applies]
 
 
 def in_population(frame: pd.DataFrame, population: str, applies: np.ndarray) -> np.ndarray:

@@ -13,16 +13,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
 from features.project import ProjectConfig
 from features.stages import STAGE_DTYPE
 from training import plots
-from training.calendar import plan_snapshots
-from training.datasets import Tables, build_training_set, resolve, time_split
+from training.calendar import CalendarError, plan_snapshots
+from training.datasets import Tables, build_training_set, resolve, snapshot_labels, time_split
 from training.metrics import churn_metrics, confusion, stage_metrics
-from training.models._lgbm import feature_columns
+from training.models._lgbm import feature_columns, holdout_mask
 from training.models.baselines import LogisticChurn, RFMChurnHeuristic, StayInStage
 from training.models.churn import ChurnModel
 from training.models.stage import StageModel
@@ -77,7 +78,7 @@ def fit_and_evaluate(tables: Tables, config: TrainConfig | None = None) -> Train
     (``training_set``, ``churn``, ``stage``, ``offers``).
     """
     config = resolved(tables, config or TrainConfig())
-    plan_snapshots(tables.start, tables.end, config.dataset, tables.labels)  # fail before work
+    check_before_work(tables, config)
     seconds: dict[str, float] = {}
     with _timed(seconds, "training_set"):
         frame = build_training_set(tables, config.dataset)
@@ -99,6 +100,65 @@ def fit_and_evaluate(tables: Tables, config: TrainConfig | None = None) -> Train
     for report in reports.values():
         stamp(report.estimator, config)
     return TrainResult(config, frame, holdout["as_of"].max(), reports, seconds, skipped, dropped)
+
+
+def check_before_work(tables: Tables, config: TrainConfig) -> list[pd.Timestamp]:
+    """The snapshot dates, once the settings are known to fit the data: the calendar
+    (:func:`plan_snapshots`) and the churn model's calibration fold
+    (:func:`check_calibration_fold`). Raises :class:`CalendarError` naming what would work."""
+    dates = plan_snapshots(tables.start, tables.end, config.dataset, tables.labels)
+    check_calibration_fold(tables, config, dates)
+    return dates
+
+
+def check_calibration_fold(tables: Tables, config: TrainConfig, dates: list) -> None:
+    """Fail when the churn model's calibration fold (its latest fitting snapshots, about
+    ``calibration_fraction`` of the rows) would hold one class of the churn label while the
+    fitting snapshots hold both, naming a ``calibration_fraction`` that works. Labels alone
+    are built (no features). A label of one class on every fitting snapshot is left to the
+    run, which skips the churn model and trains the others."""
+    try:
+        model = ChurnModel(**config.churn)
+    except TypeError:
+        return  # an unknown churn parameter: the run reports it
+    if model.calibration is None:
+        return
+    fit_dates = list(dates[: len(dates) - config.dataset.test_snapshots])
+    if len(fit_dates) < 2:
+        return
+    labels = [snapshot_labels(tables, when, config.dataset) for when in fit_dates]
+    counts = np.array([len(y) for y in labels])
+    churners = np.array([int(np.sum(y == 1)) for y in labels])
+    if churners.sum() in (0, counts.sum()):
+        return
+    snapshot = np.repeat(np.arange(len(fit_dates)), counts)
+
+    def both_classes(k: int) -> bool:  # the latest k dates held out: both classes each side
+        fold, rest = slice(len(fit_dates) - k, None), slice(None, len(fit_dates) - k)
+        return all(0 < churners[part].sum() < counts[part].sum() for part in (fold, rest))
+
+    held = holdout_mask(len(snapshot), snapshot, model.calibration_fraction)
+    k = len(fit_dates) - int(snapshot[held].min())
+    if both_classes(k):
+        return
+    fold = [f"{when:%Y-%m-%d}" for when in fit_dates[len(fit_dates) - k :]]
+    d = config.dataset
+    what = "every" if churners[-k:].sum() else "none of the"
+    message = (
+        f"churn.calibration_fraction={model.calibration_fraction} makes the churn model's "
+        f"calibration fold the fitting snapshot(s) {fold}, where {what} "
+        f"{counts[-k:].sum():,} customers the churn definition ({d.churn_definition}, "
+        f"{d.churn_horizon_days} days) applies to churn: one class, nothing to calibrate on; "
+        f"the data spans {tables.start:%Y-%m-%d} .. {tables.end:%Y-%m-%d}, the fitting snapshots "
+        f"{fit_dates[0]:%Y-%m-%d} .. {fit_dates[-1]:%Y-%m-%d}."
+    )
+    working = [j for j in range(1, len(fit_dates)) if both_classes(j)]
+    if working:
+        share = counts[len(fit_dates) - working[0] :].sum() / counts.sum()
+        message += (f" calibration_fraction: {share:.3f} would hold out the latest "
+                    f"{working[0]} fitting snapshots, with both classes;")  # fmt: skip
+    raise CalendarError(message + " churn: {calibration: null} keeps the booster's own "
+                        "probabilities")  # fmt: skip
 
 
 def resolved(tables: Tables, config: TrainConfig) -> TrainConfig:

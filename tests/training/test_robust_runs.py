@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import re
+
+import numpy as np
+import pandas as pd
 import pytest
 
 from features.loaders import load_mapped
 from features.project import DatasetConfig, ProjectConfig
 from features.simulator import SimConfig, simulate
+from training.calendar import CalendarError
 from training.datasets import Tables, build_training_set, time_split
 from training.pipeline import TrainConfig, fit_and_evaluate, fit_stage, resolved
 from training.profiles import PURCHASE_ONLY
@@ -63,3 +68,44 @@ def test_the_bgnbd_model_is_a_churn_baseline_beside_the_model(shop):
     baselines = result.reports["churn"].baselines
     assert {"logistic", "rfm", "bgnbd"} <= set(baselines)
     assert 0.5 < baselines["bgnbd"]["roc_auc"] < 1.0
+
+
+def labels_table(shop: Tables, dates: list[pd.Timestamp], all_stay: pd.Timestamp) -> pd.DataFrame:
+    """A user's labels table: random 0/1 labels for the customers seen by each date, but
+    nobody churns at ``all_stay``."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for when in dates:
+        seen = shop.events.loc[shop.events["timestamp"] <= when, "customer_id"].unique()
+        label = (rng.uniform(size=len(seen)) < 0.3).astype(int) * (when != all_stay)
+        rows.append(pd.DataFrame({"customer_id": seen, "as_of": when, "label": label}))
+    return load_mapped("labels", pd.concat(rows, ignore_index=True)).data
+
+
+def test_a_calibration_fold_with_one_class_fails_before_any_work_naming_a_fraction_that_works(
+    shop, monkeypatch
+):
+    import training.pipeline as pipeline
+
+    dates = list(pd.date_range("2025-03-01", periods=7, freq="60D", tz="UTC"))
+    # the fitting dates are the first six; the latest of them is the calibration fold
+    tables = Tables(events=shop.events, labels=labels_table(shop, dates, all_stay=dates[-2]))
+    config = TrainConfig(dataset=DatasetConfig(churn_definition="labels"), **FAST)
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the training set was built before the check")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(pipeline, "build_training_set", no_work)
+        with pytest.raises(CalendarError) as err:
+            fit_and_evaluate(tables, config)
+    message = str(err.value)
+    assert "churn.calibration_fraction=0.25" in message and f"['{dates[-2]:%Y-%m-%d}']" in message
+    assert "the data spans 20" in message and "none of the" in message
+    assert "churn: {calibration: null}" in message
+    share = float(re.search(r"calibration_fraction: ([0-9.]+) would", message).group(1))
+    assert 0.25 < share < 0.6  # the latest two fitting dates: the fold has both classes
+    working = config.model_copy(update={"churn": {**FAST["churn"], "calibration_fraction": share}})
+    assert "churn" in fit_and_evaluate(tables, working).reports  # the named value works
+    no_calibration = config.model_copy(update={"churn": {**FAST["churn"], "calibration": None}})
+    assert "churn" in fit_and_evaluate(tables, no_calibration).reports
