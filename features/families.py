@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from features.registry import CHANNELS, ROLE_NOUN, WINDOWS
+from features.registry import CHANNELS, LIFETIME_RATE_WINDOWS, ROLE_NOUN, WINDOWS
 from features.roles import ROLE_DTYPE, ROLES
 
 DAY_US = 86_400_000_000
@@ -147,21 +147,40 @@ def recency_and_tenure(ev: EventArrays) -> dict[str, np.ndarray]:
 
 
 def purchase_intervals(ev: EventArrays) -> dict[str, np.ndarray]:
-    """Gaps between a customer's consecutive purchases: count, mean, std, recency ratio."""
+    """All of a customer's purchases up to as_of: count, gaps (mean, std, recency ratio),
+    lifetime spend, mean and first order, recent purchase rates vs the lifetime rate."""
     m = ev.role == R["purchase"]
-    code, ts = ev.code[m], ev.ts[m]
+    code, ts, amount = ev.code[m], ev.ts[m], ev.amount[m]
     order = np.lexsort((ts, code))
-    code, ts = code[order], ts[order]
+    code, ts, amount = code[order], ts[order], amount[order]
     same = code[1:] == code[:-1]
     gaps = (np.diff(ts) / DAY_US)[same]
     mean, std = _mean_and_std(ev.n, code[1:][same], gaps)
     last = _days_since(ev, _last(ev.n, code, ts), np.iinfo(np.int64).min)
-    return {
-        "purchases_total": np.bincount(code, minlength=ev.n).astype(np.float32),
+    total = np.bincount(code, minlength=ev.n).astype(np.float64)
+    spend = np.bincount(code, weights=np.nan_to_num(amount), minlength=ev.n)
+    first = np.r_[True, ~same] if len(code) else np.zeros(0, bool)
+    first_ts = np.full(ev.n, np.iinfo(np.int64).max)
+    first_ts[code[first]] = ts[first]
+    at_first = ts == first_ts[code]  # purchases at the first moment: their mean, any row order
+    first_amount = _ratio(np.bincount(code[at_first], weights=np.nan_to_num(amount[at_first]),
+                                      minlength=ev.n),
+                          np.bincount(code[at_first], minlength=ev.n))  # fmt: skip
+    since_first = np.where(total > 0, ev.days_ago(first_ts), np.nan)
+    out = {
+        "purchases_total": total.astype(np.float32),
         "purchase_interval_mean_days": mean.astype(np.float32),
         "purchase_interval_std_days": std.astype(np.float32),
         "purchase_recency_vs_interval": _ratio(last, mean),
+        "spend_total_amount": spend.astype(np.float32),
+        "avg_order_amount": _ratio(spend, total),
+        "first_order_amount": first_amount,
     }
+    for w in LIFETIME_RATE_WINDOWS:
+        recent = np.bincount(code[ev.days_ago(ts) < w], minlength=ev.n)
+        lifetime = total * w / np.fmax(since_first, w)
+        out[f"purchase_rate_{w}d_vs_lifetime"] = _ratio(recent, lifetime)
+    return out
 
 
 def _mean_and_std(n: int, code: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -13,6 +13,7 @@ from features.roles import ROLES
 
 WINDOWS = (7, 30, 90, 365)
 TREND_RECENT, TREND_BEFORE = 30, 90  # last 30 days vs the 90 before them
+LIFETIME_RATE_WINDOWS = (90, 365)  # recent purchase rate vs the customer's own lifetime rate
 CHANNELS = ("web", "app", "store", "email")
 OFFER_KINDS = ("upsell", "cross_sell", "retention", "winback")
 # plural nouns for count features: purchases_90d, support_tickets_30d, ...
@@ -97,6 +98,15 @@ def _interval_features() -> list[Feature]:
                 "standard deviation of days between purchases", fill=NAN),
         Feature("purchase_recency_vs_interval", "intervals",
                 "days since last purchase / the customer's mean interval", fill=NAN),
+        Feature("spend_total_amount", "intervals", "sum of purchase amounts ever, up to as_of"),
+        Feature("avg_order_amount", "intervals", "mean purchase amount ever", fill=NAN),
+        Feature("first_order_amount", "intervals",
+                "amount of the first purchase (the mean of those at the first moment)", fill=NAN),
+    ] + [
+        Feature(f"purchase_rate_{w}d_vs_lifetime", "intervals",
+                f"purchases in the last {w} days / the customer's lifetime rate over {w} days "
+                f"(purchases ever x {w} / max(days since the first purchase, {w}))", fill=NAN)
+        for w in LIFETIME_RATE_WINDOWS
     ]  # fmt: skip
 
 
@@ -187,15 +197,20 @@ class FeatureSet:
 
 
 ADDED_IN_2 = ("cancel_recency_days", "subscription_start_recency_days")
-DEFAULT_1 = FeatureSet("default", 1, tuple(f for f in REGISTRY if f not in ADDED_IN_2))
-DEFAULT = FeatureSet("default", 2, tuple(REGISTRY))
+ADDED_IN_3 = (  # lifetime monetary value and recent-vs-lifetime purchase rates
+    "spend_total_amount", "avg_order_amount", "first_order_amount",
+    *(f"purchase_rate_{w}d_vs_lifetime" for w in LIFETIME_RATE_WINDOWS),
+)  # fmt: skip
+DEFAULT_1 = FeatureSet("default", 1, tuple(f for f in REGISTRY if f not in ADDED_IN_2 + ADDED_IN_3))
+DEFAULT_2 = FeatureSet("default", 2, tuple(f for f in REGISTRY if f not in ADDED_IN_3))
+DEFAULT = FeatureSet("default", 3, tuple(REGISTRY))
 RFM_CORE = FeatureSet(
     "rfm_core", 1,
     tuple(f"purchases_{w}d" for w in WINDOWS) + tuple(f"spend_{w}d_amount" for w in WINDOWS)
     + ("purchase_recency_days",),
     static=(),
 )  # fmt: skip
-FEATURE_SETS = {fs.key: fs for fs in (DEFAULT_1, DEFAULT, RFM_CORE)}
+FEATURE_SETS = {fs.key: fs for fs in (DEFAULT_1, DEFAULT_2, DEFAULT, RFM_CORE)}
 
 
 def get_feature_set(key: str | FeatureSet) -> FeatureSet:

@@ -9,7 +9,7 @@ with), so the same data-dependent choices are made once, at training time:
 | ``population`` | ``labelled`` / ``contract_holders`` / ``buyers`` for those definitions |
 | ``event_types`` | the ``event_types_top_n`` most frequent types up to the last as-of date |
 | ``btyd_features`` | ``on`` when at least 50 customers bought on two different days (then ``btyd_params``: the BG/NBD fit at the last as-of date) |
-| ``feature_set`` | pinned to its version (``default`` -> ``default@2``) |
+| ``feature_set`` | pinned to its version (``default`` -> ``default@3``) |
 | ``stages.churn_rule`` | ``rhythm`` for purchase-only logs (unless set), with ``typical_gap_days`` the median of the repeat buyers' mean gaps |
 """  # noqa: E501
 

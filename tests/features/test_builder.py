@@ -197,6 +197,27 @@ def test_purchase_intervals_mean_sample_std_and_recency_ratio():
           purchase_interval_std_days=NAN, purchase_recency_vs_interval=NAN)  # fmt: skip
 
 
+def test_lifetime_spend_orders_and_recent_rates_against_the_lifetime_rate():
+    rows = [
+        ev("a", 10, "purchase", 30.0), ev("a", 400, "purchase", 10.0),  # input order unsorted
+        ev("a", 200, "purchase", 15.0), ev("a", 50, "purchase", 20.0),
+        ev("a", -5, "purchase", 99.0),  # after as_of: ignored
+        ev("b", 60, "purchase", 0.0),  # a zero-amount first order, 60 days ago
+        ev("c", 1, "login"),
+    ]  # fmt: skip
+    frame = build(rows)
+    # a: 4 orders over 400 days -> 0.9 per 90 days, 3.65 per 365; 2 of them within 90 days,
+    # 3 within 365 (the 400-day one is not); spend 75 over 4 orders; the first order 10
+    check(frame, "a", spend_total_amount=75, avg_order_amount=18.75, first_order_amount=10,
+          purchase_rate_90d_vs_lifetime=2 / 0.9,
+          purchase_rate_365d_vs_lifetime=3 / 3.65)  # fmt: skip
+    # b: younger than both windows: the lifetime rate spreads its 1 order over the window
+    check(frame, "b", spend_total_amount=0, avg_order_amount=0, first_order_amount=0,
+          purchase_rate_90d_vs_lifetime=1.0, purchase_rate_365d_vs_lifetime=1.0)  # fmt: skip
+    check(frame, "c", spend_total_amount=0, avg_order_amount=NAN, first_order_amount=NAN,
+          purchase_rate_90d_vs_lifetime=NAN, purchase_rate_365d_vs_lifetime=NAN)  # fmt: skip
+
+
 def test_equal_purchase_gaps_have_zero_std():
     # regression: E[x^2] - mean^2 with a float32 mean gave ~0.06 days here
     gap = pd.Timedelta(days=187, hours=7, minutes=13)
@@ -392,7 +413,7 @@ def test_default_output_columns_dtypes_and_attrs():
     assert list(frame.columns) == ["customer_id", *REGISTRY]
     assert frame["customer_id"].dtype == "str"
     assert (frame.dtypes.iloc[1:] == np.float32).all()
-    assert frame.attrs == {"as_of": "2024-06-30T12:00:00+00:00", "feature_set": "default@2"}
+    assert frame.attrs == {"as_of": "2024-06-30T12:00:00+00:00", "feature_set": "default@3"}
 
 
 @pytest.mark.parametrize("key", ["rfm_core@1", "rfm_core", RFM_CORE])

@@ -49,7 +49,7 @@ def test_list_shows_definitions():
     result = runner.invoke(app, ["features", "list"])
     assert result.exit_code == 0
     assert "purchase_interval_mean_days" in result.output
-    assert "feature set default@2" in result.output
+    assert "feature set default@3" in result.output and "first_order_amount" in result.output
 
 
 def test_materialize_then_look_up(data, tmp_path):
