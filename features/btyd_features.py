@@ -32,10 +32,17 @@ PENALIZERS = (0.0, 0.001, 0.01)
 
 @dataclass
 class BTYDFeatures:
-    """Fit-and-score at each build; ``params`` (r, alpha, a, b) skip the fit when given."""
+    """The BG/NBD features of every customer at a build's as-of.
+
+    ``refit=True`` (training: point-in-time at each snapshot) fits the model on the build's
+    customers, falling back to ``params`` (r, alpha, a, b) when they are too few or the fit
+    fails. ``refit=False`` with ``params`` (serving) scores with them as recorded at training,
+    so a customer gets the same numbers from the online store and from ``/score``.
+    """
 
     horizon_days: int = 90
     params: dict | None = None
+    refit: bool = True
     min_customers: int = MIN_CUSTOMERS
     fitted: dict | None = field(default=None, init=False)
 
@@ -66,7 +73,8 @@ class BTYDFeatures:
     def _model(self, cls, x: np.ndarray, t_x: np.ndarray, age: np.ndarray):
         """A model fitted on these customers, else one with the recorded ``params``, else
         None (the features stay NaN; a failed fit is warned about)."""
-        if len(x) >= self.min_customers and (x > 0).sum() >= 2:
+        fit = self.refit or not self.params
+        if fit and len(x) >= self.min_customers and (x > 0).sum() >= 2:
             for penalizer in PENALIZERS:  # plain MLE first; shrink only when it runs away
                 try:
                     model = cls(penalizer=penalizer).fit(x, t_x, age)

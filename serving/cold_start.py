@@ -8,7 +8,7 @@ import pandas as pd
 
 from features.builder import to_utc
 from features.contracts import ContractError
-from features.loaders import load_events
+from features.loaders import load_events, load_mapped
 from features.online_vectors import serving_vectors
 from features.project import ProjectConfig
 from serving.inputs import FeatureRows
@@ -16,15 +16,18 @@ from serving.schemas import ColdCustomer
 
 
 def feature_rows(
-    customers: list[ColdCustomer], as_of: str | None, project: ProjectConfig | None
-) -> FeatureRows:
+    customers: list[ColdCustomer], as_of: str | None, project: ProjectConfig | None,
+    contracts: bool = False,
+) -> FeatureRows:  # fmt: skip
     """Validated events -> ``serving_vectors`` -> :class:`FeatureRows` in request order, built
     exactly as the models' recorded ``project`` config says (its role map, feature set, event
     types, stage rules; buy-till-you-die features with the parameters fitted at training when
-    the request holds too few buyers to fit them).
+    the request holds too few buyers to fit them). With ``contracts`` (the models read the
+    contract features, ``DecisionEngine.reads_contracts``) or periods in the request, the contract
+    features come from each customer's ``subscriptions`` (none = no contract).
 
-    Raises ``ValueError`` with the contract's message (field, rule, bad value) on bad events;
-    customers whose events all fall after ``as_of`` get all-missing features.
+    Raises ``ValueError`` with the contract's message (field, rule, bad value) on bad events
+    or periods; customers whose events all fall after ``as_of`` get all-missing features.
     """
     when = to_utc(as_of) if as_of else pd.Timestamp.now(tz="UTC")
     project = project or ProjectConfig()
@@ -34,9 +37,12 @@ def feature_rows(
     except ContractError as err:
         raise ValueError(f"customers[].events: {err}") from None
     d = project.dataset
+    options = cold_options(d)
+    if contracts or any(c.subscriptions for c in customers):
+        options["subscriptions"] = _periods(customers)
     frame = serving_vectors(validated, when, d.feature_set, _attributes(customers),
                             rules=d.stages, response_window_days=d.response_window_days,
-                            **cold_options(d))  # fmt: skip
+                            **options)  # fmt: skip
     ids = [c.customer_id for c in customers]
     frame = frame.set_index(frame["customer_id"].astype("str")).reindex(ids)
     frame["customer_id"] = ids
@@ -45,13 +51,41 @@ def feature_rows(
 
 def cold_options(dataset) -> dict:
     """The data-dependent families of a recorded dataset config, for events sent in a
-    request (no subscriptions table reaches ``/score``: contract features stay missing)."""
+    request (the billing periods come with the request: :func:`feature_rows`)."""
     options: dict = {"event_types": tuple(dataset.event_types or ())}
     if dataset.btyd_features == "on":
         from features.btyd_features import BTYDFeatures
 
-        options["btyd"] = BTYDFeatures(dataset.churn_horizon_days, dataset.btyd_params)
+        options["btyd"] = BTYDFeatures(dataset.churn_horizon_days, dataset.btyd_params,
+                                       refit=False)  # fmt: skip
     return options
+
+
+def _periods(customers: list[ColdCustomer]) -> pd.DataFrame:
+    """The request's billing periods through the subscriptions contract (may be no rows)."""
+    rows = [{"customer_id": c.customer_id, **p.model_dump()}
+            for c in customers for p in c.subscriptions]  # fmt: skip
+    columns = ["customer_id", "period_start", "period_end", "product", "recurring_value",
+               "discount"]  # fmt: skip
+    frame = pd.DataFrame(rows, columns=columns)
+    if not rows:  # none held (the contract wants rows): an empty table of the right shape
+        return frame.astype({"period_start": "datetime64[us, UTC]",
+                             "period_end": "datetime64[us, UTC]", "customer_id": "str",
+                             "product": "str", "recurring_value": "float64",
+                             "discount": "float64"})  # fmt: skip
+    for name in ("period_start", "period_end"):
+        frame[name] = pd.to_datetime(frame[name], utc=True, errors="coerce", format="ISO8601")
+        bad = frame[name].isna().to_numpy()
+        if bad.any():
+            raise ValueError(
+                f"customers[].subscriptions[].{name} must be an ISO-8601 time; got "
+                f"{rows[int(bad.argmax())][name]!r} (customer "
+                f"{rows[int(bad.argmax())]['customer_id']})"
+            )
+    try:
+        return load_mapped("subscriptions", frame, mode="strict").data
+    except ContractError as err:
+        raise ValueError(f"customers[].subscriptions: {err}") from None
 
 
 def _events_frame(customers: list[ColdCustomer]) -> pd.DataFrame:

@@ -28,6 +28,7 @@ import pandas as pd
 from features.online_vectors import OWNED, parse_owned
 from features.registry import REGISTRY
 from features.stages import assign_stages
+from features.subscription_features import FEATURES as CONTRACT_FEATURES
 from serving.bundle import NAMES as MODELS
 from serving.bundle import ModelBundle
 from serving.compiled import compile_model
@@ -131,6 +132,7 @@ class DecisionEngine:
         threads: int = 1, parallel_rows: int = 256, no_catalog: str | None = None,
     ) -> None:  # fmt: skip
         self.bundle, self.policy = bundle, policy
+        self.reads_contracts = reads_contracts((bundle.churn, bundle.stage, bundle.offers))
         if offers is None:
             no_catalog = no_catalog or "no offer catalog configured (set offers / LIFECYCLE_OFFERS)"
         self.offers_status = offers_status(
@@ -379,6 +381,13 @@ def current_stage(rows: FeatureRows) -> np.ndarray:
         return np.array(["awareness" if s is None else s for s in stage], dtype=object)
     frame = pd.DataFrame(rows.numeric, columns=list(rows.numeric_columns))
     return assign_stages(frame).astype("str").to_numpy(dtype=object)
+
+
+def reads_contracts(models) -> bool:
+    """Whether any of ``models`` (None skipped) reads the contract features, i.e. was trained
+    with a subscriptions table."""
+    names = {str(c) for m in models if m is not None for c in getattr(m, "feature_names_in_", ())}
+    return not names.isdisjoint(CONTRACT_FEATURES)
 
 
 def _input_signature(model) -> tuple:

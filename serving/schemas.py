@@ -111,11 +111,26 @@ class EventIn(Strict):
     offer_id: str | None = None
 
 
+class PeriodIn(Strict):
+    """One billing period of a cold-start customer (the subscriptions contract's columns)."""
+
+    period_start: str = Field(description="ISO-8601; naive = UTC")
+    period_end: str = Field(description="ISO-8601, after period_start")
+    product: str | None = None
+    recurring_value: float | None = Field(None, ge=0.0)
+    discount: float | None = Field(None, ge=0.0, le=1.0)
+
+
 class ColdCustomer(Strict):
     customer_id: str = Field(min_length=1, max_length=200)
     events: list[EventIn] = Field(min_length=1)
     attributes: dict[str, str] = Field(
         default_factory=dict, description="customers-table attributes, e.g. plan, region"
+    )
+    subscriptions: list[PeriodIn] = Field(
+        default_factory=list,
+        description="billing periods (the subscriptions table's rows) for models trained with "
+        "one: the contract features are built from them, none sent = no contract",
     )
 
 

@@ -86,7 +86,8 @@ class LifecycleService:
                                   f"per request; got {n_events}")  # fmt: skip
         engine = self._engine()
         try:
-            rows = cold_start.feature_rows(customers, as_of, engine.project)
+            rows = cold_start.feature_rows(customers, as_of, engine.project,
+                                           engine.reads_contracts)  # fmt: skip
         except ValueError as err:
             raise InvalidArgument(str(err)) from None
         return self._respond(engine, rows, channel, max_offers, explain)

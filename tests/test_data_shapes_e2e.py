@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import httpx
 import mlflow
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -71,6 +72,8 @@ def test_served_on_each_shape_without_offers(trained):
         ids = _stored_ids(folder / "store.sqlite")
         answer = httpx.post(f"{service.url}/decide", json={"customer_ids": ids, "explain": True},
                             headers=service.headers, timeout=60).json()  # fmt: skip
+        cold = httpx.post(f"{service.url}/score", headers=service.headers, timeout=60,
+                          json=_score_request(folder, ids, answer["features_as_of"])).json()  # fmt: skip
     assert summary["error"] is None and summary["offers"]["available"] is False
     assert summary["config_fingerprint"] in summary["store"]["feature_set"]
     assert answer["offers_status"]["reason"]
@@ -79,6 +82,36 @@ def test_served_on_each_shape_without_offers(trained):
     assert 0.0 <= result["churn"]["probability"] <= 1.0
     assert result["stage"]["current"]
     assert result["offers"] == []
+    # the same customers sent as events (and billing periods) score as from the store
+    stored = {r["customer_id"]: r["churn"]["probability"] for r in answer["results"]}
+    scored = {r["customer_id"]: r["churn"]["probability"] for r in cold["results"]}
+    assert scored == pytest.approx(stored, abs=1e-9)
+
+
+def _score_request(folder, ids: list[str], as_of: str) -> dict:
+    """``/score`` for stored customers: their events and periods, as the contracts hold them."""
+    from training.cli_common import load_data, project_config
+
+    tables = load_data(folder / "data", project_config(None, folder / "data"))
+    customers = []
+    for cid in ids:
+        events = tables.events[tables.events["customer_id"] == cid]
+        fields = [c for c in ("event_type", "amount", "product", "channel", "offer_id")
+                  if c in events.columns]  # fmt: skip
+        customers.append({"customer_id": cid, "events": [
+            {"timestamp": row["timestamp"].isoformat(),
+             **{f: None if pd.isna(row[f]) else row[f] for f in fields}}
+            for row in events.to_dict("records")
+        ]})  # fmt: skip
+        if tables.subscriptions is not None:
+            periods = tables.subscriptions[tables.subscriptions["customer_id"] == cid]
+            customers[-1]["subscriptions"] = [
+                {"period_start": row.period_start.isoformat(),
+                 "period_end": row.period_end.isoformat(), "product": row.product,
+                 "recurring_value": row.recurring_value, "discount": row.discount}
+                for row in periods.itertuples()
+            ]  # fmt: skip
+    return {"customers": customers, "as_of": as_of}
 
 
 def _stored_ids(path) -> list[str]:

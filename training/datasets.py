@@ -130,12 +130,13 @@ def scoring_population(frame: pd.DataFrame, population: str) -> np.ndarray:
 
 def current_vectors(tables: Tables, config: DatasetConfig, as_of: object | None = None):
     """Every customer's vector as of ``as_of`` (default: the last event) built the way
-    ``config`` says, with the rule ``stage`` and ``in_churn_population`` (who is scored)."""
+    ``config`` says (as the service would: BG/NBD with the recorded parameters), with the
+    rule ``stage`` and ``in_churn_population`` (who is scored)."""
     config = resolve(tables, config)
     when = tables.end if as_of is None else as_of
     frame = build_features(tables.events, when, config.feature_set, tables.customers,
                            tables.exposures, tables.offers, config.response_window_days,
-                           **vector_options(tables, config))  # fmt: skip
+                           **vector_options(tables, config, serving=True))  # fmt: skip
     frame["stage"] = assign_stages(frame, config.stages).to_numpy()
     frame["in_churn_population"] = scoring_population(frame, config.population)
     return frame

@@ -124,15 +124,19 @@ def _stage_rules(tables, config: DatasetConfig, gaps: np.ndarray):
     return type(rules).model_validate({**rules.model_dump(exclude_unset=True), **update})
 
 
-def vector_options(tables, config: DatasetConfig) -> dict:
-    """The :func:`features.builder.build_features` keywords a resolved config asks for."""
+def vector_options(tables, config: DatasetConfig, serving: bool = False) -> dict:
+    """The :func:`features.builder.build_features` keywords a resolved config asks for.
+
+    ``serving``: vectors a trained model scores now (the online store, reports), with the
+    BG/NBD parameters it recorded instead of a refit (see ``BTYDFeatures.refit``)."""
     options: dict = {"event_types": tuple(config.event_types or ())}
     if tables.subscriptions is not None:
         options["subscriptions"] = tables.subscriptions
     if config.btyd_features == "on":
         from features.btyd_features import BTYDFeatures
 
-        options["btyd"] = BTYDFeatures(config.churn_horizon_days, config.btyd_params)
+        options["btyd"] = BTYDFeatures(config.churn_horizon_days, config.btyd_params,
+                                       refit=not serving)  # fmt: skip
     return options
 
 
@@ -147,5 +151,5 @@ def store_vectors(tables, config, as_of: object | None = None) -> tuple[pd.DataF
     vectors = serving_vectors(tables.events, tables.end if as_of is None else as_of,
                               d.feature_set, tables.customers, tables.exposures, tables.offers,
                               d.stages, d.response_window_days,
-                              **vector_options(tables, d))  # fmt: skip
+                              **vector_options(tables, d, serving=True))  # fmt: skip
     return vectors, store_label(d.feature_set, config.fingerprint())

@@ -74,3 +74,28 @@ def test_cold_start_builds_with_the_recorded_role_map(world):
     without = feature_rows(customer, as_of, config)
     purchases = with_map.numeric_columns.index("purchases_total")
     assert with_map.numeric[0, purchases] == 2 and without.numeric[0, purchases] == 0
+
+
+def test_cold_start_builds_contract_features_from_the_periods_sent():
+    events = [{"timestamp": "2025-09-01T10:00:00Z", "event_type": "login"}]
+
+    def contract(periods: list[dict], contracts: bool = True) -> dict[str, float]:
+        customer = ColdCustomer.model_validate(
+            {"customer_id": "n1", "events": events, "subscriptions": periods}
+        )
+        rows = feature_rows([customer], "2025-10-01T00:00:00Z", ProjectConfig(), contracts)
+        names = rows.numeric_columns
+        return {n: rows.numeric[0, names.index(n)] for n in names if n.startswith("contract_")}
+
+    period = {"period_start": "2025-09-15T00:00:00Z", "period_end": "2025-10-15T00:00:00Z",
+              "recurring_value": 9.99, "discount": 0.1}  # fmt: skip
+    held = contract([period])
+    assert held["contract_active"] == 1 and held["contract_days_to_period_end"] == 14
+    assert held["contract_recurring_value"] == pytest.approx(9.99)
+    assert contract([])["contract_active"] == 0  # models read contracts: none sent = none held
+    assert contract([], contracts=False) == {}  # models without them: no contract columns
+    backwards = {**period, "period_end": "2025-09-01T00:00:00Z"}
+    with pytest.raises(ValueError, match="subscriptions.*period_end must be after period_start"):
+        contract([backwards])
+    with pytest.raises(ValueError, match=r"subscriptions\[\]\.period_start .*'soon'"):
+        contract([{**period, "period_start": "soon"}])
