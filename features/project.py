@@ -113,16 +113,20 @@ class DatasetConfig(_Strict):
     Features: the ``feature_set``, plus per-type features for ``event_types`` (None: the
     ``event_types_top_n`` most frequent types), buy-till-you-die features
     (``btyd_features``; auto: on when customers buy repeatedly; ``btyd_params``: the BG/NBD
-    parameters fitted at the last as-of date, recorded at training for requests with too
-    few buyers to fit), contract features when there
-    is a subscriptions table; constant or empty columns are dropped before a model sees
-    them (``drop_constant_features``).
+    and Gamma-Gamma parameters fitted at the last as-of date, recorded at training: training
+    refits at each snapshot, serving scores with them), among them customer lifetime value
+    (``clv_*``: the discounted expected margin over ``clv_horizon_days``), contract features
+    when there is a subscriptions table; constant or empty columns are dropped before a model
+    sees them (``drop_constant_features``).
     """
 
     feature_set: str = "default"
     event_types_top_n: int = Field(20, ge=0)
     btyd_features: Literal["auto", "on", "off"] = "auto"
     btyd_params: dict[str, float] | None = None
+    clv_horizon_days: int = Field(365, ge=1)
+    clv_annual_discount_rate: float = Field(0.1, ge=0.0, lt=10.0)
+    clv_margin_share: float = Field(1.0, gt=0.0, le=1.0)
     drop_constant_features: bool = True
     response_window_days: int = Field(14, ge=1)
     churn_definition: ChurnDefinition = "auto"

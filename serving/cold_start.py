@@ -56,8 +56,7 @@ def cold_options(dataset) -> dict:
     if dataset.btyd_features == "on":
         from features.btyd_features import BTYDFeatures
 
-        options["btyd"] = BTYDFeatures(dataset.churn_horizon_days, dataset.btyd_params,
-                                       refit=False)  # fmt: skip
+        options["btyd"] = BTYDFeatures.for_config(dataset, serving=True)
     return options
 
 

@@ -135,8 +135,7 @@ def vector_options(tables, config: DatasetConfig, serving: bool = False) -> dict
     if config.btyd_features == "on":
         from features.btyd_features import BTYDFeatures
 
-        options["btyd"] = BTYDFeatures(config.churn_horizon_days, config.btyd_params,
-                                       refit=not serving)  # fmt: skip
+        options["btyd"] = BTYDFeatures.for_config(config, serving)
     return options
 
 
