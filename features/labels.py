@@ -36,6 +36,22 @@ def _aligned(values: np.ndarray, labels: pd.Index, ids: pd.Index, fill: object) 
     return np.where(pos >= 0, values[np.maximum(pos, 0)] if len(values) else fill, fill)
 
 
+def future_margin(
+    events: pd.DataFrame, customer_ids: pd.Series | Sequence[str], as_of: object,
+    horizon_days: int, annual_rate: float = 0.1, margin_share: float = 1.0,
+) -> np.ndarray:  # fmt: skip
+    """The realised customer lifetime value of each customer: ``margin_share`` x the purchase
+    amounts in ``(as_of, as_of + horizon]``, each discounted by ``(1 + annual_rate) **
+    -(days after as_of / 365)``; 0 without a purchase there (the label of ``CLVModel``)."""
+    when = to_utc(as_of)
+    ev, labels = event_arrays(events, when + pd.Timedelta(days=horizon_days))
+    m = (ev.ts > epoch_us(when)) & (ev.role == R["purchase"])
+    days = (ev.ts[m] - epoch_us(when)) / DAY_US
+    value = np.nan_to_num(ev.amount[m]) * (1.0 + annual_rate) ** (-days / 365.0)
+    total = np.bincount(ev.code[m], weights=value, minlength=ev.n) * margin_share
+    return _aligned(total, labels, pd.Index(customer_ids, dtype="str"), 0.0).astype(np.float64)
+
+
 def churn_labels(
     events: pd.DataFrame,
     customer_ids: pd.Series | Sequence[str],

@@ -166,8 +166,8 @@ class DatasetConfig(_Strict):
 
 class ProjectConfig(_Strict):
     """``lifecycle.yaml``: data, roles, dataset (labels, population, stages, calendar,
-    features) and the models' parameters (``churn``, ``stage``, ``offers``: keyword
-    arguments of ChurnModel, StageModel and UpliftModel), ``seed``."""
+    features) and the models' parameters (``churn``, ``stage``, ``offers``, ``clv``: keyword
+    arguments of ChurnModel, StageModel, UpliftModel and CLVModel), ``seed``."""
 
     data: DataConfig = Field(default_factory=DataConfig)
     roles: RolesConfig = Field(default_factory=RolesConfig)
@@ -175,6 +175,7 @@ class ProjectConfig(_Strict):
     churn: dict = Field(default_factory=dict, description="ChurnModel parameters")
     stage: dict = Field(default_factory=dict, description="StageModel parameters")
     offers: dict = Field(default_factory=dict, description="UpliftModel parameters")
+    clv: dict = Field(default_factory=dict, description="CLVModel parameters")
     seed: int = 0
 
     @classmethod

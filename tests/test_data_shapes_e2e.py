@@ -72,8 +72,9 @@ def test_served_on_each_shape_without_offers(trained):
         ids = _stored_ids(folder / "store.sqlite")
         answer = httpx.post(f"{service.url}/decide", json={"customer_ids": ids, "explain": True},
                             headers=service.headers, timeout=60).json()  # fmt: skip
-        cold = httpx.post(f"{service.url}/score", headers=service.headers, timeout=60,
-                          json=_score_request(folder, ids, answer["features_as_of"])).json()  # fmt: skip
+        request = _score_request(folder, ids, answer["features_as_of"])
+        cold = httpx.post(f"{service.url}/score", json=request, headers=service.headers,
+                          timeout=60).json()  # fmt: skip
     assert summary["error"] is None and summary["offers"]["available"] is False
     assert summary["config_fingerprint"] in summary["store"]["feature_set"]
     assert answer["offers_status"]["reason"]

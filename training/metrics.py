@@ -1,4 +1,4 @@
-"""Evaluation metrics for the churn, stage and offer-uplift models (pure numpy / scikit-learn).
+"""Evaluation metrics for the churn, stage, CLV and offer-uplift models (numpy / scikit-learn).
 
 Every function takes plain arrays (or a class-probability frame) and returns floats or small
 frames; nothing is logged here. Ranking-based figures (lift, gains, Qini) are tie-aware: rows
@@ -170,6 +170,52 @@ def churn_metrics(y_true, p, bins: int = 10) -> dict[str, float]:
         "ece": expected_calibration_error(y, p, bins=bins),
         "lift_top_decile": lift_at(y, p, 0.1),
         "base_rate": float(y.mean()),
+        "n": float(y.size),
+    }
+
+
+# --- customer lifetime value (regression of realised value) -------------------------------
+
+
+def value_curve(y_true, score) -> tuple[np.ndarray, np.ndarray]:
+    """Tie-aware gains curve of value: (share of customers, share of the total true value)
+    taken in descending ``score`` order, with ties counted pro rata."""
+    y = _finite(y_true, "y_true", np.size(y_true), 0.0)
+    k, captured = _tie_blocks(_finite(score, "score", y.size), y)
+    return k / max(y.size, 1), captured / (y.sum() or 1.0)
+
+
+def _gini(y: np.ndarray, score: np.ndarray) -> float:
+    share, captured = value_curve(y, score)
+    return 2.0 * float(np.trapezoid(captured, share)) - 1.0
+
+
+def value_metrics(y_true, pred) -> dict[str, float]:
+    """How well predicted values (CLV) rank and match the realised values.
+
+    Returns ``normalized_gini`` (the Gini of the true values ordered by ``pred`` over the Gini
+    of the perfect order: 1 = perfect ranking, 0 = random), ``top_decile_capture`` (share of
+    the total true value held by the 10 % with the highest ``pred``), ``spearman``, ``mae``,
+    ``mean_true``, ``mean_pred`` and ``n``. NaN where undefined (no true value at all).
+    """
+    from scipy.stats import spearmanr
+
+    y = _finite(y_true, "y_true", np.size(y_true), 0.0)
+    pred = _finite(pred, "pred", y.size)
+    if y.size == 0 or y.sum() <= 0:
+        keys = ("normalized_gini", "top_decile_capture", "spearman")
+        mae = float(np.mean(np.abs(pred - y))) if y.size else NAN
+        return {**dict.fromkeys(keys, NAN), "mae": mae, "mean_true": NAN, "mean_pred": NAN,
+                "n": float(y.size)}  # fmt: skip
+    share, captured = value_curve(y, pred)
+    best = _gini(y, y)
+    return {
+        "normalized_gini": _gini(y, pred) / best if best > 0 else NAN,
+        "top_decile_capture": float(np.interp(0.1, share, captured)),
+        "spearman": float(spearmanr(y, pred).statistic),
+        "mae": float(np.mean(np.abs(pred - y))),
+        "mean_true": float(y.mean()),
+        "mean_pred": float(pred.mean()),
         "n": float(y.size),
     }
 

@@ -4,4 +4,4 @@ service needs them at start-up)."""
 from __future__ import annotations
 
 REGISTERED_NAMES = {"churn": "lifecycle-churn", "stage": "lifecycle-stage",
-                    "offers": "lifecycle-offers"}  # fmt: skip
+                    "offers": "lifecycle-offers", "clv": "lifecycle-clv"}  # fmt: skip

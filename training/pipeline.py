@@ -28,7 +28,8 @@ from training.models.baselines import LogisticChurn, RFMChurnHeuristic, StayInSt
 from training.models.churn import ChurnModel
 from training.models.stage import StageModel
 
-PRIMARY = {"churn": "roc_auc", "stage": "macro_f1", "offers": "policy_value_dr"}
+PRIMARY = {"churn": "roc_auc", "stage": "macro_f1", "offers": "policy_value_dr",
+           "clv": "normalized_gini"}  # fmt: skip
 
 
 TrainConfig = ProjectConfig  # the training pipeline reads the one project config
@@ -173,7 +174,8 @@ def stamp(estimator: object, config: TrainConfig) -> None:
 
 
 def _fitters(tables: Tables) -> list[tuple[str, object]]:
-    fitters = [("churn", fit_churn), ("stage", fit_stage)]
+    fitters = [("churn", fit_churn), ("stage", fit_stage),
+               ("clv", lambda fit_part, holdout, config: fit_clv(tables, config))]  # fmt: skip
     if tables.exposures is not None and tables.offers is not None and len(tables.exposures):
         fitters.append(("offers", lambda fit_part, holdout, config: fit_offers(tables, config)))
     return fitters
@@ -206,6 +208,28 @@ def fit_offers(tables: Tables, config: TrainConfig) -> ModelReport:
                  for p in ("propensity", "random")}  # fmt: skip
     return ModelReport("offers", model, params, metrics, baselines, op.offer_figures(result),
                        test.X.head(100))  # fmt: skip
+
+
+def fit_clv(tables: Tables, config: TrainConfig) -> ModelReport:
+    """Customer lifetime value: the learned and the probabilistic estimator on one later
+    holdout (``training.clv_pipeline``); the better by normalised Gini is the model, the
+    other and past spend x a constant its baselines."""
+    from training import clv_pipeline as cp
+
+    try:
+        found = cp.evaluate_clv(tables, config)
+    except cp.CLVSkipped as err:
+        raise ModelSkipped(str(err)) from None
+    champion = found["champion"]
+    estimator = found["estimators"][champion]
+    holdout = found["holdout"]
+    columns = found["inputs"] if champion == "learned" else [estimator.column]
+    params = {"estimator": champion, **estimator.get_params(),
+              **{f"skipped.{k}": v for k, v in found["skipped"].items()}}  # fmt: skip
+    baselines = {k: v for k, v in found["metrics"].items() if k != champion}
+    figures = {"value_gains.png": cp.value_gains_figure(found["curves"])}
+    return ModelReport("clv", estimator, params, found["metrics"][champion], baselines, figures,
+                       holdout[columns].head(100))  # fmt: skip
 
 
 def churn_population(frame: pd.DataFrame) -> pd.DataFrame:

@@ -8,7 +8,7 @@ from training.datasets import Tables, build_training_set, time_split
 from training.metrics import churn_metrics, stage_metrics
 from training.models._lgbm import feature_columns
 from training.pipeline import PRIMARY, TrainConfig, churn_population
-from training.registry import Promotion, promote
+from training.registry import Promotion, load_alias, promote
 from training.tracking import REGISTERED_NAMES
 
 
@@ -51,10 +51,32 @@ def offers_score(tables: Tables, config: TrainConfig):
     return evaluate
 
 
+def clv_score(tables: Tables, config: TrainConfig):
+    """Normalised Gini of the realised CLV at the latest labelled as-of date (None when the
+    CLV horizon leaves no such date)."""
+    from training import clv_pipeline as cp
+    from training.metrics import value_metrics
+
+    dates = cp.clv_dates(tables, config.dataset)
+    if not dates:
+        return None
+    holdout = cp.clv_frame(tables, config.dataset, dates[-1:])
+
+    def evaluate(estimator) -> float:
+        y = holdout[cp.LABEL].to_numpy()
+        return value_metrics(y, estimator.predict(holdout))[PRIMARY["clv"]]
+
+    return evaluate
+
+
 def promote_all(tables: Tables, config: TrainConfig) -> list[Promotion]:
     holdout = latest_holdout(tables, config)
     scores = {"churn": churn_score(holdout), "stage": stage_score(holdout)}
     if tables.exposures is not None and tables.offers is not None and len(tables.exposures):
         scores["offers"] = offers_score(tables, config)
+    if load_alias(REGISTERED_NAMES["clv"], "challenger")[0] is not None:  # CLV was trained
+        found = clv_score(tables, config)
+        if found is not None:
+            scores["clv"] = found
     return [promote(REGISTERED_NAMES[name], PRIMARY[name], score)
             for name, score in scores.items()]  # fmt: skip

@@ -24,7 +24,7 @@ from mlflow.tracking import MlflowClient
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 EXPERIMENT = "customer-lifecycle"
-Kind = Literal["churn", "stage", "uplift"]
+Kind = Literal["churn", "stage", "uplift", "clv"]
 PIP_REQUIREMENTS = ["lightgbm==4.7.0", "scikit-learn==1.9.1", "pandas==3.1.1", "numpy==2.4.6"]
 
 
@@ -59,7 +59,8 @@ def setup(experiment: str = EXPERIMENT, artifact_root: str | Path | None = None)
 
 class EstimatorModel(mlflow.pyfunc.PythonModel):
     """pyfunc wrapper: ``churn`` -> churn probability, ``stage`` -> one column per stage,
-    ``uplift`` -> one column per offer (uplift vs no offer)."""
+    ``uplift`` -> one column per offer (uplift vs no offer), ``clv`` -> the customer lifetime
+    value."""
 
     def __init__(self, kind: Kind) -> None:
         self.kind = kind
@@ -77,6 +78,8 @@ def model_output(estimator, kind: Kind, X: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame({"churn_probability": estimator.predict_proba(X)[:, 1]})
     if kind == "stage":
         return pd.DataFrame(estimator.predict_proba(X), columns=list(estimator.classes_))
+    if kind == "clv":
+        return pd.DataFrame({"clv": estimator.predict(X)})
     return estimator.predict_uplift(X).reset_index(drop=True)
 
 

@@ -13,7 +13,7 @@ from training.names import REGISTERED_NAMES
 from training.pipeline import ModelReport, TrainResult
 from training.registry import Kind, Registered, log_estimator
 
-KINDS: dict[str, Kind] = {"churn": "churn", "stage": "stage", "offers": "uplift"}
+KINDS: dict[str, Kind] = {"churn": "churn", "stage": "stage", "offers": "uplift", "clv": "clv"}
 
 
 @dataclass(frozen=True)

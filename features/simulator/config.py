@@ -44,6 +44,13 @@ class SimConfig(BaseModel):
         (30, 60, 90), description="horizons of the true churn probabilities in the snapshots"
     )
     stage_horizon_days: int = Field(30, ge=1, description="horizon of the true next-stage mix")
+    future_days: int = Field(
+        365,
+        ge=0,
+        le=3650,
+        description="days simulated after the log for the truth only (no campaigns, no "
+        "arrivals): each customer's purchases_next_<d>d and spend_next_<d>d in truth/customers",
+    )
     profile: Literal["default", "purchase_only", "subscription"] = Field(
         "default",
         description="data shape: 'default' (rich lifecycle events, campaigns, truth snapshots), "

@@ -55,16 +55,23 @@ def stage_multipliers(static: np.ndarray, tenure_days: np.ndarray) -> np.ndarray
 
 
 def step(
-    stage: np.ndarray, static: np.ndarray, tenure_days: np.ndarray, rng: np.random.Generator
+    stage: np.ndarray,
+    static: np.ndarray,
+    tenure_days: np.ndarray,
+    rng: np.random.Generator,
+    u: np.ndarray | None = None,
 ) -> np.ndarray:
     """Draw tomorrow's stage for every customer (``stage`` ints, ``static`` (n, stages)).
 
-    Equivalent to sampling from ``BASE_RATES[stage] * stage_multipliers(static, tenure)``.
+    Equivalent to sampling from ``BASE_RATES[stage] * stage_multipliers(static, tenure)``:
+    a customer moves to the first target whose cumulated hazard exceeds a uniform draw, ``u``
+    (one per customer) when given, else drawn from ``rng``.
     """
     rates = BASE_RATES[stage] * static
     rates[:, S["at_risk"]] *= tenure_factor(tenure_days)
     cum = np.cumsum(rates, axis=1, out=rates)
-    target = (rng.random(len(stage))[:, None] >= cum).sum(axis=1)
+    u = rng.random(len(stage)) if u is None else u
+    target = (u[:, None] >= cum).sum(axis=1)
     return np.where(target < N_STAGES, target, stage).astype(stage.dtype)
 
 

@@ -57,6 +57,19 @@ def daily_events(
     return who, kind.astype(np.int8)
 
 
+def purchase_moves(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Masks of the stage moves ``src -> dst`` that come with a purchase on the day of the move.
+
+    Returns ``(first, repeat, back)``: a prospect's first purchase (evaluation -> purchase), a
+    buyer's repeat (purchase -> retention) and a win-back (churned -> win_back; a lost lead's
+    first purchase too).
+    """
+    first = (src == S["evaluation"]) & (dst == S["purchase"])
+    repeat = (src == S["purchase"]) & (dst == S["retention"])
+    back = (src == S["churned"]) & (dst == S["win_back"])
+    return first, repeat, back
+
+
 def draw_products(pop: Population, who: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A product index (into PRODUCTS) per event, by the customer's category affinity."""
     cum = np.cumsum(pop.affinity[who], axis=1)

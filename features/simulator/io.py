@@ -40,8 +40,9 @@ def write_simulation(
             path = folder / f"{name.removeprefix('truth_')}.{fmt}"
             _write(getattr(sim, name), path, fmt)
             paths[name] = path
-    # the default profile's file stays as it was before profiles existed (no "profile" key)
-    exclude = {"profile"} if config.profile == "default" else None
+    # the default profile's file has no "profile" key (as before profiles existed); the other
+    # profiles' files leave out the default profile's future_days (they ignore it)
+    exclude = {"profile"} if config.profile == "default" else {"future_days"}
     (out / "simulation.json").write_text(
         json.dumps(config.model_dump(mode="json", exclude=exclude), indent=2)
     )

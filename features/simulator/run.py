@@ -1,6 +1,8 @@
 """The daily loop: stages move, events happen, campaigns go out, the truth is recorded.
 
-The loop runs over days only; everything inside a day is vectorised over customers.
+The loop runs over days only; everything inside a day is vectorised over customers. After the
+log, the customers' purchases go on for ``future_days`` more, for the truth only
+(:mod:`features.simulator.future`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from features.simulator import dynamics
 from features.simulator.campaigns import draw_campaign, segments
 from features.simulator.catalog import OFFERS, PLANS, PRODUCTS, S
 from features.simulator.config import SimConfig
-from features.simulator.events import NO_OFFER, T, daily_events, trait_multipliers
+from features.simulator.events import NO_OFFER, T, daily_events, purchase_moves, trait_multipliers
+from features.simulator.future import simulate_future
 from features.simulator.population import Population, draw_population
 
 # product index (into PRODUCTS) per arm; -1 = control, or an offer on no single product
@@ -63,10 +66,12 @@ class RawSimulation:
     exposures: dict[str, np.ndarray]
     history: dict[str, np.ndarray]
     snapshots: dict[str, np.ndarray]
+    future: dict[str, np.ndarray]  # per customer position: purchases, spend after the log
 
 
 def run(config: SimConfig, progress: bool = False) -> RawSimulation:
-    """Simulate ``config.days`` days for ``config.customers`` customers."""
+    """Simulate ``config.days`` days for ``config.customers`` customers, and their purchases
+    over the ``config.future_days`` after (ground truth, from a random stream of its own)."""
     rng = np.random.default_rng(config.seed)
     pop = draw_population(config.customers, config.days, config.initial_share, rng)
     state = _initial_state(pop, rng)
@@ -85,9 +90,10 @@ def run(config: SimConfig, progress: bool = False) -> RawSimulation:
         _transition(pop, state, new, day, events, history, rng)
         if _is_snapshot_day(config, day):
             _snapshot(config, state, static_mult[:k], day, snaps)
+    future = simulate_future(config, pop, state.stage, state.first_purchase, progress)
     return RawSimulation(
         config, pop, state, events.columns(), exposures.columns(), history.columns(),
-        snaps.columns(),
+        snaps.columns(), future,
     )  # fmt: skip
 
 
@@ -182,11 +188,10 @@ def _transition(
     signup = moved[(src == S["awareness"]) & (dst == S["engagement"])]
     state.signup[signup] = day
     _emit(events, signup, T["signup"], day)
-    first = moved[(src == S["evaluation"]) & (dst == S["purchase"])]
-    back = moved[(src == S["churned"]) & (dst == S["win_back"])]  # lost leads too
+    first, repeat, back = (moved[mask] for mask in purchase_moves(src, dst))
     for buyers in (first, back):
         state.first_purchase[buyers] = np.fmin(state.first_purchase[buyers], day)
-    buy = np.concatenate([first, moved[(src == S["purchase"]) & (dst == S["retention"])], back])
+    buy = np.concatenate([first, repeat, back])
     _emit(events, buy, T["purchase"], day, state)
     subs = np.concatenate([first, back])
     _emit(events, subs[pop.plan[subs] != PLANS.index("none")], T["subscription_start"], day)

@@ -18,6 +18,7 @@ from features.simulator.catalog import (
     STAGES,
 )
 from features.simulator.events import event_attributes, events_frame
+from features.simulator.future import future_columns
 from features.simulator.run import RawSimulation
 
 
@@ -27,10 +28,12 @@ class Simulation:
 
     Observable (contract format, DESIGN section 3): ``events``, ``customers``, ``offers``,
     ``exposures``. Ground truth (never seen by models): ``truth_customers`` (latent traits, true
-    first churn), ``stage_history`` (true stage intervals), ``snapshots`` (per customer and as-of
-    date: true stage, true churn probability per horizon, true stage mix at the stage horizon)
-    and ``truth_exposures`` (per exposure: true conversion probability and logging propensity
-    under every arm, ``p_<arm>`` and ``pi_<arm>``; arm ``control`` = no offer).
+    first churn, and the purchases and spend each customer realised in the ``future_days`` after
+    the log, without campaigns: ``purchases_next_<d>d``, ``spend_next_<d>d``), ``stage_history``
+    (true stage intervals), ``snapshots`` (per customer and as-of date: true stage, true churn
+    probability per horizon, true stage mix at the stage horizon) and ``truth_exposures`` (per
+    exposure: true conversion probability and logging propensity under every arm, ``p_<arm>``
+    and ``pi_<arm>``; arm ``control`` = no offer).
     """
 
     events: pd.DataFrame
@@ -177,6 +180,7 @@ def _truth_customers(raw: RawSimulation, ids: np.ndarray, start: pd.Timestamp) -
     np.fmin.at(churn_days, h["who"][entered], h["day"][entered].astype(float))
     latent = ["satisfaction", "problems", "price_sensitivity", "engagement", "interest",
               "frequency", "activity", "noise", "spend"]  # fmt: skip
+    purchases_next, spend_next = future_columns(raw.config.future_days)
     return pd.DataFrame(
         {
             "customer_id": pd.array(ids, dtype="str"),
@@ -187,6 +191,8 @@ def _truth_customers(raw: RawSimulation, ids: np.ndarray, start: pd.Timestamp) -
             "first_churn_at": _day_ts(start, churn_days),
             "preferred_channel": pd.Categorical.from_codes(pop.preferred_channel, CHANNELS),
             **{name: getattr(pop, name) for name in latent},
+            purchases_next: raw.future["purchases"],
+            spend_next: raw.future["spend"],
         }
     )
 

@@ -32,7 +32,7 @@ def test_a_model_that_cannot_be_fitted_is_skipped_with_its_reason(shop):
     # a transaction log has no cancel events: the cancel label is 0 for everyone
     config = TrainConfig(dataset=DatasetConfig(churn_definition="cancel"), **FAST)
     result = fit_and_evaluate(shop, config)
-    assert set(result.reports) == {"stage"}
+    assert set(result.reports) == {"stage", "clv"}
     assert "churn" in result.skipped and "1 class(es) of the churn label" in result.skipped["churn"]
     assert "purchases_total" not in result.dropped and "visits_7d" in result.dropped
 
@@ -44,8 +44,12 @@ def test_no_model_at_all_is_an_error_naming_each_reason(shop, monkeypatch):
         raise ValueError("nothing to learn")
 
     monkeypatch.setattr(pipeline, "fit_stage", broken)
+    monkeypatch.setattr(pipeline, "fit_clv", broken)
     config = TrainConfig(dataset=DatasetConfig(churn_definition="cancel"), **FAST)
-    with pytest.raises(pipeline.ModelSkipped, match="churn: .*class.*; stage: ValueError: nothing"):
+    with pytest.raises(
+        pipeline.ModelSkipped,
+        match="churn: .*class.*; stage: ValueError: nothing.*; clv: ValueError: ",
+    ):
         fit_and_evaluate(shop, config)
 
 

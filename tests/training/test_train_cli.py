@@ -49,7 +49,7 @@ def test_train_logs_runs_and_promote_moves_champion_only_on_a_win(workdir):
         [parent.info.experiment_id],
         filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
     )
-    assert {c.info.run_name for c in children} == {"churn", "stage", "offers"}
+    assert {c.info.run_name for c in children} == {"churn", "stage", "offers", "clv"}
     churn = next(c for c in children if c.info.run_name == "churn")
     assert {"roc_auc", "brier", "ece", "baseline_logistic.roc_auc"} <= set(churn.data.metrics)
     assert churn.inputs.dataset_inputs, "data lineage is logged"
@@ -62,8 +62,11 @@ def test_train_logs_runs_and_promote_moves_champion_only_on_a_win(workdir):
     offer_plots = {a.path for a in client.list_artifacts(offers.info.run_id, "plots")}
     assert {"plots/qini.png", "plots/uplift_by_offer.png"} <= offer_plots
 
+    clv = next(c for c in children if c.info.run_name == "clv")
+    assert {"normalized_gini", "top_decile_capture", "mae",
+            "baseline_past_spend.normalized_gini"} <= set(clv.data.metrics)  # fmt: skip
     first = run("promote", "data", "--config", "train.yaml")
-    assert first.count("-> champion") == 3  # churn, stage, offers
+    assert first.count("-> champion") == 4  # churn, stage, offers, clv
     run("train", "data", "--config", "train.yaml")  # same data and seed: no better
     second = run("promote", "data", "--config", "train.yaml")
     assert "stays challenger" in second

@@ -1,0 +1,112 @@
+"""Customer lifetime value estimators: one interface (``fit(X, y, time)``, ``predict(X)``).
+
+- :class:`ProbabilisticCLV`: BG/NBD purchases x Gamma-Gamma spend, fitted **without labels**
+  by the feature builder at every as-of (``btyd_clv_<H>d``; parameters recorded with the
+  project config). It needs no history of outcomes, so it works on short histories.
+- :class:`CLVModel`: LightGBM on the realised discounted margin of earlier snapshots
+  (``features.labels.future_margin``), with the probabilistic outputs among its inputs.
+
+Both predict the discounted expected margin over the CLV horizon in the data's currency.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.utils.validation import check_is_fitted, column_or_1d
+
+from training.models._lgbm import LGBMInputsMixin, booster_params, holdout_mask, train_booster
+
+
+class ProbabilisticCLV(RegressorMixin, BaseEstimator):
+    """The buy-till-you-die CLV column of the feature vectors as an estimator.
+
+    ``column``: ``btyd_clv_<H>d``. ``fit`` only checks the column is there (the models behind
+    it are fitted without labels when the features are built); ``predict`` returns it, 0 for
+    customers who never bought (NaN in the column: the models describe buyers).
+    """
+
+    def __init__(self, column: str = "btyd_clv_365d") -> None:
+        self.column = column
+
+    def fit(self, X: pd.DataFrame, y=None, time=None) -> ProbabilisticCLV:
+        self._values(X)
+        self.n_features_in_ = 1
+        return self
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        check_is_fitted(self, "n_features_in_")
+        return self._values(X)
+
+    def _values(self, X: pd.DataFrame) -> np.ndarray:
+        if not isinstance(X, pd.DataFrame) or self.column not in X.columns:
+            raise ValueError(
+                f"ProbabilisticCLV reads the feature column {self.column!r}, which X lacks: "
+                "turn on the buy-till-you-die features (dataset.btyd_features: on)"
+            )
+        return np.nan_to_num(X[self.column].to_numpy(dtype=np.float64), nan=0.0)
+
+
+class CLVModel(LGBMInputsMixin, RegressorMixin, BaseEstimator):
+    """LightGBM regression of the realised discounted margin over the CLV horizon.
+
+    The default Tweedie objective (``tweedie_variance_power`` 1.5) suits value labels: many
+    exact zeros (no purchase) and a long right tail. The rounds are chosen by early stopping
+    on the latest snapshots (about ``validation_fraction`` of the rows), then the booster is
+    refitted on every row with the rounds scaled to it (as ``ChurnModel(refit=True)``).
+    Predictions are >= 0.
+    """
+
+    def __init__(
+        self, n_estimators: int = 600, learning_rate: float = 0.05, num_leaves: int = 31,
+        min_child_samples: int = 50, subsample: float = 0.8, colsample_bytree: float = 0.8,
+        reg_lambda: float = 1.0, objective: str = "tweedie", tweedie_variance_power: float = 1.5,
+        validation_fraction: float = 0.25, early_stopping_rounds: int | None = 50,
+        random_state: int | None = 0, n_jobs: int = 1,
+    ) -> None:  # fmt: skip
+        self.n_estimators = n_estimators
+        self.learning_rate = learning_rate
+        self.num_leaves = num_leaves
+        self.min_child_samples = min_child_samples
+        self.subsample = subsample
+        self.colsample_bytree = colsample_bytree
+        self.reg_lambda = reg_lambda
+        self.objective = objective
+        self.tweedie_variance_power = tweedie_variance_power
+        self.validation_fraction = validation_fraction
+        self.early_stopping_rounds = early_stopping_rounds
+        self.random_state = random_state
+        self.n_jobs = n_jobs
+
+    def fit(self, X: pd.DataFrame, y, time=None) -> CLVModel:
+        """Fit on ``X`` (one row per customer snapshot) and realised values ``y`` (>= 0);
+        ``time`` (as-of per row) makes the early-stopping fold the latest snapshots."""
+        target = column_or_1d(y, warn=True).astype(np.float64)
+        bad = ~np.isfinite(target) | (target < 0)
+        if bad.any():
+            raise ValueError(f"y must be finite and >= 0 (realised value); got "
+                             f"{target[bad][0]!r} in {int(bad.sum())} row(s)")  # fmt: skip
+        data, names, categorical = self._fit_array(X)
+        if len(target) != len(data):
+            raise ValueError(f"X has {len(data)} rows but y has {len(target)}")
+        extra = {"tweedie_variance_power": self.tweedie_variance_power}
+        params = booster_params(self, self.objective, **extra)
+        rounds = self.n_estimators
+        if self.early_stopping_rounds:
+            hold = holdout_mask(len(data), time, self.validation_fraction)
+            fold = train_booster(
+                params, data[~hold], target[~hold], self.n_estimators, names=names,
+                categorical=categorical, valid=(data[hold], target[hold]),
+                early_stopping_rounds=self.early_stopping_rounds,
+            )  # fmt: skip
+            rounds = max(1, int(round(fold.num_trees() / (~hold).mean())))
+        self.booster_ = train_booster(params, data, target, rounds, names=names,
+                                      categorical=categorical)  # fmt: skip
+        self.n_iter_ = self.booster_.num_trees()
+        return self
+
+    def predict(self, X) -> np.ndarray:
+        check_is_fitted(self, "booster_")
+        pred = self.booster_.predict(self.encode(X), num_threads=self.n_jobs)
+        return np.maximum(pred, 0.0)
