@@ -91,8 +91,9 @@ def build_world(folder: Path, args: argparse.Namespace) -> dict:
     log_run(result, str(folder / "data"))
     client = MlflowClient()
     for name in REGISTERED_NAMES.values():
-        version = client.get_model_version_by_alias(name, "challenger").version
-        client.set_registered_model_alias(name, "champion", str(version))
+        if name in {REGISTERED_NAMES[n] for n in result.reports}:  # the models trained
+            version = client.get_model_version_by_alias(name, "challenger").version
+            client.set_registered_model_alias(name, "champion", str(version))
     mlflow.set_tracking_uri(None)
     seconds["train_register"] = time.perf_counter() - start
 

@@ -23,12 +23,13 @@ import pandas as pd
 from features.loaders import load_offers
 from training.names import REGISTERED_NAMES as REGISTERED
 
-NAMES = ("churn", "stage", "offers")
+NAMES = ("churn", "stage", "offers", "clv")
 REQUIRED = ("churn", "stage")  # without them the service is not ready
 HEADLINE = {
     "churn": ("roc_auc", "pr_auc", "brier", "ece", "lift_top_decile"),
     "stage": ("macro_f1", "accuracy", "log_loss"),
     "offers": ("policy_value_dr", "auuc_mean"),
+    "clv": ("normalized_gini", "top_decile_capture", "spearman", "mae"),
 }
 
 
@@ -59,6 +60,7 @@ class ModelBundle:
     info: dict[str, ModelInfo]
     source: str
     absent: dict[str, str] = field(default_factory=dict)
+    clv: object | None = None
 
     @property
     def versions(self) -> dict[str, str]:
@@ -88,6 +90,10 @@ def missing_in_registry(name: str, alias: str) -> str:
         return (f"no offers model: {REGISTERED[name]!r} has no {alias!r} version in the "
                 "registry (`lifecycle train` fits one when the data holds campaign logs, "
                 "i.e. exposures, and an offer catalog; then `lifecycle promote`)")  # fmt: skip
+    if name == "clv":
+        return (f"no CLV model: {REGISTERED[name]!r} has no {alias!r} version in the registry "
+                "(`lifecycle train` fits one when the history is longer than the CLV horizon; "
+                "then `lifecycle promote`)")  # fmt: skip
     return (f"model {REGISTERED[name]!r} has no {alias!r} version in the registry; run "
             "`lifecycle train` then `lifecycle promote` (or serve an export folder)")  # fmt: skip
 
@@ -133,8 +139,8 @@ def from_folder(folder: str | Path) -> ModelBundle:
     info = {name: ModelInfo(**meta["models"][name]) for name in listed}
     absent = {name: meta.get("absent", {}).get(name) or f"the export {folder} has no {name} model"
               for name in NAMES if name not in listed}  # fmt: skip
-    return ModelBundle(**{"offers": None, **estimators}, info=info, source=str(folder),
-                       absent=absent)  # fmt: skip
+    return ModelBundle(**{"offers": None, "clv": None, **estimators}, info=info,
+                       source=str(folder), absent=absent)  # fmt: skip
 
 
 def export(bundle: ModelBundle, catalog: pd.DataFrame | None, folder: str | Path) -> Path:

@@ -26,10 +26,10 @@ import numpy as np
 import pandas as pd
 
 from features.online_vectors import OWNED, parse_owned
+from features.project import ProjectConfig
 from features.registry import REGISTRY
 from features.stages import assign_stages
 from features.subscription_features import FEATURES as CONTRACT_FEATURES
-from serving.bundle import NAMES as MODELS
 from serving.bundle import ModelBundle
 from serving.compiled import compile_model
 from serving.config import PolicyConfig
@@ -39,6 +39,8 @@ from serving.policies import MODEL, cold_start_choice, greedy_choice, offers_sta
 from serving.scoring import fast_model
 from training.policy import CONTROL
 
+MODELS = ("churn", "stage", "offers")  # the models run through the input plans
+CLV_PREFIX = "btyd_clv_"  # the probabilistic CLV column of the vectors: btyd_clv_<H>d
 OWNED_MASKS_KEPT = 50_000  # distinct owned-products values whose offer masks are kept
 NO_CATALOG = pd.DataFrame({c: pd.Series(dtype=object) for c in (
     "offer_id", "kind", "product", "value", "cost", "eligible_stages", "exclude_if_owned",
@@ -54,6 +56,8 @@ class Scores:
     stage: np.ndarray  # (n,) current stage, object
     uplift: np.ndarray  # (n, offers), NaN = unknown (all NaN without an offers model)
     supported: np.ndarray  # (n, offers) bool
+    clv: np.ndarray  # (n,) customer lifetime value, NaN = unknown
+    p_alive: np.ndarray  # (n,) BG/NBD P(alive), NaN = unknown or not a buyer
 
     def take(self, idx: np.ndarray) -> Scores:
         """The scores of rows ``idx`` (what ``FeatureRows.take(idx)`` would score)."""
@@ -141,6 +145,8 @@ class DecisionEngine:
         )  # fmt: skip
         self.offer_policy: str | None = self.offers_status["policy"]
         self.models = MODELS if self.offer_policy == MODEL else MODELS[:2]  # the ones run
+        self.clv_status = clv_status(bundle)
+        planned = [*self.models, *(["clv"] if self.clv_status["estimator"] == "learned" else [])]
         catalog = NO_CATALOG if self.offer_policy is None else offers
         scored = bundle.offers.offers_ if self.offer_policy == MODEL else catalog["offer_id"]
         self.catalog = Catalog(catalog, [str(k) for k in scored])
@@ -150,8 +156,8 @@ class DecisionEngine:
         self._versions_json = json.dumps(self.versions, sort_keys=True)
         self._arm_offer = np.array([None, *self.catalog.ids], object)  # arm 0: no offer
         self._plans: dict[tuple, InputPlan] = {}
-        signatures = [_input_signature(getattr(bundle, n)) for n in self.models]
-        self._inputs = {n: signatures.index(s) for n, s in zip(self.models, signatures,
+        signatures = [_input_signature(getattr(bundle, n)) for n in planned]
+        self._inputs = {n: signatures.index(s) for n, s in zip(planned, signatures,
                                                                    strict=True)}  # fmt: skip
         self._fast = {"threads": threads, "parallel_rows": parallel_rows}
         self._churn = fast_model(bundle.churn, ANSWERS["churn"], **self._fast)
@@ -196,13 +202,27 @@ class DecisionEngine:
 
         churn = self._churn.predict_proba(x("churn"))[:, 1]
         stage_proba = self._stage.predict_proba(x("stage"))
-        shape = (len(rows.customer_ids), len(self.catalog.ids))
+        n = len(rows.customer_ids)
+        shape = (n, len(self.catalog.ids))
+        value = self._clv(rows, x)
+        p_alive = _column(rows, "btyd_p_alive")
         if self._offers is None:  # no offers model: nothing known of the offers' uplift
             return Scores(churn, stage_proba, current_stage(rows), np.full(shape, np.nan),
-                          np.ones(shape, bool))  # fmt: skip
+                          np.ones(shape, bool), value, p_alive)  # fmt: skip
         uplift, supported = self._offers.uplift_and_support(x("offers"))
         cols = self.catalog.model_column
-        return Scores(churn, stage_proba, current_stage(rows), uplift[:, cols], supported[:, cols])
+        return Scores(churn, stage_proba, current_stage(rows), uplift[:, cols], supported[:, cols],
+                      value, p_alive)  # fmt: skip
+
+    def _clv(self, rows: FeatureRows, x: Callable[[str], np.ndarray]) -> np.ndarray:
+        """The CLV per row: the learned model's, else the probabilistic column's (NaN where
+        the customer never bought), else NaN."""
+        estimator = self.clv_status["estimator"]
+        if estimator == "learned":
+            return self.bundle.clv.predict(x("clv"))
+        if estimator == "probabilistic":
+            return _column(rows, self.clv_status["column"])
+        return np.full(len(rows.customer_ids), np.nan)
 
     # ---- policy -------------------------------------------------------------------
 
@@ -311,14 +331,30 @@ class DecisionEngine:
         stages = zip(map(str, scores.stage.tolist()), scores.stage_proba.round(6).tolist(),
                      strict=True)  # fmt: skip
         churn = zip(scores.churn.round(6).tolist(), bands, reasons, strict=True)
+        values = zip(self._clv_answers(scores), _nums(scores.p_alive.round(6)), strict=True)
         return [
             {"customer_id": customer, "error": None,
              "stage": {"current": stage, "next": dict(zip(self.stages, after, strict=True))},
              "churn": {"probability": p, "risk_band": band, "reasons": top},
+             "clv": clv, "p_alive": alive,
              "offers": shown, "decision": decision, "models": self.versions,
              "features_as_of": as_of}
-            for customer, (stage, after), (p, band, top), shown, decision
-            in zip(rows.customer_ids, stages, churn, offers, _choices(d, len(bands)), strict=True)
+            for customer, (stage, after), (p, band, top), (clv, alive), shown, decision
+            in zip(rows.customer_ids, stages, churn, values, offers, _choices(d, len(bands)),
+                   strict=True)
+        ]  # fmt: skip
+
+    def _clv_answers(self, scores: Scores) -> list[dict | None]:
+        """Each row's ``clv`` entry: value, value at risk (churn probability x value), the
+        horizon and the estimator; None where unknown (never bought, no estimator)."""
+        status = self.clv_status
+        value = scores.clv.round(4)
+        at_risk = (scores.clv * scores.churn).round(4)
+        return [
+            None if np.isnan(v) else
+            {"value": v, "value_at_risk": r, "horizon_days": status["horizon_days"],
+             "estimator": status["estimator"]}
+            for v, r in zip(value.tolist(), at_risk.tolist(), strict=True)
         ]  # fmt: skip
 
     @staticmethod
@@ -381,6 +417,42 @@ def current_stage(rows: FeatureRows) -> np.ndarray:
         return np.array(["awareness" if s is None else s for s in stage], dtype=object)
     frame = pd.DataFrame(rows.numeric, columns=list(rows.numeric_columns))
     return assign_stages(frame).astype("str").to_numpy(dtype=object)
+
+
+def clv_status(bundle: ModelBundle) -> dict:
+    """Where the served CLV comes from: ``estimator`` "learned" (the CLV model), or
+    "probabilistic" (BG/NBD x Gamma-Gamma, the vectors' ``btyd_clv_<H>d`` column, also when
+    there is no CLV model but the churn model was trained with that column), or None; its
+    ``column``, ``horizon_days`` and, without a CLV model, ``reason``."""
+    model = bundle.clv
+    if model is not None and hasattr(model, "booster_"):
+        config = getattr(model, "lifecycle_config_", None)
+        horizon = ProjectConfig.model_validate_json(config).dataset.clv_horizon_days \
+            if config else None  # fmt: skip
+        return {"estimator": "learned", "column": None, "horizon_days": horizon, "reason": None}
+    column = getattr(model, "column", None)
+    if column is None:
+        names = [str(c) for c in getattr(bundle.churn, "feature_names_in_", ())]
+        column = next((c for c in names if c.startswith(CLV_PREFIX)), None)
+    reason = None if model is not None else bundle.absent.get("clv", "no CLV model")
+    if column is None:
+        return {"estimator": None, "column": None, "horizon_days": None,
+                "reason": f"{reason}; the vectors hold no buy-till-you-die CLV either "
+                          "(btyd_features off, or no repeat buyers)"}  # fmt: skip
+    horizon = int(column.removeprefix(CLV_PREFIX).removesuffix("d"))
+    return {
+        "estimator": "probabilistic",
+        "column": column,
+        "horizon_days": horizon,
+        "reason": reason,
+    }
+
+
+def _column(rows: FeatureRows, name: str | None) -> np.ndarray:
+    """A numeric column of ``rows`` as float64, all NaN when the rows do not hold it."""
+    if name in rows.numeric_columns:
+        return rows.numeric[:, rows.numeric_columns.index(name)].astype(np.float64)
+    return np.full(len(rows.customer_ids), np.nan)
 
 
 def reads_contracts(models) -> bool:

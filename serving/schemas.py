@@ -31,6 +31,19 @@ class Churn(BaseModel):
     reasons: list[Reason] = Field(default_factory=list, description="with explain=true")
 
 
+class CLV(BaseModel):
+    """Customer lifetime value: the discounted expected margin over the horizon, in the
+    currency units of the data's purchase amounts."""
+
+    value: float = Field(description="expected margin over horizon_days, discounted")
+    value_at_risk: float = Field(description="churn probability x value: what churn costs")
+    horizon_days: int | None
+    estimator: Literal["learned", "probabilistic"] = Field(
+        description="learned: the CLV model (LightGBM on realised margins); probabilistic: "
+        "BG/NBD purchases x Gamma-Gamma spend, fitted without labels"
+    )
+
+
 class OfferScore(BaseModel):
     offer_id: str
     kind: str
@@ -86,6 +99,10 @@ class CustomerResult(BaseModel):
     error: ErrorDetail | None = None
     stage: Stage | None = None
     churn: Churn | None = None
+    clv: CLV | None = Field(None, description="null when unknown (no purchase yet, no estimator)")
+    p_alive: float | None = Field(
+        None, description="BG/NBD P(the customer still buys at all); null for non-buyers"
+    )
     offers: list[OfferScore] = Field(default_factory=list)
     decision: Choice | None = None
     models: dict[str, str] = Field(default_factory=dict)
@@ -138,6 +155,15 @@ class BatchFilter(Strict):
     stages: list[str] | None = Field(None, description="current stages to include")
     min_churn: float = Field(0.0, ge=0.0, le=1.0)
     max_churn: float = Field(1.0, ge=0.0, le=1.0)
+    min_clv: float | None = Field(None, ge=0.0, description="customers with a CLV at least this")
+    min_value_at_risk: float | None = Field(
+        None, ge=0.0, description="customers whose churn probability x CLV is at least this"
+    )
+    sort_by: Literal["churn", "clv", "value_at_risk"] = Field(
+        "churn",
+        description="the order of the audience, highest first (value_at_risk: how a "
+        "retention audience is chosen)",
+    )
     limit: int = Field(1000, ge=1, le=10_000)
 
 

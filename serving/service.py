@@ -165,8 +165,19 @@ class LifecycleService:
         keep = (scores.churn >= f.min_churn) & (scores.churn <= f.max_churn)
         if f.stages:
             keep &= np.isin(scores.stage, f.stages)
+        needs_clv = f.sort_by != "churn" or f.min_clv is not None or f.min_value_at_risk is not None
+        if needs_clv and engine.clv_status["estimator"] is None:
+            raise InvalidArgument(f"filter: no CLV to filter or sort by: "
+                                  f"{engine.clv_status['reason']}")  # fmt: skip
+        at_risk = scores.churn * scores.clv  # NaN (unknown CLV) never passes a CLV filter
+        if f.min_clv is not None:
+            keep &= scores.clv >= f.min_clv
+        if f.min_value_at_risk is not None:
+            keep &= at_risk >= f.min_value_at_risk
+        key = {"churn": scores.churn, "clv": scores.clv, "value_at_risk": at_risk}[f.sort_by]
         picked = np.flatnonzero(keep)
-        picked = picked[np.argsort(-scores.churn[picked], kind="stable")][: f.limit]
+        order = np.argsort(-np.nan_to_num(key[picked], nan=-np.inf), kind="stable")
+        picked = picked[order][: f.limit]
         return rows.take(picked), scores.take(picked)
 
     def _respond(
@@ -243,8 +254,8 @@ def _unknown(rows: FeatureRows, i: int) -> dict:
         "code": "unknown_customer",
         "message": f"customer {customer!r} is not in the online store (features as of "
                    f"{rows.as_of}); send its events to POST /score for a cold-start decision",
-    }, "stage": None, "churn": None, "offers": [], "decision": None, "models": {},
-        "features_as_of": None}  # fmt: skip
+    }, "stage": None, "churn": None, "clv": None, "p_alive": None, "offers": [],
+        "decision": None, "models": {}, "features_as_of": None}  # fmt: skip
 
 
 def _feedback_record(event: FeedbackEvent) -> tuple[dict | None, str | None]:

@@ -269,6 +269,9 @@ def models_summary(state: ServiceState) -> dict:
         "source": None if engine is None else engine.bundle.source,
         "models": {} if engine is None else {n: asdict(i) for n, i in engine.bundle.info.items()},
         "offers": offers,
+        "clv": None
+        if engine is None
+        else {k: v for k, v in engine.clv_status.items() if k != "column"},  # fmt: skip
         "store": store,
         "config_fingerprint": None if engine is None else engine.fingerprint,
         "policy": state.config.policy.model_dump(),

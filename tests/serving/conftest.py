@@ -19,9 +19,9 @@ from training.resolve import store_vectors
 from training.tracking import REGISTERED_NAMES, log_run
 
 TRAIN = TrainConfig(
-    dataset=DatasetConfig(snapshots=4, snapshot_every_days=30),
+    dataset=DatasetConfig(snapshots=4, snapshot_every_days=30, clv_horizon_days=90),
     churn={"n_estimators": 40}, stage={"n_estimators": 30},
-    offers={"n_estimators": 40, "min_arm_size": 50},
+    offers={"n_estimators": 40, "min_arm_size": 50}, clv={"n_estimators": 40},
 )  # fmt: skip
 
 

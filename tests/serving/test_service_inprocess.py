@@ -36,7 +36,7 @@ def test_probes_docs_and_models(client):
     spec = client.get("/docs.json").json()
     assert {"/decide", "/score", "/batch", "/feedback"} <= set(spec["paths"])
     models = client.get("/models").json()
-    assert models["ready"] and set(models["models"]) == {"churn", "stage", "offers"}
+    assert models["ready"] and set(models["models"]) == {"churn", "stage", "offers", "clv"}
     churn = models["models"]["churn"]
     assert churn["version"] == "1" and churn["trained_at"] and "roc_auc" in churn["metrics"]
     assert models["store"]["customers"] > 1000 and models["policy"]["exploration"] == 0.05
@@ -69,7 +69,9 @@ def test_decide_answers_each_customer_and_flags_unknown_ids(client, world):
     )
     decision = first["decision"]
     assert len(decision["decision_id"]) == 32 and 0 < decision["propensity"] <= 1
-    assert body["models"] == {"churn": "1", "stage": "1", "offers": "1"} == first["models"]
+    assert (
+        body["models"] == {"churn": "1", "stage": "1", "offers": "1", "clv": "1"} == first["models"]
+    )
     assert body["features_as_of"] == first["features_as_of"] and body["store_version"] == 1
 
 

@@ -78,7 +78,7 @@ def test_without_a_catalog_churn_and_stage_are_served_without_offers(app, env, m
     with TestClient(app) as client:
         assert client.get("/readyz").status_code == 200
         models = client.get("/models").json()
-        assert models["ready"] and set(models["models"]) == {"churn", "stage"}
+        assert models["ready"] and set(models["models"]) == {"churn", "stage", "clv"}
         assert models["offers"] == {
             "available": False, "policy": None, "catalog": [],
             "reason": "no offer catalog configured (set offers / LIFECYCLE_OFFERS)",
@@ -191,12 +191,13 @@ def test_export_without_an_offers_champion_and_serve_the_folder(
 ):
     out = tmp_path / "models"
     said = export(no_offers, out, monkeypatch)  # no catalog either
-    assert re.search(r"exported churn v\d+, stage v\d+ to", " ".join(said.split()))
+    assert re.search(r"exported churn v\d+, stage v\d+, clv v\d+ to", " ".join(said.split()))
     assert "without offers: no offers model" in said and "without an offer catalog" in said
     manifest = json.loads((out / "manifest.json").read_text())
-    assert set(manifest["models"]) == {"churn", "stage"} and manifest["catalog"] is None
+    assert set(manifest["models"]) == {"churn", "stage", "clv"} and manifest["catalog"] is None
     assert "no offers model" in manifest["absent"]["offers"]
-    assert {p.name for p in out.iterdir()} == {"churn.joblib", "stage.joblib", "manifest.json"}
+    assert {p.name for p in out.iterdir()} == {"churn.joblib", "stage.joblib", "clv.joblib",
+                                               "manifest.json"}  # fmt: skip
     monkeypatch.setenv("LIFECYCLE_MODELS", str(out))
     monkeypatch.delenv("LIFECYCLE_OFFERS")
     with TestClient(app) as client:
