@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -40,6 +41,10 @@ class PolicyConfig(BaseModel):
         0.2, gt=0.0, lt=1.0, description="without an offers model (the cold-start policy): the "
         "share of decisions held out as control (no offer) when some offer is eligible; the "
         "rest is uniform over the eligible offers",
+    )  # fmt: skip
+    retention_value: Literal["clv", "catalog"] = Field(
+        "clv", description="what keeping a customer is worth to a retention or win-back offer: "
+        "the customer's CLV (when the service has one for them), or the catalog's value",
     )  # fmt: skip
     contact_cap: int = Field(3, ge=0, description="max offers sent per customer per window")
     contact_window_days: int = Field(30, ge=1)

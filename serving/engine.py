@@ -40,6 +40,7 @@ from serving.scoring import fast_model
 from training.policy import CONTROL
 
 MODELS = ("churn", "stage", "offers")  # the models run through the input plans
+RETENTION_KINDS = ("retention", "winback")  # offers whose conversion keeps a customer
 CLV_PREFIX = "btyd_clv_"  # the probabilistic CLV column of the vectors: btyd_clv_<H>d
 OWNED_MASKS_KEPT = 50_000  # distinct owned-products values whose offer masks are kept
 NO_CATALOG = pd.DataFrame({c: pd.Series(dtype=object) for c in (
@@ -146,11 +147,14 @@ class DecisionEngine:
         self.offer_policy: str | None = self.offers_status["policy"]
         self.models = MODELS if self.offer_policy == MODEL else MODELS[:2]  # the ones run
         self.clv_status = clv_status(bundle)
+        by_clv = policy.retention_value == "clv" and self.clv_status["estimator"] is not None
+        self.clv_status["retention_offers_valued_by"] = "clv" if by_clv else "catalog value"
         planned = [*self.models, *(["clv"] if self.clv_status["estimator"] == "learned" else [])]
         catalog = NO_CATALOG if self.offer_policy is None else offers
         scored = bundle.offers.offers_ if self.offer_policy == MODEL else catalog["offer_id"]
         self.catalog = Catalog(catalog, [str(k) for k in scored])
         self.arms = [CONTROL, *self.catalog.ids]
+        self._keeps = np.isin(np.array(self.catalog.kind, dtype=object), RETENTION_KINDS)
         self.stages = [str(c) for c in bundle.stage.classes_]
         self.versions = bundle.versions
         self._versions_json = json.dumps(self.versions, sort_keys=True)
@@ -305,7 +309,7 @@ class DecisionEngine:
         if self.offer_policy is None:  # no catalog: no offers, no decision
             return self._answers(rows, as_of, scores, [[] for _ in range(n)], reasons), None
         eligible, why = self.eligibility(rows, scores, channel, contacts)
-        expected = scores.uplift * self.catalog.value - self.catalog.cost
+        expected = scores.uplift * self.offer_values(scores) - self.catalog.cost
         chosen, propensity, explored = self.choose(expected, eligible, draws)
         value = None  # cold start: no expected values
         if self.offer_policy == MODEL:
@@ -319,6 +323,18 @@ class DecisionEngine:
         order = self.ranking(expected, eligible)[:, :max_offers]
         offers = self._shown(order, scores.uplift, expected, eligible, why)
         return self._answers(rows, as_of, scores, offers, reasons, logged), logged
+
+    def offer_values(self, scores: Scores) -> np.ndarray:
+        """``(n, offers)``: what a conversion is worth. A retention or win-back offer keeps
+        the customer, so with ``retention_value: clv`` it is worth the customer's CLV where
+        the service has one (the uplift on converting stands for the uplift on staying);
+        every other offer, and a customer without a CLV, the catalog's ``value`` (the offer's
+        margin)."""
+        value = np.broadcast_to(self.catalog.value, scores.uplift.shape)
+        if self.policy.retention_value != "clv" or not self._keeps.any():
+            return value
+        clv = scores.clv[:, None]
+        return np.where(self._keeps[None, :] & np.isfinite(clv), clv, value)
 
     def _answers(
         self, rows: FeatureRows, as_of: str | None, scores: Scores, offers: list[list[dict]],

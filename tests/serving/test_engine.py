@@ -253,3 +253,38 @@ def test_owned_products_are_parsed_once_per_distinct_value(monkeypatch):
     np.testing.assert_array_equal(catalog.owned_fails(others, 3)[:, 0], [False, True, False])
     assert set(catalog._owned_masks) == {"a", "b|premium", "c"}
     np.testing.assert_array_equal(catalog.owned_fails(None, 2), np.zeros((2, 3), bool))
+
+
+def test_retention_offers_are_valued_by_the_customers_clv_others_by_their_margin():
+    from training.models.clv import ProbabilisticCLV
+
+    clv_model = ProbabilisticCLV("btyd_clv_365d").fit(pd.DataFrame({"btyd_clv_365d": [1.0]}))
+    info = {n: ModelInfo(n, f"lifecycle-{n}", "7", None, None) for n in ("churn", "stage")}
+    bundle = ModelBundle(Fixed(), Stage(), Fixed(), info, "test", clv=clv_model)
+    # uplift (x2 = 0.1): up 0.1, wb 0.3, xs 0.2; churned customers: only wb is eligible
+    r = FeatureRows(
+        ("rich", "unknown", "loyal"), np.array([[0.1, 0.4, 0.0, 100.0], [0.1, 0.4, 0.0, np.nan],
+                                                 [0.1, 0.4, 0.0, 100.0]]),
+        ("x2", "x0", "x1", "btyd_clv_365d"),
+        {"stage": np.array(["churned", "churned", "retention"], object),
+         "owned_products": np.array(["", "", ""], object),
+         "plan": np.array(["basic"] * 3, object)},
+        np.ones(3, bool), pd.Timestamp("2025-01-01", tz="UTC"), ("store", 1),
+    )  # fmt: skip
+    by_clv = DecisionEngine(bundle, OFFERS, PolicyConfig(exploration=0.0))
+    assert by_clv.clv_status["estimator"] == "probabilistic"
+    assert by_clv.clv_status["retention_offers_valued_by"] == "clv"
+    out, _ = by_clv.decide(r, no_contacts(3), draws(3))
+    wb = [{o["offer_id"]: o for o in answer["offers"]}["wb"] for answer in out]
+    assert wb[0]["expected_value"] == pytest.approx(0.3 * 100 - 2)  # keeping a customer of 100
+    assert wb[1]["expected_value"] == pytest.approx(0.3 * 20 - 2)  # no CLV: the catalog value
+    up = {o["offer_id"]: o for o in out[2]["offers"]}["up"]
+    assert up["expected_value"] == pytest.approx(0.1 * 50 - 1)  # an upsell: its own margin
+    assert out[0]["clv"]["value"] == 100 and out[0]["clv"]["value_at_risk"] == pytest.approx(40)
+    assert out[1]["clv"] is None
+    catalog = DecisionEngine(bundle, OFFERS, PolicyConfig(exploration=0.0,
+                                                          retention_value="catalog"))  # fmt: skip
+    assert catalog.clv_status["retention_offers_valued_by"] == "catalog value"
+    out, _ = catalog.decide(r, no_contacts(3), draws(3))
+    wb = {o["offer_id"]: o for o in out[0]["offers"]}["wb"]
+    assert wb["expected_value"] == pytest.approx(0.3 * 20 - 2)
