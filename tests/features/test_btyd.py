@@ -313,3 +313,22 @@ def test_estimator_contract():
     assert not hasattr(BGNBD(**model.get_params()), "params_")  # learned state ends in _
     with pytest.raises(ValueError, match="no parameter \\['tolerance'\\]"):
         model.set_params(tolerance=1)
+
+
+@pytest.mark.parametrize("a", [10.0, 20.0, 1_000.0, 8.4e4])
+def test_expected_given_alive_for_a_narrow_drop_out_distribution(a):
+    """Fits can end with a and b in the thousands (drop-out probabilities alike): the forecast
+    is E_p[(1 - (1 + w p)^-k) / p] over p ~ Beta(a, b + x), checked by Monte Carlo, never 0."""
+    from features import _btyd_math as bm
+
+    r, alpha, b = 0.8, 100.0, 20 * a
+    x, age, t = np.array([0.0, 1, 3, 10]), np.array([50.0, 200, 300, 400]), 365.0
+    got = bm.expected_given_alive((r, alpha, a, b), t, x, age)
+    p = np.random.default_rng(0).beta(a, b + x[:, None], size=(4, 400_000))
+    k, w = (r + x)[:, None], (t / (alpha + age))[:, None]
+    want = (-np.expm1(-k * np.log1p(w * p)) / p).mean(axis=1)
+    np.testing.assert_allclose(got, want, rtol=2e-3)
+    wide = (r, alpha, 2.0, 100.0)  # where both methods work, Gauss-Legendre = the quadrature
+    np.testing.assert_allclose(bm.given_alive_narrow(wide, np.full(4, t), x, age),
+                               bm.given_alive_by_quadrature(wide, np.full(4, t), x, age),
+                               rtol=1e-6)  # fmt: skip
