@@ -16,6 +16,7 @@ TREND_RECENT, TREND_BEFORE = 30, 90  # last 30 days vs the 90 before them
 LIFETIME_RATE_WINDOWS = (90, 365)  # recent purchase rate vs the customer's own lifetime rate
 CHANNELS = ("web", "app", "store", "email")
 OFFER_KINDS = ("upsell", "cross_sell", "retention", "winback")
+RETENTION_KINDS = ("retention", "winback")  # offers whose conversion keeps a customer (CLV)
 # plural nouns for count features: purchases_90d, support_tickets_30d, ...
 ROLE_NOUN = {
     "visit": "visits", "signup": "signups", "engagement": "engagements", "intent": "intents",

@@ -27,7 +27,7 @@ import pandas as pd
 
 from features.online_vectors import OWNED, parse_owned
 from features.project import ProjectConfig
-from features.registry import REGISTRY
+from features.registry import REGISTRY, RETENTION_KINDS
 from features.stages import assign_stages
 from features.subscription_features import FEATURES as CONTRACT_FEATURES
 from serving.bundle import ModelBundle
@@ -40,7 +40,6 @@ from serving.scoring import fast_model
 from training.policy import CONTROL
 
 MODELS = ("churn", "stage", "offers")  # the models run through the input plans
-RETENTION_KINDS = ("retention", "winback")  # offers whose conversion keeps a customer
 CLV_PREFIX = "btyd_clv_"  # the probabilistic CLV column of the vectors: btyd_clv_<H>d
 OWNED_MASKS_KEPT = 50_000  # distinct owned-products values whose offer masks are kept
 NO_CATALOG = pd.DataFrame({c: pd.Series(dtype=object) for c in (

@@ -1,5 +1,6 @@
 """Business summaries of fitted models over current customers: risk bands, top churn reasons,
-what the offer policy chooses per stage and why, and model-vs-baseline metric tables.
+what the offer policy chooses per stage and why, customer lifetime value and value at risk by
+stage and who to save, and model-vs-baseline metric tables.
 
 Pure functions on frames and fitted estimators (no MLflow, no files); the notebooks and
 ``lifecycle report`` use them.
@@ -14,12 +15,14 @@ import numpy as np
 import pandas as pd
 
 from features.contracts import STAGES
+from features.registry import RETENTION_KINDS
 from features.stages import assign_stages
 from training.datasets import Tables
 from training.metrics import offer_experiment
-from training.policy import next_best_offer
+from training.policy import eligibility, next_best_offer
 
 NO_OFFER = "no offer"
+NO_RETENTION_OFFER = "none"
 KEY_METRICS = {  # per model: the headline metrics, in plain words
     "churn": {
         "roc_auc": "ranking quality: chance a churner is scored above a non-churner (0.5 = coin)",
@@ -35,6 +38,11 @@ KEY_METRICS = {  # per model: the headline metrics, in plain words
     "offers": {
         "policy_value_dr": "extra value per contact vs sending nothing (doubly robust estimate)",
         "auuc_mean": "how well customers are ranked by their uplift (area under uplift curve)",
+    },
+    "clv": {
+        "normalized_gini": "how well customers are ranked by value (1 = perfect order, 0 = random)",
+        "top_decile_capture": "share of the realised value held by the top 10% by estimate",
+        "mae": "mean absolute error of the value per customer, in the data's currency",
     },
 }
 RISK_EDGES = (0.0, 0.05, 0.1, 0.2, 0.4, 1.0)
@@ -195,6 +203,134 @@ def offer_economics(
     table = table.sort_values(["stage", "expected_value"], ascending=[True, False],
                               key=lambda c: c.map(order) if c.name == "stage" else c)  # fmt: skip
     return table.reset_index(drop=True)
+
+
+# --- customer lifetime value ---------------------------------------------------------------
+
+
+def clv_by_stage(stage: pd.Series, clv) -> pd.DataFrame:
+    """Customer lifetime value per current stage, in lifecycle order.
+
+    Inputs aligned by position: ``stage`` and ``clv`` (NaN = unknown: counted as a customer,
+    left out of the sums, means and medians). Output index ``stage``; columns ``customers``,
+    ``clv_total``, ``clv_mean``, ``clv_median`` and ``clv_share`` (of the total over stages).
+    """
+    frame = pd.DataFrame({"stage": stage.astype("object").to_numpy(),
+                          "clv": np.asarray(clv, dtype=float)})  # fmt: skip
+    groups = frame.groupby("stage")["clv"]
+    table = pd.DataFrame({"customers": groups.size(), "clv_total": groups.sum(),
+                          "clv_mean": groups.mean(), "clv_median": groups.median()})  # fmt: skip
+    total = table["clv_total"].sum()
+    table["clv_share"] = table["clv_total"] / total if total > 0 else np.nan
+    return _in_stage_order(table, frame["stage"])
+
+
+def value_at_risk_by_stage(stage: pd.Series, churn, clv) -> pd.DataFrame:
+    """What each stage's customers would take with them if they churned: value at risk =
+    churn probability x CLV per customer.
+
+    Inputs aligned by position (the customers the churn model scores): ``stage``, ``churn``
+    (probability) and ``clv``. Output index ``stage`` (lifecycle order); columns
+    ``customers``, ``mean_churn_probability``, ``clv_total``, ``value_at_risk_total``,
+    ``value_at_risk_mean`` (per customer) and ``value_at_risk_share`` (of the total).
+    """
+    churn, clv = np.asarray(churn, dtype=float), np.asarray(clv, dtype=float)
+    frame = pd.DataFrame({"stage": stage.astype("object").to_numpy(), "churn": churn,
+                          "clv": clv, "at_risk": churn * clv})  # fmt: skip
+    groups = frame.groupby("stage")
+    table = pd.DataFrame({"customers": groups.size(),
+                          "mean_churn_probability": groups["churn"].mean(),
+                          "clv_total": groups["clv"].sum(),
+                          "value_at_risk_total": groups["at_risk"].sum(),
+                          "value_at_risk_mean": groups["at_risk"].mean()})  # fmt: skip
+    total = table["value_at_risk_total"].sum()
+    table["value_at_risk_share"] = table["value_at_risk_total"] / total if total > 0 else np.nan
+    return _in_stage_order(table, frame["stage"])
+
+
+def _in_stage_order(table: pd.DataFrame, stage: pd.Series) -> pd.DataFrame:
+    table = table.reindex(_stage_order(stage))
+    table.index.name = "stage"
+    return table
+
+
+def who_to_save(
+    vectors: pd.DataFrame, churn, clv, uplift_model=None, offers: pd.DataFrame | None = None,
+    top: int = 20,
+) -> pd.DataFrame:  # fmt: skip
+    """The ``top`` customers by value at risk (churn probability x CLV), highest first, each
+    with the retention offer the service would value highest (:func:`best_retention_offer`;
+    "none" without an uplift model or an offer catalog).
+
+    ``vectors``: the scored customers (``customer_id``, ``stage`` and the uplift model's
+    inputs); ``churn`` and ``clv`` aligned with it by position (NaN value at risk last).
+    Output columns ``customer_id, stage, churn_probability, clv, value_at_risk,
+    retention_offer, offer_uplift, offer_value``.
+    """
+    churn, clv = np.asarray(churn, dtype=float), np.asarray(clv, dtype=float)
+    at_risk = churn * clv
+    order = np.argsort(-np.nan_to_num(at_risk, nan=-np.inf), kind="stable")[:top]
+    rows = vectors.iloc[order]
+    table = pd.DataFrame({"customer_id": rows["customer_id"].to_numpy(),
+                          "stage": rows["stage"].astype("object").to_numpy(),
+                          "churn_probability": churn[order], "clv": clv[order],
+                          "value_at_risk": at_risk[order]})  # fmt: skip
+    if uplift_model is None or offers is None:
+        choice = best_retention_offer(pd.DataFrame(index=table.index), None, offers, clv[order])
+    else:
+        uplift, eligible = retention_uplift(uplift_model, rows, offers)
+        choice = best_retention_offer(uplift, eligible, offers, clv[order])
+    return pd.concat([table, choice.reset_index(drop=True)], axis=1)
+
+
+def retention_uplift(
+    model, X: pd.DataFrame, offers: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The uplift model's predicted uplift of the catalog's retention and win-back offers for
+    the rows of ``X``, and which of them each row may get: the offer allows the row's
+    ``stage``, the campaign logs cover customers like it (``model.supported``) and the uplift
+    is known. Returns two ``(n, offers)`` frames indexed like ``X``: uplift, eligible."""
+    kinds = offers.set_index(offers["offer_id"].astype("str"))["kind"].astype("str")
+    ids = [k for k in model.offers_ if kinds.get(str(k)) in RETENTION_KINDS]
+    uplift = model.predict_uplift(X)[ids].set_axis(X.index)
+    catalog = offers.set_index("offer_id").loc[ids].reset_index()
+    allowed = (eligibility(X["stage"].astype("object"), None, catalog).to_numpy(bool)
+               & model.supported(X)[ids].to_numpy(bool) & uplift.notna().to_numpy())  # fmt: skip
+    return uplift, pd.DataFrame(allowed, index=X.index, columns=ids)
+
+
+def best_retention_offer(
+    uplift: pd.DataFrame, eligible: pd.DataFrame | None, offers: pd.DataFrame | None, clv
+) -> pd.DataFrame:
+    """Each row's retention or win-back offer of highest positive value, valued as the service
+    values it: ``uplift x CLV - cost`` (the catalog's ``value`` for the CLV where the CLV is
+    unknown); offers of other kinds are left out.
+
+    ``uplift`` and ``eligible`` (None: all) are ``(n, offers)``, aligned by position with
+    ``clv``. Output indexed like ``uplift``: ``retention_offer`` (offer id, or "none" when no
+    eligible one has a positive value), ``offer_uplift`` and ``offer_value`` (NaN for "none").
+    """
+    n, names = len(uplift), [str(k) for k in uplift.columns]
+    catalog = None if offers is None else offers.set_index(offers["offer_id"].astype("str"))
+    keep = [k for k in names if catalog is not None and k in catalog.index
+            and str(catalog.loc[k, "kind"]) in RETENTION_KINDS]  # fmt: skip
+    out = pd.DataFrame({"retention_offer": NO_RETENTION_OFFER, "offer_uplift": np.nan,
+                        "offer_value": np.nan}, index=uplift.index)  # fmt: skip
+    if not keep or not n:
+        return out
+    cols = [names.index(k) for k in keep]
+    u = uplift.to_numpy(dtype=float)[:, cols]
+    ok = np.isfinite(u) & (True if eligible is None else eligible.to_numpy(bool)[:, cols])
+    worth = np.asarray(clv, dtype=float)[:, None]
+    worth = np.where(np.isfinite(worth), worth, catalog.loc[keep, "value"].to_numpy(float))
+    value = np.where(ok, u * worth - catalog.loc[keep, "cost"].to_numpy(float), -np.inf)
+    rows, best = np.arange(n), np.argmax(value, axis=1)  # ties: the catalog's first
+    chosen = value[rows, best] > 0
+    out["retention_offer"] = np.where(chosen, np.asarray(keep, dtype=object)[best],
+                                      NO_RETENTION_OFFER)  # fmt: skip
+    out["offer_uplift"] = np.where(chosen, u[rows, best], np.nan)
+    out["offer_value"] = np.where(chosen, value[rows, best], np.nan)
+    return out
 
 
 def _weighted_rate(y: np.ndarray, w: np.ndarray) -> tuple[float, float]:

@@ -304,6 +304,24 @@ def value_by_stage_plot(table: pd.DataFrame) -> Figure:
     return fig
 
 
+def clv_by_stage_plot(clv_table: pd.DataFrame, risk_table: pd.DataFrame) -> Figure:
+    """Per stage, in lifecycle order: the customers' total lifetime value
+    (:func:`training.insights.clv_by_stage`, ``clv_total``) beside their value at risk
+    (:func:`training.insights.value_at_risk_by_stage`, ``value_at_risk_total``: churn
+    probability x CLV over the customers the churn model scores)."""
+    stages = [*clv_table.index, *(s for s in risk_table.index if s not in clv_table.index)]
+    x = np.arange(len(stages))
+    total = clv_table["clv_total"].reindex(stages).fillna(0.0).to_numpy(float)
+    at_risk = risk_table["value_at_risk_total"].reindex(stages).fillna(0.0).to_numpy(float)
+    fig, ax = _axes()
+    ax.bar(x - 0.2, total, 0.4, label="total CLV")
+    ax.bar(x + 0.2, at_risk, 0.4, color="C3", label="value at risk (churn probability x CLV)")
+    ax.set_xticks(x, [str(s) for s in stages], rotation=30, ha="right")
+    _style(ax, "Customer lifetime value by stage", "stage", "value", True)
+    ax.grid(False, axis="x")
+    return fig
+
+
 def uplift_by_offer_plot(table: pd.DataFrame) -> Figure:
     """Predicted vs observed uplift per offer (:func:`training.insights.uplift_by_offer`):
     bars for ``predicted`` and ``observed`` (with ``se`` error bars), ``true`` as markers."""

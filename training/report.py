@@ -3,7 +3,8 @@
 :func:`load_models` takes the ``champion`` models from the MLflow registry when one exists
 (what the service would use), or trains them on the data (nothing logged);
 :func:`build_report` scores every customer as of the data's last event and gathers the
-report's tables and figures. ``training.report_html`` renders it. No MLflow writes.
+report's tables and figures, customer lifetime value among them (:func:`add_clv`).
+``training.report_html`` renders it. No MLflow writes.
 """
 
 from __future__ import annotations
@@ -16,24 +17,31 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from features.project import ProjectConfig, recorded_config
 from features.stages import stage_funnel
 from training import insights, plots
 from training.datasets import Tables
+from training.models.clv import ProbabilisticCLV
+from training.names import REGISTERED_NAMES as REGISTERED
 from training.pipeline import TrainConfig
 
 ModelSource = Literal["auto", "registry", "train"]
-REGISTERED = {"churn": "lifecycle-churn", "stage": "lifecycle-stage", "offers": "lifecycle-offers"}
 REASON_CUSTOMERS = 500  # reasons (LightGBM contributions) for the riskiest customers only
+WHO_TO_SAVE = 20  # customers in the "who to save" table
+CLV_PREFIX = "btyd_clv_"  # the vectors' probabilistic CLV column: btyd_clv_<H>d
 
 
 @dataclass
 class ReportModels:
-    """The fitted churn and uplift models, their holdout metrics, and where they came from."""
+    """The fitted churn, uplift and CLV models, their holdout metrics, and where they came
+    from; ``clv_absent``: why there is no CLV model."""
 
     churn: object
     uplift: object | None
     metrics: dict[str, pd.DataFrame]  # model -> insights.metrics_table
     source: str
+    clv: object | None = None
+    clv_absent: str = ""
 
 
 @dataclass
@@ -46,6 +54,7 @@ class Report:
     tables: dict[str, pd.DataFrame]
     figures: dict[str, Figure]
     facts: dict[str, float] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)  # e.g. "clv": the estimator, or why none
 
 
 def registry_exists(uri: str) -> bool:
@@ -70,7 +79,7 @@ def split_run_metrics(run_metrics: dict[str, float]) -> tuple[dict, dict[str, di
 
 
 def models_from_registry(alias: str = "champion") -> ReportModels | None:
-    """The ``alias`` churn and offer models and every model's run metrics, or None when the
+    """The ``alias`` churn, offer and CLV models and every model's run metrics, or None when the
     registry (``training.registry.tracking_uri``) has no churn model under ``alias``."""
     import mlflow
     from mlflow.tracking import MlflowClient
@@ -84,6 +93,8 @@ def models_from_registry(alias: str = "champion") -> ReportModels | None:
     if churn is None:
         return None
     uplift, _ = load_alias(REGISTERED["offers"], alias)
+    clv, _ = load_alias(REGISTERED["clv"], alias)
+    absent = "" if clv is not None else f"{REGISTERED['clv']!r} has no {alias!r} version"
     client, metrics, versions = MlflowClient(), {}, []
     for model, name in REGISTERED.items():
         try:
@@ -94,7 +105,7 @@ def models_from_registry(alias: str = "champion") -> ReportModels | None:
         metrics[model] = insights.metrics_table(own, baselines, model)
         versions.append(f"{name} v{version.version}")
     source = f"MLflow registry at {tracking_uri()}, alias {alias!r}: {', '.join(versions)}"
-    return ReportModels(churn, uplift, metrics, source)
+    return ReportModels(churn, uplift, metrics, source, clv, absent)
 
 
 def models_from_training(tables: Tables, config: TrainConfig | None = None) -> ReportModels:
@@ -106,13 +117,14 @@ def models_from_training(tables: Tables, config: TrainConfig | None = None) -> R
         name: insights.metrics_table(r.metrics, r.baselines, name)
         for name, r in result.reports.items()
     }
-    offers = result.reports.get("offers")
+    offers, clv = result.reports.get("offers"), result.reports.get("clv")
+    absent = "" if clv else f"not trained: {result.skipped.get('clv', 'no CLV model')}"
     source = (
         f"trained on this data for this report (not registered); metrics on the holdout "
         f"as of {result.holdout_as_of:%Y-%m-%d}"
     )
     return ReportModels(result.reports["churn"].estimator, offers and offers.estimator,
-                        metrics, source)  # fmt: skip
+                        metrics, source, clv and clv.estimator, absent)  # fmt: skip
 
 
 def load_models(
@@ -133,12 +145,13 @@ def load_models(
 
 
 def build_report(
-    tables: Tables, models: ReportModels, reason_customers: int = REASON_CUSTOMERS
-) -> Report:
-    """Score every customer as of the data's last event; gather the report's tables/figures."""
-    from features.project import recorded_config
-
-    vectors = insights.current_vectors(tables, config=recorded_config(models.churn))
+    tables: Tables, models: ReportModels, reason_customers: int = REASON_CUSTOMERS,
+    save_customers: int = WHO_TO_SAVE,
+) -> Report:  # fmt: skip
+    """Score every customer as of the data's last event; gather the report's tables/figures
+    (the ``save_customers`` customers with the most value at risk in ``who_to_save``)."""
+    config = recorded_config(models.churn)
+    vectors = insights.current_vectors(tables, config=config)
     funnel = stage_funnel(vectors["stage"])
     out_tables: dict[str, pd.DataFrame] = {"funnel": funnel}
     figures: dict[str, Figure] = {"funnel": plots.stage_funnel_plot(funnel)}
@@ -162,8 +175,91 @@ def build_report(
                        value=plots.value_by_stage_plot(policy))  # fmt: skip
         facts["expected_value_total"] = float(np.sum(choices.best_value))
     out_tables.update({f"metrics_{k}": v for k, v in models.metrics.items()})
-    return Report(pd.Timestamp(tables.end), len(vectors), models.source, out_tables, figures,
-                  facts)  # fmt: skip
+    report = Report(pd.Timestamp(tables.end), len(vectors), models.source, out_tables, figures,
+                    facts)  # fmt: skip
+    add_clv(report, tables, vectors, p, models, config, save_customers)
+    return report
+
+
+def add_clv(
+    report: Report, tables: Tables, vectors: pd.DataFrame, churn: np.ndarray,
+    models: ReportModels, config: ProjectConfig | None, top: int = WHO_TO_SAVE,
+) -> None:  # fmt: skip
+    """Add to ``report`` the CLV tables (``clv_by_stage`` over every customer,
+    ``value_at_risk`` and ``who_to_save`` over the churn population, the rows of ``vectors``
+    with ``in_churn_population``, whose churn probabilities ``churn`` are), the ``clv``
+    figure, the facts (totals, horizon, discount rate, margin share) and ``notes["clv"]``
+    (the estimator in words, or why there is no CLV)."""
+    estimator, report.notes["clv"] = clv_estimator(models, vectors, config)
+    if estimator is None:
+        return
+    clv = clv_values(estimator, tables, vectors, config)
+    scored = vectors["in_churn_population"].to_numpy(bool)
+    stage = vectors["stage"]
+    by_stage = insights.clv_by_stage(stage, clv)
+    at_risk = insights.value_at_risk_by_stage(stage[scored], churn, clv[scored])
+    save = insights.who_to_save(vectors[scored], churn, clv[scored], models.uplift,
+                                tables.offers, top)  # fmt: skip
+    report.tables.update(clv_by_stage=by_stage, value_at_risk=at_risk, who_to_save=save)
+    report.figures["clv"] = plots.clv_by_stage_plot(by_stage, at_risk)
+    report.facts.update(clv_total=float(np.nansum(clv)),
+                        value_at_risk_total=float(np.nansum(churn * clv[scored])),
+                        **clv_terms(estimator, config))  # fmt: skip
+
+
+def clv_estimator(
+    models: ReportModels, vectors: pd.DataFrame, config: ProjectConfig | None
+) -> tuple[object | None, str]:
+    """The report's CLV estimator and a sentence on it: the CLV model (registry champion or
+    trained); else BG/NBD x Gamma-Gamma, the vectors' ``btyd_clv_<H>d`` column
+    (:class:`ProbabilisticCLV`); else None and why."""
+    if models.clv is not None:
+        return models.clv, describe_clv(models.clv)
+    absent = models.clv_absent or "no CLV model"
+    wanted = f"{CLV_PREFIX}{(config or ProjectConfig()).dataset.clv_horizon_days}d"
+    found = [c for c in vectors.columns if str(c).startswith(CLV_PREFIX)]
+    if not found:
+        return None, (f"No customer lifetime value: no CLV model ({absent}), and the feature "
+                      f"vectors hold no buy-till-you-die CLV (btyd_features off, or too few "
+                      f"repeat buyers).")  # fmt: skip
+    estimator = ProbabilisticCLV(wanted if wanted in found else found[0]).fit(vectors)
+    return estimator, f"{describe_clv(estimator)}; no CLV model ({absent})"
+
+
+def describe_clv(estimator: object) -> str:
+    """What a CLV estimator is, in words."""
+    if isinstance(estimator, ProbabilisticCLV):
+        return (f"probabilistic: BG/NBD purchases x Gamma-Gamma spend per purchase, fitted "
+                f"without labels (feature column {estimator.column})")  # fmt: skip
+    if hasattr(estimator, "booster_"):
+        return ("learned: LightGBM on the realised discounted margin of earlier snapshots "
+                "(the CLV model)")  # fmt: skip
+    return type(estimator).__name__
+
+
+def clv_values(
+    estimator, tables: Tables, vectors: pd.DataFrame, config: ProjectConfig | None
+) -> np.ndarray:
+    """The estimator's CLV per row of ``vectors``; from vectors rebuilt with the estimator's
+    own recorded config when it differs from ``config`` (e.g. champions of other runs)."""
+    own = recorded_config(estimator)
+    if own is None or (config is not None and own.fingerprint() == config.fingerprint()):
+        return np.asarray(estimator.predict(vectors), dtype=float)
+    rebuilt = insights.current_vectors(tables, config=own).set_index("customer_id")
+    X = rebuilt.reindex(vectors["customer_id"].to_numpy()).reset_index()
+    return np.asarray(estimator.predict(X), dtype=float)
+
+
+def clv_terms(estimator: object, config: ProjectConfig | None) -> dict[str, float]:
+    """The CLV's horizon (days), annual discount rate and margin share: the estimator's
+    recorded config's, else ``config``'s; a probabilistic column names its horizon."""
+    dataset = (recorded_config(estimator) or config or ProjectConfig()).dataset
+    horizon = float(dataset.clv_horizon_days)
+    if isinstance(estimator, ProbabilisticCLV):
+        horizon = float(estimator.column.removeprefix(CLV_PREFIX).removesuffix("d"))
+    return {"clv_horizon_days": horizon,
+            "clv_annual_discount_rate": float(dataset.clv_annual_discount_rate),
+            "clv_margin_share": float(dataset.clv_margin_share)}  # fmt: skip
 
 
 def report_panel(report: Report) -> Figure:

@@ -29,7 +29,8 @@ th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
 .fact { background: #f6f8fa; border-radius: 6px; padding: .6rem 1rem; }
 .fact b { display: block; font-size: 1.4rem; }
 """
-PERCENT = ("share", "offered_share", "churn_probability", "mean_probability")
+PERCENT = ("share", "offered_share", "churn_probability", "mean_probability",
+           "mean_churn_probability", "clv_share", "value_at_risk_share")  # fmt: skip
 
 
 def figure_tag(fig: Figure, alt: str, dpi: int = 90) -> str:
@@ -74,6 +75,11 @@ def _facts(report: Report) -> str:
     items = [("customers", f"{report.customers:,}"),
              ("in the churn population", f"{int(f.get('churn_population', 0)):,}"),
              ("expected churners", f"{f.get('expected_churners', 0):,.0f}")]  # fmt: skip
+    if "clv_total" in f:
+        items += [(f"customer lifetime value (next {f['clv_horizon_days']:,.0f} days)",
+                   f"{f['clv_total']:,.0f}"),
+                  ("value at risk (churn probability × CLV)",
+                   f"{f['value_at_risk_total']:,.0f}")]  # fmt: skip
     if "expected_value_total" in f:
         items.append(("expected value of the offers", f"{f['expected_value_total']:,.0f}"))
     cells = "".join(f"<div class='fact'><b>{v}</b>{html.escape(k)}</div>" for k, v in items)
@@ -87,9 +93,43 @@ def _metrics(report: Report) -> str:
         if table is None:
             continue
         cols = [c for c in described if c in table.columns]
+        if not cols:
+            continue
         notes = "".join(f"<li><b>{c}</b>: {html.escape(described[c])}</li>" for c in cols)
         parts.append(f"<h3>{model}</h3>{table_html(table[cols])}<ul class='note'>{notes}</ul>")
     return "".join(parts) or "<p>No model metrics available.</p>"
+
+
+def _clv(report: Report) -> str:
+    """The "Customer lifetime value" section; "" when the report has no CLV (the header
+    says why)."""
+    t, f = report.tables, report.facts
+    if "clv_by_stage" not in t:
+        return ""
+    rate = f["clv_annual_discount_rate"]
+    intro = (
+        f"Customer lifetime value (CLV) is the margin a customer is expected to bring in over "
+        f"the next {f['clv_horizon_days']:,.0f} days, in the data's currency: their expected "
+        f"spend times the margin share ({f['clv_margin_share']:.0%}), each future purchase "
+        f"discounted at {rate:.0%} a year (a margin a year away counts {1 / (1 + rate):.2f} "
+        "of one today). "
+        f"Estimator: {html.escape(report.notes.get('clv', ''))}. Value at risk = churn "
+        "probability × CLV: what the customers the churn model scores are expected to take "
+        "with them if nothing is done."
+    )
+    save = t["who_to_save"].set_index("customer_id")
+    return _section(
+        "Customer lifetime value", intro,
+        _row(figure_tag(report.figures["clv"], "CLV and value at risk by stage"),
+             table_html(t["clv_by_stage"])),
+        "<h3>Value at risk by stage</h3>", table_html(t["value_at_risk"]),
+        f"<h3>Who to save: the {len(save):,} customers with the most value at risk</h3>"
+        "<p class='note'>With the retention or win-back offer of highest expected value, "
+        "valued as the service values it (uplift × CLV − cost), among those the catalog "
+        "allows for the customer's stage and past campaigns sent to customers like them; "
+        "none when no such offer pays for itself (or there is no offers model).</p>",
+        table_html(save),
+    )  # fmt: skip
 
 
 def render_html(report: Report) -> str:
@@ -98,6 +138,8 @@ def render_html(report: Report) -> str:
     head = (f"<h1>Customer lifecycle report</h1><p class='meta'>Data as of "
             f"<b>{report.as_of:%Y-%m-%d %H:%M} UTC</b> · {report.customers:,} customers · "
             f"models: {html.escape(report.models_source)}</p>{_facts(report)}")  # fmt: skip
+    if "clv_by_stage" not in t and report.notes.get("clv"):
+        head += f"<p class='note'>{html.escape(report.notes['clv'])}</p>"
     sections = [
         _section("Stage funnel", "Where customers are in their lifecycle now, by transparent "
                  "rules over their own activity.",
@@ -109,6 +151,7 @@ def render_html(report: Report) -> str:
                  f"(from the model's own feature contributions, for the "
                  f"{int(report.facts.get('reason_customers', 0)):,} riskiest customers).",
                  _row(figure_tag(fig["reasons"], "churn reasons"), table_html(t["reasons"]))),
+        _clv(report),
     ]  # fmt: skip
     if "policy" in t:
         sections.append(_section(

@@ -1,27 +1,34 @@
 """``lifecycle report`` on small simulated data: a self-contained page with every section, from
-models trained on the spot or from the registry's champions; clear errors otherwise."""
+models trained on the spot or from the registry's champions; clear errors otherwise. The CLV
+tables agree with the models' own numbers."""
 
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 import mlflow
+import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 from threadpoolctl import threadpool_limits
 from typer.testing import CliRunner
 
+from features.project import recorded_config
 from features.simulator import SimConfig, simulate, write_simulation
 from training.cli import app
 from training.data import load_tables
 from training.insights import current_vectors
 from training.pipeline import TrainConfig
 from training.registry import log_estimator, setup
-from training.report import models_from_training
+from training.report import build_report, models_from_training
+from training.report_html import render_html
 
 runner = CliRunner()
 SECTIONS = ("Data as of", "Stage funnel", "Churn risk", "Top churn reasons",
+            "Customer lifetime value", "Value at risk by stage", "Who to save",
             "Offer policy by stage", "Model metrics")  # fmt: skip
+CLV_TABLES = ("clv_by_stage", "value_at_risk", "who_to_save")
 SMALL = "dataset:\n  snapshots: 4\nchurn:\n  n_estimators: 60\nstage:\n  n_estimators: 30\n"
 
 
@@ -35,6 +42,14 @@ def workdir(tmp_path_factory):
         mp.chdir(folder)
         yield folder
     mlflow.set_tracking_uri(None)
+
+
+@pytest.fixture(scope="module")
+def trained(workdir):
+    """The data and the models trained on it (CLV model included), and their report."""
+    tables = load_tables("data")
+    models = models_from_training(tables, TrainConfig.from_yaml("train.yaml"))
+    return tables, models, build_report(tables, models)
 
 
 def run(*args: str) -> str:
@@ -65,24 +80,62 @@ def test_report_trains_on_the_data_when_there_is_no_registry(workdir, monkeypatc
     assert (workdir / "out" / "panel.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_report_uses_the_champions_of_the_registry(workdir, monkeypatch):
+def test_report_uses_the_champions_of_the_registry(workdir, trained, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{workdir / 'mlflow.db'}")
-    tables = load_tables("data")
-    models = models_from_training(tables, TrainConfig.from_yaml("train.yaml"))
-    vectors = current_vectors(tables)
+    tables, models, _ = trained
+    vectors = current_vectors(tables, config=recorded_config(models.churn))
     setup("report-test")
     client = MlflowClient()
     for kind, estimator, name in (("churn", models.churn, "lifecycle-churn"),
-                                  ("uplift", models.uplift, "lifecycle-offers")):  # fmt: skip
+                                  ("uplift", models.uplift, "lifecycle-offers"),
+                                  ("clv", models.clv, "lifecycle-clv")):  # fmt: skip
         with mlflow.start_run():
             mlflow.log_metrics({"roc_auc": 0.777, "baseline_rfm.roc_auc": 0.6})
             X = vectors[list(estimator.feature_names_in_)].head(20)
             found = log_estimator(estimator, kind, kind, X, register_as=name)
         client.set_registered_model_alias(name, "champion", found.version)
     out = run("report", "--data", "data", "--out", "champions.html", "--models", "registry")
-    assert "MLflow registry" in out and "lifecycle-churn v1" in out
+    assert "MLflow registry" in out and "lifecycle-clv v1" in out
     page = check_page(workdir / "champions.html")
-    assert "0.777" in page
+    assert "0.777" in page and "Estimator: learned" in page
+
+
+def test_the_clv_tables_agree_with_the_models(trained):
+    tables, models, report = trained
+    vectors = current_vectors(tables, config=recorded_config(models.churn))
+    scored = vectors["in_churn_population"].to_numpy(bool)
+    p = models.churn.predict_proba(vectors[scored])[:, 1]
+    clv = models.clv.predict(vectors)
+    by_stage, at_risk, save = (report.tables[name] for name in CLV_TABLES)
+    assert by_stage["customers"].sum() == len(vectors) == report.customers
+    assert by_stage["clv_total"].sum() == pytest.approx(clv.sum())
+    assert at_risk["customers"].sum() == scored.sum()
+    assert at_risk["value_at_risk_total"].sum() == pytest.approx(np.sum(p * clv[scored]))
+    assert report.facts["value_at_risk_total"] == pytest.approx(np.sum(p * clv[scored]))
+    assert len(save) == 20 and save["value_at_risk"].is_monotonic_decreasing
+    assert save["value_at_risk"].iloc[0] == pytest.approx(np.max(p * clv[scored]))
+    np.testing.assert_allclose(save["value_at_risk"], save["churn_probability"] * save["clv"])
+    offered = save[save["retention_offer"] != "none"]
+    assert len(offered), "some of the most valuable at-risk customers get a retention offer"
+    rows = vectors.set_index("customer_id").loc[offered["customer_id"]].reset_index()
+    uplift = models.uplift.predict_uplift(rows)
+    catalog = tables.offers.set_index("offer_id")
+    for i, (offer, worth) in enumerate(zip(offered["retention_offer"], offered["clv"],
+                                           strict=True)):  # fmt: skip
+        assert catalog.loc[offer, "kind"] in ("retention", "winback")
+        expected = uplift[offer].iloc[i] * worth - catalog.loc[offer, "cost"]
+        assert offered["offer_value"].iloc[i] == pytest.approx(expected) and expected > 0
+    assert "learned" in report.notes["clv"] and report.facts["clv_horizon_days"] == 365
+
+
+def test_without_clv_the_report_says_why_in_one_line(trained):
+    _, _, report = trained
+    why = "No customer lifetime value: no CLV model (not trained), and no btyd column."
+    plain = replace(report, tables={k: v for k, v in report.tables.items()
+                                    if k not in CLV_TABLES}, notes={"clv": why})  # fmt: skip
+    page = render_html(plain)
+    assert f"<p class='note'>{why}</p>" in page
+    assert "Customer lifetime value</h2>" not in page and "Who to save" not in page
 
 
 def test_report_fails_clearly_without_data_or_champions(workdir, monkeypatch):
