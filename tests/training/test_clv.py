@@ -128,3 +128,25 @@ def test_the_clv_model_is_registered_and_answers_through_mlflow(trained, tmp_pat
         assert list(out.columns) == ["clv"] and (out["clv"] >= 0).all()
     finally:
         mlflow.set_tracking_uri(None)
+
+
+def test_the_learned_model_boosts_from_the_probabilistic_clv():
+    """With the probabilistic CLV among its inputs the trees start from it (log link): with
+    no round at all the estimate is that column (the labels' mean where it is missing)."""
+    rng = np.random.default_rng(1)
+    n = 3_000
+    prob = rng.gamma(1.0, 80.0, n)
+    X = pd.DataFrame({"btyd_clv_365d": np.where(rng.uniform(size=n) < 0.1, np.nan, prob),
+                      "noise": rng.normal(size=n)})  # fmt: skip
+    y = prob * rng.gamma(5.0, 0.2, n)
+    plain = dict(n_estimators=1, learning_rate=1e-9, early_stopping_rounds=None)
+    model = CLVModel(**plain).fit(X, y)
+    assert model.base_column_ == "btyd_clv_365d"
+    pred = model.predict(X)
+    known = X["btyd_clv_365d"].notna().to_numpy()
+    np.testing.assert_allclose(pred[known], X["btyd_clv_365d"][known], rtol=1e-6)
+    np.testing.assert_allclose(pred[~known], y.mean(), rtol=1e-6)
+    np.testing.assert_allclose(model.predict(X.to_numpy()), pred)  # the serving hot path
+    assert CLVModel(base=None, **plain).fit(X, y).base_column_ is None
+    with pytest.raises(ValueError, match="base must be 'auto' or None"):
+        CLVModel(base="yes").fit(X, y)

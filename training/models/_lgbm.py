@@ -173,14 +173,17 @@ def train_booster(
     params: dict, data: np.ndarray, label: np.ndarray, rounds: int, *, names: list[str],
     categorical: list[int], valid: tuple[np.ndarray, np.ndarray] | None = None,
     early_stopping_rounds: int | None = None,
+    init_score: tuple[np.ndarray, np.ndarray | None] | None = None,
 ) -> lgb.Booster:  # fmt: skip
     """``lightgbm.train`` on arrays; with ``valid`` and ``early_stopping_rounds``, stops on
-    the valid fold. Returns a standalone booster holding only the trees it uses."""
+    the valid fold; ``init_score``: the raw scores the trees start from (train, valid).
+    Returns a standalone booster holding only the trees it uses."""
+    start, valid_start = init_score if init_score is not None else (None, None)
     train = lgb.Dataset(data, label, feature_name=names, categorical_feature=categorical,
-                        params={"verbosity": -1})  # fmt: skip
+                        init_score=start, params={"verbosity": -1})  # fmt: skip
     valid_sets, callbacks = [], []
     if valid is not None and early_stopping_rounds:
-        valid_sets = [lgb.Dataset(*valid, reference=train)]
+        valid_sets = [lgb.Dataset(*valid, reference=train, init_score=valid_start)]
         callbacks = [lgb.early_stopping(early_stopping_rounds, verbose=False)]
     booster = lgb.train(params, train, rounds, valid_sets=valid_sets, callbacks=callbacks)
     return lgb.Booster(model_str=booster.model_to_string())

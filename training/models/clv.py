@@ -56,6 +56,11 @@ class CLVModel(LGBMInputsMixin, RegressorMixin, BaseEstimator):
     on the latest snapshots (about ``validation_fraction`` of the rows), then the booster is
     refitted on every row with the rounds scaled to it (as ``ChurnModel(refit=True)``).
     Predictions are >= 0.
+
+    ``base="auto"``: when the inputs hold the probabilistic CLV (``btyd_clv_<H>d``), the trees
+    start from it (LightGBM ``init_score`` = its log, the Tweedie link) and learn corrections
+    to the textbook model; customers without it (never bought) start from the training
+    labels' mean. ``base=None``: the trees start from a constant, as usual.
     """
 
     def __init__(
@@ -63,7 +68,7 @@ class CLVModel(LGBMInputsMixin, RegressorMixin, BaseEstimator):
         min_child_samples: int = 50, subsample: float = 0.8, colsample_bytree: float = 0.8,
         reg_lambda: float = 1.0, objective: str = "tweedie", tweedie_variance_power: float = 1.5,
         validation_fraction: float = 0.25, early_stopping_rounds: int | None = 50,
-        random_state: int | None = 0, n_jobs: int = 1,
+        base: str | None = "auto", random_state: int | None = 0, n_jobs: int = 1,
     ) -> None:  # fmt: skip
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
@@ -76,6 +81,7 @@ class CLVModel(LGBMInputsMixin, RegressorMixin, BaseEstimator):
         self.tweedie_variance_power = tweedie_variance_power
         self.validation_fraction = validation_fraction
         self.early_stopping_rounds = early_stopping_rounds
+        self.base = base
         self.random_state = random_state
         self.n_jobs = n_jobs
 
@@ -92,6 +98,13 @@ class CLVModel(LGBMInputsMixin, RegressorMixin, BaseEstimator):
             raise ValueError(f"X has {len(data)} rows but y has {len(target)}")
         extra = {"tweedie_variance_power": self.tweedie_variance_power}
         params = booster_params(self, self.objective, **extra)
+        self.base_column_ = next((c for c in names if c.startswith("btyd_clv_")), None)
+        if self.base not in ("auto", None):
+            raise ValueError(f"base must be 'auto' or None; got {self.base!r}")
+        if self.base is None:
+            self.base_column_ = None
+        self.base_fill_ = float(np.log(max(target.mean(), 1e-9)))
+        start = self._start(data)
         rounds = self.n_estimators
         if self.early_stopping_rounds:
             hold = holdout_mask(len(data), time, self.validation_fraction)
@@ -99,14 +112,28 @@ class CLVModel(LGBMInputsMixin, RegressorMixin, BaseEstimator):
                 params, data[~hold], target[~hold], self.n_estimators, names=names,
                 categorical=categorical, valid=(data[hold], target[hold]),
                 early_stopping_rounds=self.early_stopping_rounds,
+                init_score=None if start is None else (start[~hold], start[hold]),
             )  # fmt: skip
             rounds = max(1, int(round(fold.num_trees() / (~hold).mean())))
+        whole = None if start is None else (start, None)
         self.booster_ = train_booster(params, data, target, rounds, names=names,
-                                      categorical=categorical)  # fmt: skip
+                                      categorical=categorical, init_score=whole)  # fmt: skip
         self.n_iter_ = self.booster_.num_trees()
         return self
 
+    def _start(self, data: np.ndarray) -> np.ndarray | None:
+        """The raw (log) scores the trees start from: log of the probabilistic CLV, the
+        labels' mean where it is missing or not positive; None without a base column."""
+        if self.base_column_ is None:
+            return None
+        base = data[:, self._input_names().index(self.base_column_)]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            start = np.log(base)
+        return np.where(np.isfinite(start), start, self.base_fill_)
+
     def predict(self, X) -> np.ndarray:
         check_is_fitted(self, "booster_")
-        pred = self.booster_.predict(self.encode(X), num_threads=self.n_jobs)
-        return np.maximum(pred, 0.0)
+        data = self.encode(X)
+        raw = self.booster_.predict(data, raw_score=True, num_threads=self.n_jobs)
+        start = self._start(data)
+        return np.exp(raw if start is None else raw + start)
