@@ -32,6 +32,21 @@ def models_config(bundle: object) -> tuple[ProjectConfig | None, str | None]:
     return recorded_config(bundle.churn), fingerprint  # type: ignore[attr-defined]
 
 
+def agreeing_clv(bundle, fingerprint: str | None):
+    """``bundle`` without its CLV model when that model was trained with another config than
+    the churn model (it is optional and promoted on its own: the service then serves the
+    vectors' probabilistic CLV and says why in ``GET /models``), else ``bundle`` as it is."""
+    from dataclasses import replace
+
+    found = getattr(bundle.clv, "lifecycle_fingerprint_", None)
+    if bundle.clv is None or fingerprint is None or found in (None, fingerprint):
+        return bundle
+    why = (f"the CLV model was trained with config fingerprint {found}, the churn model with "
+           f"{fingerprint}: left out; train and promote them together with one config")  # fmt: skip
+    info = {name: i for name, i in bundle.info.items() if name != "clv"}
+    return replace(bundle, clv=None, info=info, absent={**bundle.absent, "clv": why})
+
+
 def store_problem(models_fingerprint: str | None, store_label: str, version: int) -> str | None:
     """Why the store version cannot serve these models, or None when it can."""
     if models_fingerprint is None:

@@ -21,7 +21,7 @@ from features.store import NoVersionError, OnlineStore
 from serving import bundle as bundles
 from serving.compiled import DEFAULT_CACHE
 from serving.config import ServiceConfig
-from serving.consistency import models_config, store_problem
+from serving.consistency import agreeing_clv, models_config, store_problem
 from serving.engine import DecisionEngine, Scores
 from serving.inputs import FeatureRows
 from serving.ledger import FeedbackLedger
@@ -63,6 +63,7 @@ class ServiceState:
         c = self.config
         catalog, no_catalog = self.catalog()
         project, fingerprint = models_config(loaded)  # ConfigMismatch: not ready, with why
+        loaded = agreeing_clv(loaded, fingerprint)
         engine = DecisionEngine(loaded, catalog, c.policy, c.lightgbm_threads, c.parallel_rows,
                                 no_catalog)  # fmt: skip
         engine.project, engine.fingerprint = project, fingerprint

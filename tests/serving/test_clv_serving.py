@@ -62,3 +62,20 @@ def test_without_a_clv_model_the_probabilistic_column_is_served_or_the_reason_gi
 
     status = clv_status(ModelBundle(**{**fields, "churn": NoCLVColumn()}, absent={}))
     assert status["estimator"] is None and "btyd_features" in status["reason"]
+
+
+def test_a_clv_model_trained_with_another_config_is_left_out_with_the_reason(world):
+    import copy
+
+    from serving.consistency import agreeing_clv, models_config
+
+    bundle = from_folder(world["folder"] / "export")
+    _, fingerprint = models_config(bundle)
+    assert agreeing_clv(bundle, fingerprint) is bundle  # one training run: kept
+    other = copy.copy(bundle.clv)
+    other.lifecycle_fingerprint_ = "0123456789abcdef"
+    fields = {k: getattr(bundle, k) for k in ("churn", "stage", "offers", "info", "source")}
+    mixed = agreeing_clv(ModelBundle(**fields, clv=other), fingerprint)
+    assert mixed.clv is None and "clv" not in mixed.info
+    assert "0123456789abcdef" in mixed.absent["clv"] and fingerprint in mixed.absent["clv"]
+    assert clv_status(mixed)["reason"].startswith("the CLV model was trained with")
