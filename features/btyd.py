@@ -139,7 +139,29 @@ def log_likelihood(params: Mapping[str, float], frequency, recency, T, weights=N
     return float(bm.log_likelihood(tuple(params[k] for k in PARAM_NAMES), data) @ data.w)
 
 
-class BGNBD:
+class PenalisedMLE:
+    """The constructor parameters shared by the maximum-likelihood models (``BGNBD``,
+    ``features.spend.GammaGamma``) and the scikit-learn ``get_params``/``set_params`` on them."""
+
+    def __init__(self, penalizer: float = 0.0, max_iter: int = 2000, tol: float = 1e-10):
+        self.penalizer = penalizer
+        self.max_iter = max_iter
+        self.tol = tol
+
+    def get_params(self, deep: bool = True) -> dict[str, float]:
+        """The constructor parameters (scikit-learn's ``clone`` and searches use these)."""
+        return {"penalizer": self.penalizer, "max_iter": self.max_iter, "tol": self.tol}
+
+    def set_params(self, **params: float):
+        unknown = sorted(set(params) - set(self.get_params()))
+        if unknown:
+            raise ValueError(f"{type(self).__name__} has no parameter {unknown}; it has "
+                             f"{list(self.get_params())}")  # fmt: skip
+        vars(self).update(params)
+        return self
+
+
+class BGNBD(PenalisedMLE):
     """The BG/NBD model, fitted by maximum likelihood (scikit-learn estimator contract).
 
     Parameters
@@ -156,22 +178,6 @@ class BGNBD:
     n_customers_ : number of customers fitted (the sum of the weights).
     converged_ : whether the optimiser converged (a fit that does not, raises).
     """
-
-    def __init__(self, penalizer: float = 0.0, max_iter: int = 2000, tol: float = 1e-10):
-        self.penalizer = penalizer
-        self.max_iter = max_iter
-        self.tol = tol
-
-    def get_params(self, deep: bool = True) -> dict[str, float]:
-        """The constructor parameters (scikit-learn's ``clone`` and searches use these)."""
-        return {"penalizer": self.penalizer, "max_iter": self.max_iter, "tol": self.tol}
-
-    def set_params(self, **params: float) -> BGNBD:
-        unknown = sorted(set(params) - set(self.get_params()))
-        if unknown:
-            raise ValueError(f"BGNBD has no parameter {unknown}; it has {list(self.get_params())}")
-        vars(self).update(params)
-        return self
 
     def fit(self, frequency, recency, T, weights=None) -> BGNBD:
         """Fit on per-customer summaries (days; see ``purchase_summary``).

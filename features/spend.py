@@ -16,7 +16,13 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.special import digamma, gammaln
 
-from features.btyd import _MAX_ABS_LOG_PARAM, _checked_events, _checked_weights, _require
+from features.btyd import (
+    _MAX_ABS_LOG_PARAM,
+    PenalisedMLE,
+    _checked_events,
+    _checked_weights,
+    _require,
+)
 
 PARAM_NAMES = ("p", "q", "v")
 
@@ -88,7 +94,7 @@ def log_likelihood(params: Mapping[str, float], frequency, monetary_value, weigh
     return float(_log_likelihood(tuple(params[k] for k in PARAM_NAMES), x, m) @ w)
 
 
-class GammaGamma:
+class GammaGamma(PenalisedMLE):
     """The Gamma-Gamma spend model, fitted by maximum likelihood (scikit-learn contract).
 
     Parameters
@@ -104,24 +110,6 @@ class GammaGamma:
     log_likelihood_ : the total log-likelihood at ``params_`` (without the penalty).
     n_customers_ : number of customers fitted (the sum of their weights).
     """
-
-    def __init__(self, penalizer: float = 0.0, max_iter: int = 2000, tol: float = 1e-10):
-        self.penalizer = penalizer
-        self.max_iter = max_iter
-        self.tol = tol
-
-    def get_params(self, deep: bool = True) -> dict[str, float]:
-        """The constructor parameters (scikit-learn's ``clone`` and searches use these)."""
-        return {"penalizer": self.penalizer, "max_iter": self.max_iter, "tol": self.tol}
-
-    def set_params(self, **params: float) -> GammaGamma:
-        unknown = sorted(set(params) - set(self.get_params()))
-        if unknown:
-            raise ValueError(
-                f"GammaGamma has no parameter {unknown}; it has {list(self.get_params())}"
-            )
-        vars(self).update(params)
-        return self
 
     def fit(self, frequency, monetary_value, weights=None) -> GammaGamma:
         """Fit on per-customer ``frequency`` (repeat transactions) and ``monetary_value`` (their
