@@ -38,6 +38,7 @@ class ServiceState:
         self.error: str | None = None
         self._scored: StoreScores | None = None
         self._precomputing = threading.Lock()
+        self._scoring = threading.Lock()  # one whole-store scoring at a time; others wait
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self.tracking_uri: str | None = None
@@ -164,13 +165,17 @@ class ServiceState:
     def _store_scores(self, engine: DecisionEngine, version: int) -> StoreScores:
         key = scores_key(version, engine)
         cached = self._scored
-        if cached is None or cached.key != key:
-            rows = self.lookup(self.store.customer_ids())
-            if rows.layout != ("store", version):  # materialised meanwhile: score that one
-                key = (rows.layout[1], key[1])
-            position = {c: i for i, c in enumerate(rows.customer_ids)}
-            cached = StoreScores(key, rows, engine.score(rows), position)
-            self._scored = cached
+        if cached is not None and cached.key == key:
+            return cached
+        with self._scoring:  # a request and the background precompute never both score it
+            cached = self._scored
+            if cached is None or cached.key != key:
+                rows = self.lookup(self.store.customer_ids())
+                if rows.layout != ("store", version):  # materialised meanwhile: score that
+                    key = (rows.layout[1], key[1])
+                position = {c: i for i, c in enumerate(rows.customer_ids)}
+                cached = StoreScores(key, rows, engine.score(rows), position)
+                self._scored = cached
         return cached
 
     def lookup_scored(

@@ -239,6 +239,23 @@ def test_a_filtered_audience_is_not_scored_twice(client, monkeypatch):
     assert [r["churn"] for r in looked_up] == [r["churn"] for r in first]
 
 
+def test_the_store_is_scored_once_however_many_ask_at_once(client, monkeypatch):
+    """Filtered batches arriving together (and the background precompute) share one scoring
+    of the whole store: the others wait for it instead of scoring it again."""
+    whole, score = [], DecisionEngine.score
+    monkeypatch.setattr(
+        DecisionEngine,
+        "score",
+        lambda self, rows: whole.append(len(rows.customer_ids)) or score(self, rows),
+    )
+    body = {"filter": {"min_churn": 0.5, "limit": 5}}
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda _: client.post("/batch", json=body), range(4)))
+    assert [a.status_code for a in answers] == [200] * 4
+    assert len({str(a.json()["results"][0]["churn"]) for a in answers}) == 1
+    assert len(whole) <= 1  # at most once: before this test, the precompute may have done it
+
+
 def test_feedback_is_idempotent_and_feeds_cooldown(client, world):
     audience = client.post("/batch", json={"customer_ids": ids(world, 400)}).json()["results"]
     sent = next(r for r in audience if r["decision"]["offer_id"])
