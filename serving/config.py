@@ -43,8 +43,9 @@ class PolicyConfig(BaseModel):
         "rest is uniform over the eligible offers",
     )  # fmt: skip
     retention_value: Literal["clv", "catalog"] = Field(
-        "clv", description="what keeping a customer is worth to a retention or win-back offer: "
-        "the customer's CLV (when the service has one for them), or the catalog's value",
+        "clv", description="what a retention or win-back conversion is worth: 'clv' its margin "
+        "(the catalog's value) plus what keeping the customer saves, c / (1 - c) x CLV with c "
+        "their churn probability (when the service has a CLV for them); 'catalog' its margin",
     )  # fmt: skip
     contact_cap: int = Field(3, ge=0, description="max offers sent per customer per window")
     contact_window_days: int = Field(30, ge=1)

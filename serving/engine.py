@@ -37,7 +37,7 @@ from serving.inputs import FeatureRows, InputPlan
 from serving.ledger import Decisions
 from serving.policies import MODEL, cold_start_choice, greedy_choice, offers_status
 from serving.scoring import fast_model
-from training.policy import CONTROL
+from training.policy import CONTROL, conversion_worth
 
 MODELS = ("churn", "stage", "offers")  # the models run through the input plans
 CLV_PREFIX = "btyd_clv_"  # the probabilistic CLV column of the vectors: btyd_clv_<H>d
@@ -324,16 +324,14 @@ class DecisionEngine:
         return self._answers(rows, as_of, scores, offers, reasons, logged), logged
 
     def offer_values(self, scores: Scores) -> np.ndarray:
-        """``(n, offers)``: what a conversion is worth. A retention or win-back offer keeps
-        the customer, so with ``retention_value: clv`` it is worth the customer's CLV where
-        the service has one (the uplift on converting stands for the uplift on staying);
-        every other offer, and a customer without a CLV, the catalog's ``value`` (the offer's
-        margin)."""
-        value = np.broadcast_to(self.catalog.value, scores.uplift.shape)
-        if self.policy.retention_value != "clv" or not self._keeps.any():
-            return value
-        clv = scores.clv[:, None]
-        return np.where(self._keeps[None, :] & np.isfinite(clv), clv, value)
+        """``(n, offers)``: what a conversion is worth (:func:`training.policy.
+        conversion_worth`): the offer's margin (the catalog's ``value``) and, for a retention
+        or win-back offer with ``retention_value: clv``, what keeping the customer saves
+        (churn / (1 - churn) x CLV), where the service has a CLV."""
+        by_clv = self.policy.retention_value == "clv" and self._keeps.any()
+        worth = conversion_worth(self.catalog.value, self._keeps, scores.churn if by_clv else None,
+                                 scores.clv)  # fmt: skip
+        return np.broadcast_to(worth, scores.uplift.shape)
 
     def _answers(
         self, rows: FeatureRows, as_of: str | None, scores: Scores, offers: list[list[dict]],

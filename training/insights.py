@@ -19,7 +19,7 @@ from features.registry import RETENTION_KINDS
 from features.stages import assign_stages
 from training.datasets import Tables
 from training.metrics import offer_experiment
-from training.policy import eligibility, next_best_offer
+from training.policy import conversion_worth, eligibility, next_best_offer
 
 NO_OFFER = "no offer"
 NO_RETENTION_OFFER = "none"
@@ -276,10 +276,11 @@ def who_to_save(
                           "churn_probability": churn[order], "clv": clv[order],
                           "value_at_risk": at_risk[order]})  # fmt: skip
     if uplift_model is None or offers is None:
-        choice = best_retention_offer(pd.DataFrame(index=table.index), None, offers, clv[order])
+        choice = best_retention_offer(pd.DataFrame(index=table.index), None, offers,
+                                      churn[order], clv[order])  # fmt: skip
     else:
         uplift, eligible = retention_uplift(uplift_model, rows, offers)
-        choice = best_retention_offer(uplift, eligible, offers, clv[order])
+        choice = best_retention_offer(uplift, eligible, offers, churn[order], clv[order])
     return pd.concat([table, choice.reset_index(drop=True)], axis=1)
 
 
@@ -300,15 +301,18 @@ def retention_uplift(
 
 
 def best_retention_offer(
-    uplift: pd.DataFrame, eligible: pd.DataFrame | None, offers: pd.DataFrame | None, clv
-) -> pd.DataFrame:
+    uplift: pd.DataFrame, eligible: pd.DataFrame | None, offers: pd.DataFrame | None, churn,
+    clv,
+) -> pd.DataFrame:  # fmt: skip
     """Each row's retention or win-back offer of highest positive value, valued as the service
-    values it: ``uplift x CLV - cost`` (the catalog's ``value`` for the CLV where the CLV is
-    unknown); offers of other kinds are left out.
+    values it: ``uplift x (value + churn / (1 - churn) x CLV) - cost`` (:func:`training.
+    policy.conversion_worth`; the catalog's ``value`` alone where the CLV is unknown); offers of
+    other kinds are left out.
 
     ``uplift`` and ``eligible`` (None: all) are ``(n, offers)``, aligned by position with
-    ``clv``. Output indexed like ``uplift``: ``retention_offer`` (offer id, or "none" when no
-    eligible one has a positive value), ``offer_uplift`` and ``offer_value`` (NaN for "none").
+    ``churn`` and ``clv``. Output indexed like ``uplift``: ``retention_offer`` (offer id, or
+    "none" when no eligible one has a positive value), ``offer_uplift`` and ``offer_value``
+    (NaN for "none").
     """
     n, names = len(uplift), [str(k) for k in uplift.columns]
     catalog = None if offers is None else offers.set_index(offers["offer_id"].astype("str"))
@@ -321,8 +325,7 @@ def best_retention_offer(
     cols = [names.index(k) for k in keep]
     u = uplift.to_numpy(dtype=float)[:, cols]
     ok = np.isfinite(u) & (True if eligible is None else eligible.to_numpy(bool)[:, cols])
-    worth = np.asarray(clv, dtype=float)[:, None]
-    worth = np.where(np.isfinite(worth), worth, catalog.loc[keep, "value"].to_numpy(float))
+    worth = conversion_worth(catalog.loc[keep, "value"], np.ones(len(keep), bool), churn, clv)
     value = np.where(ok, u * worth - catalog.loc[keep, "cost"].to_numpy(float), -np.inf)
     rows, best = np.arange(n), np.argmax(value, axis=1)  # ties: the catalog's first
     chosen = value[rows, best] > 0

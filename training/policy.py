@@ -30,6 +30,31 @@ def expected_values(
     return pd.DataFrame(np.nan_to_num(ev, nan=-np.inf), index=uplift.index, columns=ids)
 
 
+MAX_CHURN = 0.99  # keeps the value of a kept customer finite: CLV / (1 - churn)
+
+
+def conversion_worth(value, keeps, churn=None, clv=None) -> np.ndarray:
+    """What one conversion of each offer is worth to each customer, ``(n, offers)``.
+
+    Every offer's conversion brings its own margin, the catalog's ``value`` ``(offers,)``. An
+    offer that keeps a customer (``keeps`` ``(offers,)`` bool: retention and win-back) also
+    saves what their leaving would cost. The CLV already counts the chance ``c`` that they
+    leave: ``CLV = (1 - c) x kept``, so a customer kept is worth ``CLV / (1 - c)``, and a
+    conversion that keeps one who would otherwise leave with probability ``c`` saves
+    ``c x CLV / (1 - c)`` (``c`` capped at :data:`MAX_CHURN`). A loyal customer saves little
+    whatever their CLV; a lapsing one of the same CLV, much more. ``churn`` and ``clv``
+    ``(n,)``; a customer without both (NaN, or None: no CLV) gets the margin alone. The value
+    of sending is then ``uplift x worth - cost``.
+    """
+    value = np.asarray(value, dtype=float)[None, :]
+    if clv is None or churn is None:
+        return value
+    c = np.minimum(np.asarray(churn, dtype=float), MAX_CHURN)
+    saved = c / (1.0 - c) * np.asarray(clv, dtype=float)
+    saved = np.where(np.isfinite(saved), saved, 0.0)[:, None]
+    return value + np.asarray(keeps, dtype=bool)[None, :] * saved
+
+
 def next_best_offer(
     uplift: pd.DataFrame,
     offers: pd.DataFrame,

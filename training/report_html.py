@@ -125,8 +125,9 @@ def _clv(report: Report) -> str:
         "<h3>Value at risk by stage</h3>", table_html(t["value_at_risk"]),
         f"<h3>Who to save: the {len(save):,} customers with the most value at risk</h3>"
         "<p class='note'>With the retention or win-back offer of highest expected value, "
-        "valued as the service values it (uplift × CLV − cost), among those the catalog "
-        "allows for the customer's stage and past campaigns sent to customers like them; "
+        "valued as the service values it (uplift × (margin + c / (1 − c) × CLV) − cost, c the "
+        "churn probability), among those the catalog allows for the customer's stage and past "
+        "campaigns sent to customers like them; "
         "none when no such offer pays for itself (or there is no offers model).</p>",
         table_html(save),
     )  # fmt: skip

@@ -88,6 +88,17 @@ def true_probabilities(
     return 1.0 / (1.0 + np.exp(-(base[:, None] + tau)))
 
 
+def converted_stages(stage: np.ndarray) -> np.ndarray:
+    """Each customer's stage after a conversion: a prospect becomes a buyer, an at-risk
+    customer is retained, a churned one is won back; any other stays where it is."""
+    prospect = np.isin(stage, [S["awareness"], S["engagement"], S["evaluation"]])
+    moved = stage.copy()
+    moved[prospect] = S["purchase"]
+    moved[stage == S["at_risk"]] = S["retention"]
+    moved[stage == S["churned"]] = S["win_back"]
+    return moved
+
+
 @dataclass
 class CampaignDraw:
     """One campaign's exposures (positions into the population) and what became of them."""

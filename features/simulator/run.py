@@ -15,7 +15,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from features.simulator import dynamics
-from features.simulator.campaigns import draw_campaign, segments
+from features.simulator.campaigns import converted_stages, draw_campaign, segments
 from features.simulator.catalog import OFFERS, PLANS, PRODUCTS, S
 from features.simulator.config import SimConfig
 from features.simulator.events import NO_OFFER, T, daily_events, purchase_moves, trait_multipliers
@@ -237,17 +237,13 @@ def _campaign(
 
 
 def _apply_offer_effects(state: State, who: np.ndarray, day: int, history: Log) -> None:
-    """A conversion moves a customer on: a prospect becomes a buyer, an at-risk customer is
-    retained, a churned one is won back (from the next day)."""
+    """A conversion moves a customer on (:func:`campaigns.converted_stages`), from the next
+    day, and counts as a purchase."""
     stage = state.stage[who]
-    prospect = np.isin(stage, [S["awareness"], S["engagement"], S["evaluation"]])
     state.first_purchase[who] = np.fmin(state.first_purchase[who], day)
-    moves = (
-        (prospect, S["purchase"]),
-        (stage == S["at_risk"], S["retention"]),
-        (stage == S["churned"], S["win_back"]),
-    )
-    for mask, target in moves:
+    moved = converted_stages(stage)
+    for target in (S["purchase"], S["retention"], S["win_back"]):  # as before: in this order
+        mask = (moved == target) & (moved != stage)
         state.stage[who[mask]] = target
         history.add(who=who[mask], stage=np.full(mask.sum(), target, np.int8), day=day + 1)
 

@@ -9,7 +9,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from features.simulator.campaigns import segments, true_probabilities
 from features.simulator.catalog import ARMS, STAGES
+from features.simulator.future import conversion_gains
+from features.simulator.run import RawSimulation
+from features.simulator.tables import customer_ids
 
 PURCHASER_STAGES = ("purchase", "retention", "advocacy", "at_risk", "win_back")
 
@@ -55,6 +59,46 @@ def policy_values(truth_exposures: pd.DataFrame, offers: pd.DataFrame) -> dict[s
         "random_offer": float(random_offer.mean()),
         "nothing": 0.0,
     }
+
+
+def offers_at_end(raw: RawSimulation, reps: int = 8) -> pd.DataFrame:
+    """The truth of sending each offer on the last day of the log, per customer known then.
+
+    Columns: ``customer_id``, ``stage`` (true, at the end), ``p_<arm>`` (true conversion
+    probability within the response window under each arm, ``control`` = no offer; every
+    arm, eligible or not: eligibility is the policy's business) and ``conversion_gain`` (what
+    a conversion adds to the customer's spend over the ``future_days`` after the log beyond the
+    converted purchase, :func:`future.conversion_gains`: keeping an at-risk customer, winning a
+    churned one back, a prospect's first purchase). Nobody is contacted after the log, so the
+    gain is measured against the same no-contact future as ``spend_next_<d>d``.
+    """
+    config, pop, state = raw.config, raw.pop, raw.state
+    known = np.flatnonzero(pop.arrival_day < config.days)
+    since = config.days - np.nan_to_num(state.last_purchase, nan=-1e9)
+    seg = segments(state.purchases, since)
+    p = true_probabilities(pop, known, state.stage[known], seg[known],
+                           state.tenure(config.days)[known])  # fmt: skip
+    gain = conversion_gains(config, pop, state.stage, state.first_purchase, reps)[known]
+    return pd.DataFrame({
+        "customer_id": pd.array(customer_ids(pop.n)[known], dtype="str"),
+        "stage": pd.Categorical.from_codes(state.stage[known], STAGES),
+        **{f"p_{a}": p[:, j] for j, a in enumerate(ARMS)},
+        "conversion_gain": gain,
+    })  # fmt: skip
+
+
+def values_at_end(truth: pd.DataFrame, offers: pd.DataFrame) -> pd.DataFrame:
+    """True expected incremental value of sending each offer (columns: offer ids) to each row of
+    :func:`offers_at_end` (same index): ``(p_offer - p_control) * (value + conversion_gain) -
+    cost``, the catalog's ``value`` standing for the converted purchase's margin, as in
+    :func:`incremental_values`, plus what the conversion changes after it."""
+    catalog = offers.set_index("offer_id")
+    ids = [a for a in ARMS[1:] if a in catalog.index]
+    gain = truth["conversion_gain"].to_numpy()[:, None]
+    uplift = truth[[f"p_{a}" for a in ids]].to_numpy() - truth[["p_control"]].to_numpy()
+    value = catalog.loc[ids, "value"].to_numpy(float)
+    iv = uplift * (value[None, :] + gain) - catalog.loc[ids, "cost"].to_numpy(float)
+    return pd.DataFrame(iv, columns=ids, index=truth.index)
 
 
 def arm_uplift(exposures: pd.DataFrame, truth_exposures: pd.DataFrame) -> pd.DataFrame:
@@ -113,6 +157,8 @@ __all__ = [
     "churn_population",
     "churned_within",
     "incremental_values",
+    "offers_at_end",
     "policy_values",
     "stage_at",
+    "values_at_end",
 ]

@@ -111,3 +111,66 @@ def test_other_profiles_ignore_future_days(tmp_path):
     assert shop.truth_customers.equals(simulate(cfg, future_days=30).truth_customers)
     write_simulation(shop, tmp_path, cfg, "parquet")
     assert "future_days" not in json.loads((tmp_path / "simulation.json").read_text())
+
+
+# ---- the truth of sending an offer at the end of the log -------------------------------------
+
+
+@pytest.fixture(scope="module")
+def raw():
+    from features.simulator.run import run
+
+    return run(SimConfig(customers=3_000, days=365, seed=5))
+
+
+def test_a_conversion_moves_prospects_at_risk_and_churned_customers_only():
+    from features.simulator.campaigns import converted_stages
+    from features.simulator.catalog import STAGES
+
+    stage = np.arange(len(STAGES))
+    moved = dict(zip(STAGES, np.array(STAGES)[converted_stages(stage)], strict=True))
+    assert moved == {"awareness": "purchase", "engagement": "purchase", "evaluation": "purchase",
+                     "purchase": "purchase", "retention": "retention", "advocacy": "advocacy",
+                     "at_risk": "retention", "churned": "win_back",
+                     "win_back": "win_back"}  # fmt: skip
+
+
+def test_keeping_an_at_risk_customer_or_winning_one_back_raises_their_future_spend(raw):
+    from features.simulator.catalog import S
+    from features.simulator.future import conversion_gains
+
+    state = raw.state
+    gain = conversion_gains(raw.config, raw.pop, state.stage, state.first_purchase, reps=4)
+    unmoved = np.isin(state.stage, [S["purchase"], S["retention"], S["advocacy"], S["win_back"]])
+    assert (gain[unmoved] == 0).all() and np.isfinite(gain).all()
+    for stage in ("at_risk", "churned"):
+        who = state.stage == S[stage]
+        assert who.sum() > 30 and gain[who].mean() > 10, stage  # a retained buyer buys on
+    again = conversion_gains(raw.config, raw.pop, state.stage, state.first_purchase, reps=4)
+    np.testing.assert_array_equal(gain, again)  # seeded: the same truth every time
+    before = raw.state.stage.copy()
+    conversion_gains(raw.config, raw.pop, state.stage, state.first_purchase, reps=1)
+    np.testing.assert_array_equal(raw.state.stage, before)  # the end state is left alone
+
+
+def test_offers_at_end_gives_every_known_customer_every_arm_and_values_by_the_formula(raw):
+    from features.simulator.catalog import ARMS, OFFERS
+    from features.simulator.truth import offers_at_end, values_at_end
+
+    truth = offers_at_end(raw, reps=2)
+    assert len(truth) == (raw.pop.arrival_day < raw.config.days).sum()
+    assert truth["customer_id"].is_unique
+    p = truth[[f"p_{a}" for a in ARMS]].to_numpy()
+    assert ((p > 0) & (p < 1)).all()
+    iv = values_at_end(truth, OFFERS)
+    assert list(iv.columns) == list(ARMS[1:]) and iv.index.equals(truth.index)
+    row = truth.iloc[int(np.argmax(truth["conversion_gain"].to_numpy()))]
+    offer = OFFERS.set_index("offer_id").loc["ret_discount20"]
+    by_hand = (row["p_ret_discount20"] - row["p_control"]) * (
+        offer["value"] + row["conversion_gain"]
+    ) - offer["cost"]
+    assert iv.loc[row.name, "ret_discount20"] == pytest.approx(by_hand)
+    assert values_at_end(truth, OFFERS.iloc[[0, 5]]).columns.tolist() == [
+        "upsell_premium",
+        "ret_discount20",
+    ]  # only the catalog's offers

@@ -255,7 +255,7 @@ def test_owned_products_are_parsed_once_per_distinct_value(monkeypatch):
     np.testing.assert_array_equal(catalog.owned_fails(None, 2), np.zeros((2, 3), bool))
 
 
-def test_retention_offers_are_valued_by_the_customers_clv_others_by_their_margin():
+def test_retention_offers_also_save_the_value_at_risk_others_are_worth_their_margin():
     from training.models.clv import ProbabilisticCLV
 
     clv_model = ProbabilisticCLV("btyd_clv_365d").fit(pd.DataFrame({"btyd_clv_365d": [1.0]}))
@@ -276,7 +276,9 @@ def test_retention_offers_are_valued_by_the_customers_clv_others_by_their_margin
     assert by_clv.clv_status["retention_offers_valued_by"] == "clv"
     out, _ = by_clv.decide(r, no_contacts(3), draws(3))
     wb = [{o["offer_id"]: o for o in answer["offers"]}["wb"] for answer in out]
-    assert wb[0]["expected_value"] == pytest.approx(0.3 * 100 - 2)  # keeping a customer of 100
+    # a customer of CLV 100 at churn risk 0.4 is worth 100 / 0.6 kept: keeping them saves
+    # 0.4 x 100 / 0.6 beside the offer's margin 20
+    assert wb[0]["expected_value"] == pytest.approx(0.3 * (20 + 0.4 * 100 / 0.6) - 2)
     assert wb[1]["expected_value"] == pytest.approx(0.3 * 20 - 2)  # no CLV: the catalog value
     up = {o["offer_id"]: o for o in out[2]["offers"]}["up"]
     assert up["expected_value"] == pytest.approx(0.1 * 50 - 1)  # an upsell: its own margin

@@ -120,9 +120,11 @@ def test_the_clv_tables_agree_with_the_models(trained):
     rows = vectors.set_index("customer_id").loc[offered["customer_id"]].reset_index()
     uplift = models.uplift.predict_uplift(rows)
     catalog = tables.offers.set_index("offer_id")
-    for i, (offer, worth) in enumerate(zip(offered["retention_offer"], offered["clv"],
-                                           strict=True)):  # fmt: skip
+    for i, (offer, c, clv_i) in enumerate(zip(offered["retention_offer"],
+                                              offered["churn_probability"], offered["clv"],
+                                              strict=True)):  # fmt: skip
         assert catalog.loc[offer, "kind"] in ("retention", "winback")
+        worth = catalog.loc[offer, "value"] + min(c, 0.99) / (1 - min(c, 0.99)) * clv_i
         expected = uplift[offer].iloc[i] * worth - catalog.loc[offer, "cost"]
         assert offered["offer_value"].iloc[i] == pytest.approx(expected) and expected > 0
     assert "learned" in report.notes["clv"] and report.facts["clv_horizon_days"] == 365

@@ -43,20 +43,22 @@ def test_value_at_risk_is_churn_probability_times_clv_per_stage():
     np.testing.assert_allclose(table["value_at_risk_share"], [70 / 113, 25 / 113, 18 / 113])
 
 
-def test_best_retention_offer_is_valued_by_clv_and_ignores_other_kinds():
-    uplift = pd.DataFrame({"up": [0.5, 0.5, 0.5, 0.5], "ret": [0.1, 0.01, 0.3, np.nan],
+def test_best_retention_offer_is_valued_as_the_service_values_it_and_ignores_other_kinds():
+    uplift = pd.DataFrame({"up": [0.5, 0.5, 0.5, 0.5], "ret": [0.1, 0.005, 0.3, np.nan],
                            "wb": [0.02, 0.05, 0.1, 0.5]})  # fmt: skip
     eligible = pd.DataFrame(True, index=uplift.index, columns=uplift.columns)
     eligible.loc[1, "wb"] = False
-    clv = [100.0, 50.0, np.nan, 20.0]  # NaN: the catalog's value stands in, as in the service
-    best = insights.best_retention_offer(uplift, eligible, OFFERS, clv)
-    # row 0: ret 0.1 x 100 - 0.5 = 9.5 beats wb 0.02 x 100 - 2 = 0 (and "up" is no retention)
-    # row 1: ret 0.01 x 50 - 0.5 = 0 is not positive, wb is ineligible -> none
-    # row 2: ret 0.3 x 5 - 0.5 = 1.0 beats wb 0.1 x 8 - 2 = -1.2; row 3: wb 0.5 x 20 - 2 = 8
+    clv = [100.0, 50.0, np.nan, 20.0]  # NaN: the margin alone, as in the service
+    best = insights.best_retention_offer(uplift, eligible, OFFERS, CHURN, clv)
+    # worth = margin + churn / (1 - churn) x CLV; CHURN = 0.1, 0.5, 0.2, 0.9
+    # row 0: ret 0.1 x (5 + 100 / 9) - 0.5 beats wb 0.02 x (8 + 100 / 9) - 2 < 0 ("up": no
+    # retention offer); row 1: ret 0.005 x (5 + 50) - 0.5 < 0, wb is ineligible -> none
+    # row 2: ret 0.3 x 5 - 0.5 = 1.0 beats wb 0.1 x 8 - 2; row 3: wb 0.5 x (8 + 9 x 20) - 2
     assert best["retention_offer"].tolist() == ["ret", "none", "ret", "wb"]
-    np.testing.assert_allclose(best["offer_value"], [9.5, np.nan, 1.0, 8.0])
+    np.testing.assert_allclose(best["offer_value"], [0.1 * (5 + 100 / 9) - 0.5, np.nan, 1.0,
+                                                     92.0])  # fmt: skip
     np.testing.assert_allclose(best["offer_uplift"], [0.1, np.nan, 0.3, 0.5])
-    assert (insights.best_retention_offer(uplift, None, None, clv)["retention_offer"]
+    assert (insights.best_retention_offer(uplift, None, None, CHURN, clv)["retention_offer"]
             == "none").all()  # fmt: skip
 
 
@@ -82,10 +84,12 @@ def test_who_to_save_ranks_by_value_at_risk_with_each_best_retention_offer():
     table = insights.who_to_save(vectors, churn, clv, StubUplift(), OFFERS, top=4)
     assert table["customer_id"].tolist() == ["c", "b", "d", "a"]
     np.testing.assert_allclose(table["value_at_risk"], [60.0, 25.0, 18.0, 10.0])
-    # c (retention): ret 0.3 x 300 - 0.5; b (at_risk): ret 0.001 x 50 - 0.5 < 0 and wb is for
-    # churned only -> none; d (churned): wb 0.5 x 20 - 2 (ret not for churned); a: ret 19.5
+    # worth = margin + churn / (1 - churn) x CLV. c (retention): ret 0.3 x (5 + 75) - 0.5;
+    # b (at_risk): ret 0.001 x (5 + 50) - 0.5 < 0 and wb is for churned only -> none;
+    # d (churned): wb 0.5 x (8 + 180) - 2 (ret not for churned); a: ret 0.2 x (5 + 100 / 9)
     assert table["retention_offer"].tolist() == ["ret", "none", "wb", "ret"]
-    np.testing.assert_allclose(table["offer_value"], [89.5, np.nan, 8.0, 19.5])
+    np.testing.assert_allclose(table["offer_value"], [23.5, np.nan, 92.0,
+                                                      0.2 * (5 + 100 / 9) - 0.5])  # fmt: skip
     plain = insights.who_to_save(vectors, churn, clv, None, OFFERS, top=2)
     assert plain["retention_offer"].tolist() == ["none", "none"]
     assert list(plain.columns) == list(table.columns)

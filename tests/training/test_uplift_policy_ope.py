@@ -19,12 +19,26 @@ from training.exposure_features import exposure_features
 from training.models.uplift import UpliftModel
 from training.ope import incremental_policy_value, off_policy_value, policy_value_table
 from training.policy import (
+    conversion_worth,
     eligibility,
     next_best_offer,
     policy_probabilities,
     propensity_policy,
     random_policy,
 )
+
+
+def test_a_conversion_that_keeps_a_customer_saves_what_their_leaving_would_cost():
+    value, keeps = [10.0, 20.0], [False, True]  # an upsell's margin 10, a win-back's 20
+    churn = np.array([0.5, 0.1, np.nan, 0.9, 1.0])
+    clv = np.array([100.0, 100.0, 50.0, np.nan, 2.0])
+    worth = conversion_worth(value, keeps, churn, clv)
+    # kept, a customer is worth CLV / (1 - churn); keeping one saves churn x that
+    np.testing.assert_allclose(
+        worth, [[10, 20 + 100], [10, 20 + 100 / 9], [10, 20], [10, 20], [10, 20 + 99 * 2]]
+    )  # churn 1 is capped at 0.99
+    np.testing.assert_allclose(conversion_worth(value, keeps), [[10, 20]])  # no CLV: margins
+
 
 # ---- a synthetic bandit with known values ------------------------------------------------
 
