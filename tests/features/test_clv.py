@@ -11,10 +11,8 @@ from features.btyd import BGNBD
 from features.btyd_features import BTYDFeatures
 from features.builder import build_features
 from features.clv import discount_steps, discounted_purchases, expected_clv
-from features.loaders import load_mapped
-from features.simulator import SimConfig, simulate
 from features.spend import GammaGamma
-from training.profiles import PURCHASE_ONLY
+from tests.shops import transaction_log
 
 
 def fitted(params: dict) -> object:
@@ -83,10 +81,7 @@ def test_clv_is_non_negative_grows_with_the_horizon_and_falls_with_the_discount_
 
 @pytest.fixture(scope="module")
 def shop_events():
-    sim = simulate(SimConfig(profile="purchase_only", customers=1_500, days=730, seed=4))
-    events = PURCHASE_ONLY["data"]["events"]
-    return load_mapped("events", sim.transactions, columns=events["columns"],
-                       constants=events["constants"], deduplicate=False).data  # fmt: skip
+    return transaction_log(seed=4)
 
 
 def test_clv_features_on_a_transaction_log_and_served_with_the_recorded_parameters(shop_events):

@@ -9,16 +9,15 @@ import pandas as pd
 import pytest
 
 from features.labels import future_margin
-from features.loaders import load_events, load_mapped
+from features.loaders import load_events
 from features.project import DatasetConfig
-from features.simulator import SimConfig, simulate
+from tests.shops import transaction_log
 from training import registry
 from training.clv_pipeline import clv_dates
 from training.datasets import Tables
 from training.metrics import value_metrics
 from training.models.clv import CLVModel, ProbabilisticCLV
 from training.pipeline import PRIMARY, TrainConfig, fit_and_evaluate
-from training.profiles import PURCHASE_ONLY
 
 FAST = {"churn": {"n_estimators": 30}, "stage": {"n_estimators": 20},
         "clv": {"n_estimators": 60}}  # fmt: skip
@@ -77,11 +76,7 @@ def test_probabilistic_clv_reads_its_column_and_says_what_is_missing():
 
 @pytest.fixture(scope="module")
 def shop() -> Tables:
-    sim = simulate(SimConfig(profile="purchase_only", customers=1_500, days=730, seed=6))
-    events = PURCHASE_ONLY["data"]["events"]
-    loaded = load_mapped("events", sim.transactions, columns=events["columns"],
-                         constants=events["constants"], deduplicate=False)  # fmt: skip
-    return Tables(events=loaded.data)
+    return Tables(events=transaction_log(seed=6))
 
 
 @pytest.fixture(scope="module")

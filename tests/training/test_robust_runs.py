@@ -10,22 +10,17 @@ import pytest
 
 from features.loaders import load_mapped
 from features.project import DatasetConfig, ProjectConfig
-from features.simulator import SimConfig, simulate
+from tests.shops import transaction_log
 from training.calendar import CalendarError
 from training.datasets import Tables, build_training_set, time_split
 from training.pipeline import TrainConfig, fit_and_evaluate, fit_stage, resolved
-from training.profiles import PURCHASE_ONLY
 
 FAST = {"churn": {"n_estimators": 30}, "stage": {"n_estimators": 20}}
 
 
 @pytest.fixture(scope="module")
 def shop() -> Tables:
-    sim = simulate(SimConfig(profile="purchase_only", customers=1_500, days=730, seed=2))
-    events = PURCHASE_ONLY["data"]["events"]
-    loaded = load_mapped("events", sim.transactions, columns=events["columns"],
-                         constants=events["constants"], deduplicate=False)  # fmt: skip
-    return Tables(events=loaded.data)
+    return Tables(events=transaction_log(seed=2))
 
 
 def test_a_model_that_cannot_be_fitted_is_skipped_with_its_reason(shop):
