@@ -29,8 +29,9 @@ def report(
         Path | None, typer.Option(help="Also write the main charts as one PNG here.")
     ] = None,
 ) -> None:
-    """Write the business report: stage funnel, churn risk and reasons, the offer policy's
-    choices and value by stage, model metrics, and the data's as-of date."""
+    """Write the business report: stage funnel, churn risk and reasons, customer lifetime
+    value and value at risk by stage with who to save, the offer policy's choices and value
+    by stage, model metrics, and the data's as-of date."""
     from features.contracts import ContractError
     from features.project import load_project_config
     from training.data import load_tables

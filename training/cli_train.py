@@ -18,9 +18,18 @@ from training.cli_common import (
 
 TrainConfigFile = ProjectConfigFile
 Experiment = Annotated[str, typer.Option(help="MLflow experiment name.")]
+Ledger = Annotated[
+    Path | None,
+    typer.Option(
+        dir_okay=False,
+        help="The service's feedback ledger: its decisions (with their propensities) become "
+        "exposures beside the campaign logs (offer decisions once reported sent).",
+    ),
+]
 
 
-def _setup(data: Path, config: Path | None, experiment: str):
+def _setup(data: Path, config: Path | None, experiment: str, ledger: Path | None = None):
+    from training.ledger_exposures import with_ledger
     from training.pipeline import check_before_work, resolved
     from training.registry import setup, tracking_uri
     from training.tune import with_tuned
@@ -28,9 +37,12 @@ def _setup(data: Path, config: Path | None, experiment: str):
     cfg = project_config(config, data)
     tables = load_data(data, cfg)
     try:
+        if ledger is not None:
+            tables, added = with_ledger(tables, ledger, cfg.dataset.response_window_days)
+            console.print(f"ledger {ledger}: {added:,} decisions as exposures")
         cfg = resolved(tables, with_tuned(cfg))
         check_before_work(tables, cfg)  # fail early
-    except ValueError as err:
+    except (ValueError, FileNotFoundError) as err:
         raise fail(str(err)) from None
     setup(experiment)
     console.print(f"MLflow tracking at {tracking_uri()}, experiment {experiment!r}")
@@ -42,12 +54,13 @@ def train(
     config: TrainConfigFile = None,
     register: Annotated[bool, typer.Option(help="Register models (alias challenger).")] = True,
     experiment: Experiment = "customer-lifecycle",
+    ledger: Ledger = None,
 ) -> None:
     """Train churn and stage models with baselines; log to MLflow; register as challengers."""
     from training.pipeline import PRIMARY, ModelSkipped, fit_and_evaluate
     from training.tracking import log_run
 
-    cfg, tables = _setup(data, config, experiment)
+    cfg, tables = _setup(data, config, experiment, ledger)
     try:
         result = fit_and_evaluate(tables, cfg)
     except ModelSkipped as err:
@@ -79,15 +92,16 @@ def _print_choices(result) -> None:
 
 
 def promote(
-    data: DataDir, config: TrainConfigFile = None, experiment: Experiment = "customer-lifecycle"
-) -> None:
+    data: DataDir, config: TrainConfigFile = None, experiment: Experiment = "customer-lifecycle",
+    ledger: Ledger = None,
+) -> None:  # fmt: skip
     """Move `champion` to the challenger only if it wins on the same latest holdout.
 
     Primary metrics: churn ROC-AUC, stage macro-F1; the comparison is printed.
     """
     from training.promotion import promote_all
 
-    cfg, tables = _setup(data, config, experiment)
+    cfg, tables = _setup(data, config, experiment, ledger)
     try:
         outcomes = promote_all(tables, cfg)
     except LookupError as err:

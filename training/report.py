@@ -264,7 +264,7 @@ def clv_terms(estimator: object, config: ProjectConfig | None) -> dict[str, floa
 
 def report_panel(report: Report) -> Figure:
     """The report's main charts in one figure (the picture in the README)."""
-    names = ("funnel", "risk", "reasons", "offer_mix")
+    names = ("funnel", "risk", "reasons", "clv", "offer_mix")
     shown = {name: report.figures[name] for name in names if name in report.figures}
     return plots.figure_panel(shown, title=f"Customer lifecycle report, data as of "
                               f"{report.as_of:%Y-%m-%d}")  # fmt: skip
