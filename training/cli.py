@@ -24,6 +24,7 @@ app = typer.Typer(
 app.add_typer(cli_features.app, name="features")
 app.command()(cli_train.train)
 app.command()(cli_train.promote)
+app.command()(cli_train.retrain)
 app.command()(cli_tune.tune)
 app.command()(cli_report.report)
 

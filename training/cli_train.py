@@ -108,3 +108,64 @@ def promote(
         raise fail(str(err)) from None
     for outcome in outcomes:
         console.print(outcome.summary())
+
+
+# exit codes of `lifecycle retrain`, for a scheduler
+PROMOTED, KEPT, FAILED = 0, 3, 1
+
+
+def retrain(
+    data: DataDir,
+    config: TrainConfigFile = None,
+    ledger: Ledger = None,
+    store: Annotated[
+        Path, typer.Option("--store", help="The online store to refresh (SQLite file).")
+    ] = Path("store/online.sqlite"),
+    keep_versions: Annotated[int, typer.Option(min=1, help="Store versions to keep.")] = 2,
+    experiment: Experiment = "customer-lifecycle",
+) -> None:
+    """One scheduled retraining step: train on DATA (and the ledger's decisions), register
+    challengers, promote those that win on the same latest holdout, and materialise the store
+    with the champions' config. A running service (registry models) picks up new champions
+    and the new store version by itself, without a failed request.
+
+    Exit codes: 0 a challenger became champion; 3 no challenger won (the champions stay; the
+    store is refreshed); 1 the data, the config or the training failed (nothing promoted);
+    2 bad usage.
+    """
+    from features.project import recorded_config
+    from features.store import OnlineStore
+    from training.pipeline import ModelSkipped, fit_and_evaluate, resolved
+    from training.promotion import promote_all
+    from training.registry import load_alias
+    from training.resolve import store_vectors
+    from training.tracking import log_run
+
+    cfg, tables = _setup(data, config, experiment, ledger)
+    try:
+        result = fit_and_evaluate(tables, cfg)
+        logged = log_run(result, source=str(data.resolve()), register=True)
+        console.print(f"trained: run {logged.run_id}, holdout as of "
+                      f"{result.holdout_as_of:%Y-%m-%d}")  # fmt: skip
+        _print_choices(result)
+        outcomes = promote_all(tables, cfg, names=logged.registered)  # this run's challengers
+        for outcome in outcomes:
+            console.print(f"  {outcome.summary()}")
+        champion, _ = load_alias("lifecycle-churn", "champion")
+        followed = recorded_config(champion) if champion is not None else cfg
+        vectors, label = store_vectors(tables, resolved(tables, followed))
+    except (ModelSkipped, LookupError, ValueError, KeyError) as err:
+        raise fail(str(err), FAILED) from None
+    store.parent.mkdir(parents=True, exist_ok=True)
+    version = OnlineStore(store).materialize(vectors, tables.end, label,
+                                             keep_versions=keep_versions)  # fmt: skip
+    console.print(
+        f"store {store}: version {version.version} is current "
+        f"({version.n_customers:,} customers, as of {tables.end:%Y-%m-%dT%H:%M:%SZ})"
+    )
+    promoted = [o.name for o in outcomes if o.promoted]
+    if promoted:
+        console.print(f"[bold]promoted[/]: {', '.join(promoted)} (exit {PROMOTED})")
+        raise typer.Exit(PROMOTED)
+    console.print(f"no challenger won; the champions stay (exit {KEPT})")
+    raise typer.Exit(KEPT)

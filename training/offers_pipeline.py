@@ -20,7 +20,7 @@ from training.datasets import Tables
 from training.exposure_features import exposure_features
 from training.insights import uplift_by_offer
 from training.metrics import auuc, offer_experiment, qini_curve
-from training.models.uplift import UpliftModel
+from training.models.uplift import CONTROL, UpliftModel
 from training.ope import incremental_policy_value, policy_value_table
 from training.policy import (
     eligibility,
@@ -64,7 +64,16 @@ def _rows(data: OfferData, mask: np.ndarray) -> OfferData:
 
 
 def fit_uplift(train: OfferData, params: dict) -> UpliftModel:
-    return UpliftModel(**params).fit(train.X, train.arm, train.y, train.exposures["propensity"])
+    """The uplift model on ``train`` sends; a ValueError (the offers model is skipped with it)
+    when the held-out control arm is too small to model: every uplift is relative to it."""
+    model = UpliftModel(**params).fit(train.X, train.arm, train.y, train.exposures["propensity"])
+    if model.outcome_models_.get(CONTROL) is None:
+        raise ValueError(
+            f"the held-out control arm has {model.arm_counts_.get(CONTROL, 0)} training sends, "
+            f"fewer than offers.min_arm_size={model.min_arm_size}: no offer's uplift can be "
+            "estimated (more campaign logs with a control arm, or a smaller min_arm_size)"
+        )
+    return model
 
 
 def evaluate_offers(model: UpliftModel, test: OfferData, offers: pd.DataFrame) -> dict:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import pandas as pd
 
 from training.datasets import Tables, build_training_set, time_split
@@ -69,7 +71,10 @@ def clv_score(tables: Tables, config: TrainConfig):
     return evaluate
 
 
-def promote_all(tables: Tables, config: TrainConfig) -> list[Promotion]:
+def promote_all(tables: Tables, config: TrainConfig,
+                names: Collection[str] | None = None) -> list[Promotion]:  # fmt: skip
+    """Promote each model's challenger that wins on the same later holdout; ``names``: only
+    these models (default: every model the data has the tables for)."""
     holdout = latest_holdout(tables, config)
     scores = {"churn": churn_score(holdout), "stage": stage_score(holdout)}
     if tables.exposures is not None and tables.offers is not None and len(tables.exposures):
@@ -79,4 +84,4 @@ def promote_all(tables: Tables, config: TrainConfig) -> list[Promotion]:
         if found is not None:
             scores["clv"] = found
     return [promote(REGISTERED_NAMES[name], PRIMARY[name], score)
-            for name, score in scores.items()]  # fmt: skip
+            for name, score in scores.items() if names is None or name in names]  # fmt: skip

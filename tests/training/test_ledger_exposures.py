@@ -10,6 +10,7 @@ import pytest
 
 from features.loaders import load_exposures, load_offers
 from serving.ledger import Decisions, FeedbackLedger
+from tests.shops import decisions_ledger
 from training.ledger_exposures import ledger_exposures
 
 T0 = pd.Timestamp("2026-03-01", tz="UTC")
@@ -105,31 +106,8 @@ def shop(tmp_path_factory):
     cfg = SimConfig(customers=800, days=200, seed=3)
     write_simulation(simulate(cfg), folder / "data", cfg)
     tables = load_tables(folder / "data")
-    customers = tables.events["customer_id"].astype(str).unique()[:60].tolist()
-    offers = [None, *tables.offers["offer_id"].astype(str)]
-    chosen = [offers[i % len(offers)] for i in range(len(customers))]
-    ids = [f"dec{i}" for i in range(len(customers))]
     path = folder / "ledger.sqlite"
-    book = FeedbackLedger(path)
-    book.record_decisions(Decisions(ids, customers, chosen, [0.5] * len(ids),
-                                    [True] * len(ids), None, None, "{}", None))  # fmt: skip
-    sent_on = tables.end - pd.Timedelta(days=60)
-    book.record_feedback(
-        [
-            {
-                "event_id": f"s{i}",
-                "event": "sent",
-                "decision_id": d,
-                "occurred_at": sent_on.timestamp(),
-            }
-            for i, (d, o) in enumerate(zip(ids, chosen, strict=True))
-            if o
-        ]
-    )
-    book.close()
-    with sqlite3.connect(path) as conn:
-        conn.execute("UPDATE decisions SET decided_at = ?", (sent_on.timestamp(),))
-    return folder, tables, path, ids
+    return folder, tables, path, decisions_ledger(path, tables)
 
 
 def test_training_reads_the_ledger_beside_the_campaign_logs(shop):

@@ -108,3 +108,15 @@ def test_a_calibration_fold_with_one_class_fails_before_any_work_naming_a_fracti
     assert "churn" in fit_and_evaluate(tables, working).reports  # the named value works
     no_calibration = config.model_copy(update={"churn": {**FAST["churn"], "calibration": None}})
     assert "churn" in fit_and_evaluate(tables, no_calibration).reports
+
+
+def test_an_offers_log_with_too_small_a_control_arm_is_skipped_naming_it():
+    from training.offers_pipeline import OfferData, fit_uplift
+
+    rng = np.random.default_rng(0)
+    n = 600
+    arm = pd.Series(["control"] * 50 + ["x"] * 550)
+    data = OfferData(pd.DataFrame({"f": rng.random(n)}), pd.DataFrame({"propensity": [0.5] * n}),
+                     rng.integers(0, 2, n), arm)  # fmt: skip
+    with pytest.raises(ValueError, match=r"control arm has 50 training sends.*min_arm_size=200"):
+        fit_uplift(data, {"n_estimators": 5})
