@@ -4,15 +4,21 @@ Works on any log of (context, action, reward) with the logging policy's probabil
 logged action. ``off_policy_value`` estimates the mean reward of a target policy;
 ``incremental_policy_value`` the mean *incremental* value of an offers policy over sending
 nothing (DESIGN section 6). Intervals are bootstrap percentiles over rows (the outcome model
-is held fixed: fit it on other data, e.g. earlier campaigns).
+is held fixed: fit it on other data, e.g. earlier campaigns, or cross-fit it with
+:func:`training.ope_reward_model.cross_fitted_rewards`). The estimators themselves (clipped,
+self-normalised, switch, per slot), the overlap check and the effective-sample-size warning
+live in :mod:`training.ope_estimators`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+
+from training import ope_estimators as est
+from training.ope_estimators import MIN_ESS_SHARE
 
 COLUMNS = ["estimate", "lo", "hi", "se", "n"]
 Stat = Callable[[np.ndarray], np.ndarray]
@@ -27,6 +33,12 @@ def off_policy_value(
     n_bootstrap: int = 200,
     alpha: float = 0.05,
     random_state: int = 0,
+    *,
+    estimators: Sequence[str] | None = None,
+    clip: float | None = None,
+    tau: float | None = None,
+    positions: np.ndarray | None = None,
+    min_ess_share: float = MIN_ESS_SHARE,
 ) -> pd.DataFrame:
     """Estimate the mean reward per row the target policy would get.
 
@@ -39,6 +51,13 @@ def off_policy_value(
     - ``dr``: ``mean(sum_a pi(a|x) q(x, a) + w (r - q(x, a_i)))`` with ``q = reward_model``;
       unbiased if either the propensities or the reward model are right.
 
+    ``estimators`` adds ``dm``, ``sndr`` and ``switch_dr`` (formulas, and how ``clip``,
+    ``tau`` and ``positions`` enter, in :mod:`training.ope_estimators`).
+
+    Raises ``ValueError`` when the target gives probability 0 to every logged action (no
+    overlap); warns (``UserWarning``) with the effective sample size ``(sum w)^2 / sum w^2``
+    when it is below ``min_ess_share`` of the rows.
+
     Parameters
     ----------
     rewards : (n,) observed rewards.
@@ -48,6 +67,13 @@ def off_policy_value(
         to 1).
     reward_model : optional (n, n_actions) predicted expected reward of every action.
     n_bootstrap, alpha, random_state : percentile bootstrap over rows (0 = no interval).
+    estimators : names among ``ips, snips, dm, dr, sndr, switch_dr`` (default: ``ips``,
+        ``snips``, and ``dr`` with a ``reward_model``); all but the first two need the model.
+    clip : optional maximum importance weight for ``ips``, ``snips``, ``dr``, ``sndr``.
+    tau : weight threshold of ``switch_dr`` (model alone above it); required by it.
+    positions : optional (n,) integer slot of each row; ``target_probabilities`` are then
+        the target's at the row's slot, and the estimates are summed over slots.
+    min_ess_share : warn below this effective-sample-size share of the rows (per slot).
 
     Returns
     -------
@@ -59,10 +85,16 @@ def off_policy_value(
     n = len(r)
     a, p, pi = _logged(logged_actions, logged_propensities, target_probabilities, n)
     q = None if reward_model is None else _matrix(reward_model, "reward_model", pi.shape)
-    w = pi[np.arange(n), a] / p
-    stat = _reward_stat(r, w, a, pi, q)
-    names = ["ips", "snips"] + ([] if q is None else ["dr"])
-    return summarise(stat, names, n, n_bootstrap, alpha, random_state)
+    default = ("ips", "snips") + (() if q is None else ("dr",))
+    names = est.check_options(default if estimators is None else estimators, q is not None,
+                              clip, tau)  # fmt: skip
+    slots, labels = est.slot_index(positions, n)
+    w = est.importance_weights(pi, a, p)
+    est.check_overlap(w, slots, labels)
+    est.warn_if_extreme(w, slots, labels, min_ess_share)
+    terms = est.estimator_terms(names, r, w, a, pi, q, clip, tau)
+    stat = est.slot_stat(terms, slots, len(labels))
+    return summarise(stat, list(names), n, n_bootstrap, alpha, random_state)
 
 
 def incremental_policy_value(
@@ -144,17 +176,6 @@ def policy_value_table(
 # ---- estimators as functions of a row sample ------------------------------------------
 
 
-def _reward_stat(r, w, a, pi, q) -> Stat:
-    dr_terms = None if q is None else (pi * q).sum(1) + w * (r - q[np.arange(len(r)), a])
-    wr = w * r
-
-    def stat(idx: np.ndarray) -> np.ndarray:
-        out = [wr[idx].mean(), _ratio(wr[idx].sum(), w[idx].sum())]
-        return np.array(out + ([] if dr_terms is None else [dr_terms[idx].mean()]))
-
-    return stat
-
-
 def _incremental_stat(y, a, p, coef, cost, m) -> Stat:
     rows = np.arange(len(y))
     c_logged = coef[rows, a]
@@ -174,10 +195,6 @@ def _snips_incremental(y, a, p, coef, cost, c_logged, idx) -> float:
     den = np.bincount(a[idx], weights=c_logged[idx] / p[idx], minlength=k)
     mean_y = np.divide(num, den, out=np.zeros(k), where=den != 0)
     return float(coef[idx].mean(axis=0) @ mean_y - cost[idx].mean())
-
-
-def _ratio(num: float, den: float) -> float:
-    return num / den if den != 0 else 0.0
 
 
 # ---- bootstrap ------------------------------------------------------------------------
