@@ -118,7 +118,7 @@ def scores_at_end(tables: Tables, config: ProjectConfig) -> tuple[pd.DataFrame, 
     train = pd.concat([earlier, found["holdout"]], ignore_index=True)  # every labelled as-of
     inputs = estimator_inputs(train)
     learned = CLVModel(**{"random_state": config.seed, **config.clv})
-    learned.fit(train[inputs], train[LABEL], time=train["as_of"])
+    learned.fit(train[inputs], train[LABEL], time=train["as_of"], groups=train["customer_id"])
     constant = float(train[LABEL].sum() / train[PAST].sum())
     probabilistic = ProbabilisticCLV(f"btyd_clv_{HORIZON}d")
     end = build_snapshot(tables, tables.end, d)  # BG/NBD + Gamma-Gamma refitted at the end

@@ -88,7 +88,8 @@ def evaluate_clv(tables: Tables, config) -> dict:
     if len(train) and train[LABEL].sum() > 0:
         params = {"random_state": config.seed, **config.clv}
         estimators["learned"] = CLVModel(**params).fit(train[inputs], train[LABEL],
-                                                       time=train["as_of"])  # fmt: skip
+                                                       time=train["as_of"],
+                                                       groups=train["customer_id"])  # fmt: skip
     else:
         skipped["learned"] = (
             f"no training snapshot with a realised value: the CLV horizon "

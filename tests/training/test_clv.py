@@ -145,3 +145,24 @@ def test_the_learned_model_boosts_from_the_probabilistic_clv():
     assert CLVModel(base=None, **plain).fit(X, y).base_column_ is None
     with pytest.raises(ValueError, match="base must be 'auto' or None"):
         CLVModel(base="yes").fit(X, y)
+
+
+def test_early_stopping_holds_out_whole_customers_so_memorising_them_does_not_pay():
+    """Snapshots of one customer share most of their label window: a fold of the same
+    customers rewards memorising each one's future (here: an id-like column that predicts a
+    customer's own noise) and never stops; holding out whole customers stops it."""
+    rng = np.random.default_rng(0)
+    customers, snapshots = 800, 4
+    who = np.repeat(np.arange(customers), snapshots)
+    own = rng.normal(0, 1.0, customers)  # each customer's future, shared by their snapshots
+    x = rng.normal(size=len(who))
+    X = pd.DataFrame({"x": x, "customer_code": rng.permutation(customers)[who].astype(float)})
+    y = rng.gamma(2.0, np.exp(0.5 * x + own[who]) / 2.0)
+    time = pd.Series(pd.Timestamp("2025-01-01") + pd.to_timedelta(np.tile(
+        np.arange(snapshots) * 30, customers), unit="D"))  # fmt: skip
+    params = {"n_estimators": 400, "learning_rate": 0.1, "min_child_samples": 5, "base": None}
+    same = CLVModel(**params).fit(X, y, time=time)
+    held = CLVModel(**params).fit(X, y, time=time, groups=who)
+    assert held.n_iter_ < same.n_iter_ / 2, (held.n_iter_, same.n_iter_)
+    with pytest.raises(ValueError, match="groups has 3 values but X has 3200 rows"):
+        CLVModel(**params).fit(X, y, time=time, groups=[1, 2, 3])

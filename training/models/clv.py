@@ -55,7 +55,12 @@ class CLVModel(LGBMInputsMixin, RegressorMixin, BaseEstimator):
     exact zeros (no purchase) and a long right tail. The rounds are chosen by early stopping
     on the latest snapshots (about ``validation_fraction`` of the rows), then the booster is
     refitted on every row with the rounds scaled to it (as ``ChurnModel(refit=True)``).
-    Predictions are >= 0.
+    With ``groups`` (the customer of each row), the early-stopping fold is the latest
+    snapshots' rows of a random ``validation_fraction`` of the customers and the fold is
+    fitted on the other customers' earlier rows only: a customer's snapshots 30 days apart
+    share most of their label window, so a fold holding the same customers rewards
+    memorising each one's realised future and never stops; the rounds are then scaled to
+    the share of customers fitted on. Predictions are >= 0.
 
     ``base="auto"``: when the inputs hold the probabilistic CLV (``btyd_clv_<H>d``), the trees
     start from it (LightGBM ``init_score`` = its log, the Tweedie link) and learn corrections
@@ -85,9 +90,10 @@ class CLVModel(LGBMInputsMixin, RegressorMixin, BaseEstimator):
         self.random_state = random_state
         self.n_jobs = n_jobs
 
-    def fit(self, X: pd.DataFrame, y, time=None) -> CLVModel:
+    def fit(self, X: pd.DataFrame, y, time=None, groups=None) -> CLVModel:
         """Fit on ``X`` (one row per customer snapshot) and realised values ``y`` (>= 0);
-        ``time`` (as-of per row) makes the early-stopping fold the latest snapshots."""
+        ``time`` (as-of per row) makes the early-stopping fold the latest snapshots;
+        ``groups`` (customer per row) keeps that fold's customers out of the rows fitted."""
         target = column_or_1d(y, warn=True).astype(np.float64)
         bad = ~np.isfinite(target) | (target < 0)
         if bad.any():
@@ -107,19 +113,35 @@ class CLVModel(LGBMInputsMixin, RegressorMixin, BaseEstimator):
         start = self._start(data)
         rounds = self.n_estimators
         if self.early_stopping_rounds:
-            hold = holdout_mask(len(data), time, self.validation_fraction)
+            fit, hold, share = self._folds(len(data), time, groups, params["seed"])
             fold = train_booster(
-                params, data[~hold], target[~hold], self.n_estimators, names=names,
+                params, data[fit], target[fit], self.n_estimators, names=names,
                 categorical=categorical, valid=(data[hold], target[hold]),
                 early_stopping_rounds=self.early_stopping_rounds,
-                init_score=None if start is None else (start[~hold], start[hold]),
+                init_score=None if start is None else (start[fit], start[hold]),
             )  # fmt: skip
-            rounds = max(1, int(round(fold.num_trees() / (~hold).mean())))
+            rounds = max(1, int(round(fold.num_trees() / share)))
         whole = None if start is None else (start, None)
         self.booster_ = train_booster(params, data, target, rounds, names=names,
                                       categorical=categorical, init_score=whole)  # fmt: skip
         self.n_iter_ = self.booster_.num_trees()
         return self
+
+    def _folds(self, n: int, time, groups, seed: int) -> tuple[np.ndarray, np.ndarray, float]:
+        """(fit, valid) row masks of the early-stopping fold and the share of the data it is
+        fitted on (rows; customers with ``groups``)."""
+        hold = holdout_mask(n, time, self.validation_fraction)
+        if groups is None:
+            return ~hold, hold, float((~hold).mean())
+        codes, uniques = pd.factorize(pd.Series(np.asarray(groups)).astype("str"))
+        if len(codes) != n:
+            raise ValueError(f"groups has {len(codes)} values but X has {n} rows")
+        chosen = np.random.default_rng(seed).random(len(uniques))
+        held = (chosen < self.validation_fraction)[codes]
+        fit, valid = ~hold & ~held, hold & held
+        if not fit.any() or not valid.any():  # too few customers: the time split alone
+            return ~hold, hold, float((~hold).mean())
+        return fit, valid, 1.0 - float(np.mean(chosen < self.validation_fraction))
 
     def _start(self, data: np.ndarray) -> np.ndarray | None:
         """The raw (log) scores the trees start from: log of the probabilistic CLV, the
