@@ -148,11 +148,46 @@ def incremental_policy_value(
     a, p, pi = _logged(logged_arm, logged_propensity, target_probabilities, n)
     v, c = _arm_vector(values, "values", pi, control), _arm_vector(costs, "costs", pi, control)
     m = None if outcome_model is None else _matrix(outcome_model, "outcome_model", pi.shape)
-    coef = pi * v
-    coef[:, control] = -coef.sum(axis=1)
-    stat = _incremental_stat(yv, a, p, coef, pi @ c, m)
+    stat = _incremental_stat(yv, a, p, _coefficients(pi, v, control), pi @ c, m)
     names = ["ips", "snips"] + ([] if m is None else ["dr"])
     return summarise(stat, names, n, n_bootstrap, alpha, random_state)
+
+
+def incremental_dr_terms(
+    y: np.ndarray,
+    logged_arm: np.ndarray,
+    logged_propensity: np.ndarray,
+    target_probabilities: np.ndarray,
+    values: np.ndarray,
+    costs: np.ndarray,
+    outcome_model: np.ndarray,
+    control: int = 0,
+) -> np.ndarray:
+    """The doubly robust row terms of :func:`incremental_policy_value` ``(n,)``: their mean is
+    its ``dr`` estimate. Two policies' terms on the same rows give a paired comparison
+    (:func:`paired_difference`)."""
+    yv = _vector(y, "y")
+    n = len(yv)
+    a, p, pi = _logged(logged_arm, logged_propensity, target_probabilities, n)
+    v, c = _arm_vector(values, "values", pi, control), _arm_vector(costs, "costs", pi, control)
+    m = _matrix(outcome_model, "outcome_model", pi.shape)
+    coef, rows = _coefficients(pi, v, control), np.arange(n)
+    return (coef * m).sum(1) + coef[rows, a] * (yv - m[rows, a]) / p - pi @ c
+
+
+def paired_difference(
+    a: np.ndarray, b: np.ndarray, n_bootstrap: int = 1000, alpha: float = 0.05,
+    random_state: int = 0,
+) -> pd.DataFrame:  # fmt: skip
+    """Means of two estimators' row terms on the SAME rows (e.g. :func:`incremental_dr_terms`
+    of a challenger and a champion) and of their difference, with a paired percentile
+    bootstrap (each resample draws the same rows for both). Rows ``a``, ``b``, ``a - b``."""
+    a, b = _vector(a, "a"), _vector(b, "b")
+    if len(a) != len(b):
+        raise ValueError(f"a and b must be terms of the same rows; got {len(a)} and {len(b)}")
+    terms = np.column_stack([a, b, a - b])
+    return summarise(lambda idx: terms[idx].mean(axis=0), ["a", "b", "a - b"], len(a),
+                     n_bootstrap, alpha, random_state)  # fmt: skip
 
 
 def policy_value_table(
@@ -187,6 +222,13 @@ def _incremental_stat(y, a, p, coef, cost, m) -> Stat:
         return np.array(out + ([] if dr_terms is None else [dr_terms[idx].mean()]))
 
     return stat
+
+
+def _coefficients(pi: np.ndarray, v: np.ndarray, control: int) -> np.ndarray:
+    """``C_a = pi(a|x) v_a`` for offers, ``C_c = -sum_a C_a`` for the control arm."""
+    coef = pi * v
+    coef[:, control] = -coef.sum(axis=1)
+    return coef
 
 
 def _snips_incremental(y, a, p, coef, cost, c_logged, idx) -> float:

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
+import numpy as np
 import pandas as pd
 
 from training.datasets import Tables, build_training_set, time_split
 from training.metrics import churn_metrics, stage_metrics
 from training.models._lgbm import feature_columns
 from training.pipeline import PRIMARY, TrainConfig, churn_population
-from training.registry import Promotion, load_alias, promote
+from training.registry import Compare, Promotion, load_alias, promote, promote_by
 from training.tracking import REGISTERED_NAMES
+
+OFFERS_METRIC = "policy_value_dr (paired, latest sends)"
 
 
 def latest_holdout(tables: Tables, config: TrainConfig) -> pd.DataFrame:
@@ -42,15 +45,45 @@ def stage_score(holdout: pd.DataFrame):
     return evaluate
 
 
-def offers_score(tables: Tables, config: TrainConfig):
+def offers_gate(tables: Tables, config: TrainConfig, n_bootstrap: int = 1000,
+                alpha: float = 0.05) -> Compare:  # fmt: skip
+    """Challenger against champion on the most recent logged sends (the later share of send
+    days: campaign logs and, with ``--ledger``, the service's own decisions): each one's
+    learned policy valued by the doubly robust incremental value per send, on the SAME rows;
+    the challenger wins only when the lower bound of the paired bootstrap interval of the
+    difference is above 0 (a challenger no better than noise keeps the champion)."""
     from training import offers_pipeline as op
+    from training.ope import incremental_dr_terms, paired_difference
 
-    _, test = op.split_by_send_day(op.offer_data(tables, config.dataset.feature_set))
+    _, recent = op.split_by_send_day(op.offer_data(tables, config.dataset.feature_set))
+    catalog = tables.offers.set_index(tables.offers["offer_id"].astype("str"))
+    arms = ["control", *catalog.index]
+    logged = pd.Index(arms).get_indexer(recent.arm.astype("str"))
+    values, costs = np.r_[0.0, catalog["value"]], np.r_[0.0, catalog["cost"]]
+    propensity = recent.exposures["propensity"].to_numpy(dtype=float)
 
-    def evaluate(estimator) -> float:
-        return op.evaluate_offers(estimator, test, tables.offers)["metrics"][PRIMARY["offers"]]
+    def terms(model) -> np.ndarray:
+        policies, proba = op.evaluated_policies(model, recent, tables.offers,
+                                                model.predict_uplift(recent.X))  # fmt: skip
+        own = ["control", *model.offers_]
+        pi = pd.DataFrame(policies["learned"], columns=own).reindex(columns=arms, fill_value=0)
+        m = proba.reindex(columns=arms)  # offers the model lacks: the control's prediction
+        m = m.fillna({a: proba["control"] for a in arms})
+        return incremental_dr_terms(recent.y, logged, propensity, pi.to_numpy(), values, costs,
+                                    m.to_numpy())  # fmt: skip
 
-    return evaluate
+    def compare(challenger, champion) -> tuple[float, float | None, bool, dict]:
+        new = terms(challenger)
+        if champion is None:
+            return float(new.mean()), None, True, {"rows": len(new)}
+        table = paired_difference(new, terms(champion), n_bootstrap, alpha, config.seed)
+        diff = table.loc["a - b"]
+        detail = {"difference": float(diff["estimate"]), "lo": float(diff["lo"]),
+                  "hi": float(diff["hi"]), "rows": len(new), "alpha": alpha}  # fmt: skip
+        return (float(table.loc["a", "estimate"]), float(table.loc["b", "estimate"]),
+                bool(diff["lo"] > 0), detail)  # fmt: skip
+
+    return compare
 
 
 def clv_score(tables: Tables, config: TrainConfig):
@@ -77,11 +110,35 @@ def promote_all(tables: Tables, config: TrainConfig,
     these models (default: every model the data has the tables for)."""
     holdout = latest_holdout(tables, config)
     scores = {"churn": churn_score(holdout), "stage": stage_score(holdout)}
-    if tables.exposures is not None and tables.offers is not None and len(tables.exposures):
-        scores["offers"] = offers_score(tables, config)
     if load_alias(REGISTERED_NAMES["clv"], "challenger")[0] is not None:  # CLV was trained
         found = clv_score(tables, config)
         if found is not None:
             scores["clv"] = found
-    return [promote(REGISTERED_NAMES[name], PRIMARY[name], score)
-            for name, score in scores.items() if names is None or name in names]  # fmt: skip
+    wanted = [name for name in (*scores, "offers") if names is None or name in names]
+    outcomes = [promote(REGISTERED_NAMES[name], PRIMARY[name], scores[name])
+                for name in wanted if name in scores]  # fmt: skip
+    if "offers" in wanted and tables.exposures is not None and tables.offers is not None \
+            and len(tables.exposures):  # fmt: skip
+        outcomes.append(promote_by(REGISTERED_NAMES["offers"], OFFERS_METRIC,
+                                   offers_gate(tables, config)))  # fmt: skip
+    log_promotions(outcomes)
+    return outcomes
+
+
+def log_promotions(outcomes: list[Promotion]) -> None:
+    """The comparisons as one MLflow run (``promotion``) of the current experiment: each
+    model's challenger and champion scores, whether it was promoted, and a paired
+    comparison's difference and interval."""
+    import mlflow
+
+    metrics = {}
+    for o in outcomes:
+        short = o.name.removeprefix("lifecycle-")
+        metrics |= {f"{short}.challenger": o.challenger, f"{short}.promoted": float(o.promoted)}
+        if o.champion is not None:
+            metrics[f"{short}.champion"] = o.champion
+        metrics |= {f"{short}.{k}": float(v) for k, v in o.detail.items()}
+    with mlflow.start_run(run_name="promotion"):
+        mlflow.log_metrics(metrics)
+        mlflow.set_tags({f"{o.name.removeprefix('lifecycle-')}.verdict": o.summary()
+                         for o in outcomes})  # fmt: skip

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -143,12 +143,21 @@ class Promotion:
     champion: float | None
     promoted: bool
     version: str | None
+    detail: dict = field(default_factory=dict)  # a paired comparison: difference, lo, hi, rows
 
     def summary(self) -> str:
         champ = "none" if self.champion is None else f"{self.champion:.4f}"
         verdict = "-> champion" if self.promoted else "stays challenger"
+        d = self.detail
+        paired = "" if "difference" not in d else (
+            f" (difference {d['difference']:+.4f}, {100 * (1 - d.get('alpha', 0.05)):.0f}% "
+            f"interval [{d['lo']:+.4f}, {d['hi']:+.4f}] on the same {d['rows']:,} recent "
+            "sends; promoted only when the interval is above 0)")  # fmt: skip
         return (f"{self.name}: {self.metric} challenger v{self.version} {self.challenger:.4f} vs "
-                f"champion {champ}: {verdict}")  # fmt: skip
+                f"champion {champ}: {verdict}{paired}")  # fmt: skip
+
+
+Compare = Callable[[object, object | None], tuple[float, float | None, bool, dict]]
 
 
 def promote(
@@ -157,13 +166,24 @@ def promote(
     """Compare ``challenger`` and ``champion`` with ``evaluate(estimator)`` (the same later
     holdout for both) and move ``champion`` to the challenger only when it wins (or when there
     is no champion yet)."""
+
+    def compare(challenger, champion) -> tuple[float, float | None, bool, dict]:
+        new = float(evaluate(challenger))
+        old = None if champion is None else float(evaluate(champion))
+        wins = old is None or (new > old if higher_is_better else new < old) or np.isnan(old)
+        return new, old, wins, {}
+
+    return promote_by(name, metric, compare)
+
+
+def promote_by(name: str, metric: str, compare: Compare) -> Promotion:
+    """Move ``champion`` to the challenger when ``compare(challenger, champion or None)``
+    says it wins; ``compare`` returns (challenger's score, champion's, wins, detail)."""
     challenger, version = load_alias(name, "challenger")
     if challenger is None:
         raise LookupError(f"model {name!r} has no 'challenger' version; run `lifecycle train`")
     champion, _ = load_alias(name, "champion")
-    new = float(evaluate(challenger))
-    old = None if champion is None else float(evaluate(champion))
-    wins = old is None or (new > old if higher_is_better else new < old) or np.isnan(old)
+    new, old, wins, detail = compare(challenger, champion)
     if wins:
         MlflowClient().set_registered_model_alias(name, "champion", str(version.version))
-    return Promotion(name, metric, new, old, wins, str(version.version))
+    return Promotion(name, metric, new, old, wins, str(version.version), detail)

@@ -70,6 +70,18 @@ def test_train_logs_runs_and_promote_moves_champion_only_on_a_win(workdir):
     run("train", "data", "--config", "train.yaml")  # same data and seed: no better
     second = run("promote", "data", "--config", "train.yaml")
     assert "stays challenger" in second
+    offers = next(line for line in second.splitlines() if line.startswith("lifecycle-offers"))
+    # the same model and data: the paired difference is 0, not above 0 -> the champion stays
+    assert "difference +0.0000" in offers and "recent" in offers and "stays challenger" in offers
+    promotions = client.search_runs(
+        [parent.info.experiment_id], filter_string="tags.mlflow.runName = 'promotion'"
+    )
+    assert len(promotions) == 2 and {
+        "offers.difference",
+        "offers.lo",
+        "churn.challenger",
+        "churn.promoted",
+    } <= set(promotions[0].data.metrics)
     assert client.get_model_version_by_alias("lifecycle-churn", "champion").version in (1, "1")
     assert client.get_model_version_by_alias("lifecycle-churn", "challenger").version in (2, "2")
 

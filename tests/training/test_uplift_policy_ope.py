@@ -17,7 +17,13 @@ from features.simulator import SimConfig, simulate
 from features.simulator.truth import incremental_values, policy_values
 from training.exposure_features import exposure_features
 from training.models.uplift import UpliftModel
-from training.ope import incremental_policy_value, off_policy_value, policy_value_table
+from training.ope import (
+    incremental_dr_terms,
+    incremental_policy_value,
+    off_policy_value,
+    paired_difference,
+    policy_value_table,
+)
 from training.policy import (
     conversion_worth,
     eligibility,
@@ -153,6 +159,48 @@ def test_incremental_snips_is_invariant_to_a_shift_of_y():
     base = incremental_policy_value(data["rewards"], **args)
     moved = incremental_policy_value(data["rewards"] + 3.0, **args)
     np.testing.assert_allclose(moved.loc["snips"], base.loc["snips"], atol=1e-9)
+
+
+def test_paired_dr_terms_compare_two_policies_on_the_same_rows():
+    """The row terms of the hand-computed example above (7 and 11) and a paired bootstrap:
+    two policies' values and their difference on the same resampled rows."""
+    args = {
+        "y": [1, 0],
+        "logged_arm": np.array([1, 0]),
+        "logged_propensity": [0.5, 0.5],
+        "values": [0, 10],
+        "costs": [0, 1],
+        "outcome_model": [[0.5, 0.7], [0.5, 0.7]],
+    }
+    send = incremental_dr_terms(target_probabilities=[[0, 1], [0, 1]], **args)
+    np.testing.assert_allclose(send, [7.0, 11.0])
+    none = incremental_dr_terms(target_probabilities=[[1, 0], [1, 0]], **args)
+    np.testing.assert_allclose(none, [0.0, 0.0])
+    data = bandit(5)
+    log = {
+        "y": data["rewards"],
+        "logged_arm": data["logged_actions"],
+        "logged_propensity": data["logged_propensities"],
+        "values": [0, 8, 5],
+        "costs": [0, 1, 0.5],
+        "outcome_model": np.full((len(data["rewards"]), 3), 0.3),
+    }
+    a = incremental_dr_terms(target_probabilities=data["target_probabilities"], **log)
+    full = incremental_policy_value(target_probabilities=data["target_probabilities"],
+                                    n_bootstrap=0, **log)  # fmt: skip
+    assert a.mean() == pytest.approx(full.loc["dr", "estimate"])
+    uniform = np.full_like(data["target_probabilities"], 1 / 3)
+    b = incremental_dr_terms(target_probabilities=uniform, **log)
+    table = paired_difference(a, b, n_bootstrap=300)
+    diff = table.loc["a - b"]
+    assert diff["estimate"] == pytest.approx(a.mean() - b.mean())
+    assert diff["lo"] <= diff["estimate"] <= diff["hi"]
+    unpaired = np.hypot(table.loc["a", "se"], table.loc["b", "se"])
+    assert diff["se"] < unpaired  # the same rows: the shared noise cancels
+    same = paired_difference(a, a, n_bootstrap=50).loc["a - b"]
+    assert same["estimate"] == same["lo"] == same["hi"] == 0  # no better than itself
+    with pytest.raises(ValueError, match="same rows"):
+        paired_difference(a, b[:-1])
 
 
 # ---- policy rules, hand-computed --------------------------------------------------------
