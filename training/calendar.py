@@ -103,6 +103,17 @@ def _no_training_message(
     n_eval = config.validation_snapshots + config.test_snapshots
     room = (end - first).days - step * max(n_eval - 1, 0)
     workable = max(room // 2, 0)
+    if config.snapshots is not None and workable >= h:  # the data has room: the count is short
+        spread = step * max(config.snapshots - n_eval, 0)
+        needed = n_eval + -(-h // step)
+        return (
+            f"dataset.snapshots={config.snapshots} (as-of dates {step} days apart) leaves no "
+            f"training snapshot: with {n_eval} validation/test date(s) the oldest date is "
+            f"{spread} days before the validation date, less than the horizon of {h} days "
+            f"(a training label window must end before the validation date). Use "
+            f"snapshots >= {needed}, or leave snapshots unset (train_snapshots dates are then "
+            f"placed a horizon before the evaluation dates); the data spans {span}"
+        )
     return (
         f"the horizon of {h} days (dataset.churn_horizon_days={config.churn_horizon_days}, "
         f"stage_horizon_days={config.stage_horizon_days}) leaves no training snapshot: the data "

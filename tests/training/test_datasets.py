@@ -66,8 +66,10 @@ def test_time_split_is_ordered_and_purges_overlapping_label_windows(tables):
 
 def test_too_few_snapshots_fail_before_any_work(tables):
     cfg = DatasetConfig(snapshots=2)
-    with pytest.raises(CalendarError, match="leaves no training snapshot"):
+    needed = 2 + -(-cfg.horizon_days // cfg.snapshot_every_days)
+    with pytest.raises(CalendarError, match=rf"leaves no training snapshot.*snapshots >= {needed}"):
         plan_snapshots(tables.start, tables.end, cfg)
+    plan_snapshots(tables.start, tables.end, DatasetConfig(snapshots=needed))  # the advice works
     with pytest.raises(CalendarError, match="leaves no training snapshot"):
         fit_and_evaluate(tables, TrainConfig(dataset=cfg))
     frame = build_training_set(tables, cfg)  # a set to look at needs no training dates
