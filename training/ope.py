@@ -109,8 +109,13 @@ def incremental_policy_value(
     n_bootstrap: int = 200,
     alpha: float = 0.05,
     random_state: int = 0,
+    min_ess_share: float = MIN_ESS_SHARE,
 ) -> pd.DataFrame:
     """Estimate a policy's mean incremental value per row over sending nothing.
+
+    As :func:`off_policy_value`: a ``ValueError`` when the target gives probability 0 to
+    every logged arm (no overlap), a ``UserWarning`` with the effective sample size when it
+    is below ``min_ess_share`` of the rows.
 
     With ``mu_a(x) = P(Y=1 | x, arm a)``, the incremental value of arm a is
     ``IV_a(x) = (mu_a(x) - mu_c(x)) v_a - c_a`` (0 for the control arm c), so
@@ -148,6 +153,7 @@ def incremental_policy_value(
     a, p, pi = _logged(logged_arm, logged_propensity, target_probabilities, n)
     v, c = _arm_vector(values, "values", pi, control), _arm_vector(costs, "costs", pi, control)
     m = None if outcome_model is None else _matrix(outcome_model, "outcome_model", pi.shape)
+    _check_weights(pi, a, p, min_ess_share)
     stat = _incremental_stat(yv, a, p, _coefficients(pi, v, control), pi @ c, m)
     names = ["ips", "snips"] + ([] if m is None else ["dr"])
     return summarise(stat, names, n, n_bootstrap, alpha, random_state)
@@ -171,6 +177,7 @@ def incremental_dr_terms(
     a, p, pi = _logged(logged_arm, logged_propensity, target_probabilities, n)
     v, c = _arm_vector(values, "values", pi, control), _arm_vector(costs, "costs", pi, control)
     m = _matrix(outcome_model, "outcome_model", pi.shape)
+    _check_weights(pi, a, p, MIN_ESS_SHARE)
     coef, rows = _coefficients(pi, v, control), np.arange(n)
     return (coef * m).sum(1) + coef[rows, a] * (yv - m[rows, a]) / p - pi @ c
 
@@ -222,6 +229,14 @@ def _incremental_stat(y, a, p, coef, cost, m) -> Stat:
         return np.array(out + ([] if dr_terms is None else [dr_terms[idx].mean()]))
 
     return stat
+
+
+def _check_weights(pi: np.ndarray, a: np.ndarray, p: np.ndarray, min_ess_share: float) -> None:
+    """No overlap is an error, extreme importance weights a warning (one slot)."""
+    slots, labels = est.slot_index(None, len(a))
+    w = est.importance_weights(pi, a, p)
+    est.check_overlap(w, slots, labels)
+    est.warn_if_extreme(w, slots, labels, min_ess_share)
 
 
 def _coefficients(pi: np.ndarray, v: np.ndarray, control: int) -> np.ndarray:

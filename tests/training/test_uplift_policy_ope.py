@@ -161,6 +161,25 @@ def test_incremental_snips_is_invariant_to_a_shift_of_y():
     np.testing.assert_allclose(moved.loc["snips"], base.loc["snips"], atol=1e-9)
 
 
+def test_incremental_value_refuses_no_overlap_and_warns_on_extreme_weights():
+    # every row logged arm 1; the target only ever sends arm 2: no logged action to learn from
+    no_overlap = {"y": [1, 0, 1], "logged_arm": np.array([1, 1, 1]),
+                  "logged_propensity": [0.5] * 3, "target_probabilities": [[0, 0, 1]] * 3,
+                  "values": [0, 5, 5], "costs": [0, 1, 1]}  # fmt: skip
+    with pytest.raises(ValueError, match="no overlap"):
+        incremental_policy_value(**no_overlap, n_bootstrap=0)
+    with pytest.raises(ValueError, match="no overlap"):
+        incremental_dr_terms(**no_overlap, outcome_model=np.full((3, 3), 0.2))
+    # 100 rows, one logged with a tiny propensity carries almost all the weight
+    n = 100
+    arm = np.r_[2, np.ones(n - 1, int)]
+    p = np.r_[0.001, np.full(n - 1, 0.5)]
+    target = np.tile([0.0, 0.01, 0.99], (n, 1))
+    with pytest.warns(UserWarning, match="effective sample size"):
+        incremental_policy_value(np.ones(n), arm, p, target, [0, 5, 5], [0, 1, 1],
+                                 n_bootstrap=0)  # fmt: skip
+
+
 def test_paired_dr_terms_compare_two_policies_on_the_same_rows():
     """The row terms of the hand-computed example above (7 and 11) and a paired bootstrap:
     two policies' values and their difference on the same resampled rows."""
