@@ -27,6 +27,8 @@ ENV_FIELDS = {  # env var -> config field (override the YAML file)
     "LIFECYCLE_COMPILE_TREES": "compile_trees",
     "LIFECYCLE_COMPILE_CACHE": "compile_cache",
     "LIFECYCLE_PRECOMPUTE_SCORES": "precompute_scores",
+    "LIFECYCLE_FEEDBACK_MAX_AGE_DAYS": "feedback_max_age_days",
+    "LIFECYCLE_FEEDBACK_MAX_FUTURE_SECONDS": "feedback_max_future_seconds",
 }
 POLICY_FIELDS = ("exploration", "cold_start_control_share")  # env fields of ``policy``
 
@@ -99,6 +101,14 @@ class ServiceConfig(BaseModel):
     precompute_scores: bool = Field(
         True, description="score every stored customer once per store version and models "
         "(in the background) and decide for stored customers from those scores",
+    )  # fmt: skip
+    feedback_max_age_days: float = Field(
+        400.0, gt=0, description="feedback whose occurred_at is older than this is refused "
+        "(kept in feedback_rejected with the reason): a year-1 time is a client's bug",
+    )  # fmt: skip
+    feedback_max_future_seconds: float = Field(
+        300.0, ge=0, description="clock skew allowed for feedback times ahead of the server's "
+        "clock; later ones are refused (a 'sent' dated 2999 would block an offer until then)",
     )  # fmt: skip
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     seed: int | None = Field(

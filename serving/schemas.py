@@ -173,7 +173,9 @@ class FeedbackEvent(Strict):
     decision_id: str | None = Field(None, max_length=200)
     customer_id: str | None = Field(None, max_length=200)
     offer_id: str | None = Field(None, max_length=200)
-    revenue: float | None = Field(None, ge=0.0)
+    revenue: float | None = Field(
+        None, ge=0.0, allow_inf_nan=False, description="finite, >= 0 (a conversion's revenue)"
+    )
     occurred_at: str | None = Field(None, description="ISO-8601; default: now")
 
 

@@ -121,8 +121,11 @@ class LifecycleService:
     ) -> FeedbackResponse:
         """Sends, opens, clicks and conversions; idempotent on event_id, on disk before 200."""
         records, refused = [], []
+        now, c = pd.Timestamp.now("UTC"), self.state.config
+        window = (now - pd.Timedelta(days=c.feedback_max_age_days),
+                  now + pd.Timedelta(seconds=c.feedback_max_future_seconds))  # fmt: skip
         for event in events:
-            record, error = _feedback_record(event)
+            record, error = _feedback_record(event, now, window)
             if error:
                 refused.append((event.model_dump(), error))
             else:
@@ -258,16 +261,27 @@ def _unknown(rows: FeatureRows, i: int) -> dict:
         "decision": None, "models": {}, "features_as_of": None}  # fmt: skip
 
 
-def _feedback_record(event: FeedbackEvent) -> tuple[dict | None, str | None]:
+def _feedback_record(
+    event: FeedbackEvent, now: pd.Timestamp, window: tuple[pd.Timestamp, pd.Timestamp]
+) -> tuple[dict | None, str | None]:
+    """The ledger row of ``event``, or why it is refused (no id to match, a time that is
+    not ISO-8601 or outside ``window``: ``feedback_max_age_days`` before ``now`` ..
+    ``feedback_max_future_seconds`` after)."""
     if not event.decision_id and not event.customer_id:
         return None, "needs decision_id, or customer_id (with offer_id for offer events)"
+    bad = f"occurred_at must be an ISO-8601 time; got {event.occurred_at!r}"
     try:
-        at = pd.Timestamp(event.occurred_at) if event.occurred_at else pd.Timestamp.now("UTC")
-    except (ValueError, TypeError):
-        return None, f"occurred_at must be an ISO-8601 time; got {event.occurred_at!r}"
+        at = pd.Timestamp(event.occurred_at) if event.occurred_at else now
+    except (ValueError, TypeError, OverflowError):
+        return None, bad
     if pd.isna(at):
-        return None, f"occurred_at must be an ISO-8601 time; got {event.occurred_at!r}"
+        return None, bad
     at = at.tz_localize("UTC") if at.tzinfo is None else at.tz_convert("UTC")
+    if not window[0] <= at <= window[1]:
+        return None, (f"occurred_at {at.isoformat()} is outside the accepted window "
+                      f"{window[0]:%Y-%m-%dT%H:%M:%SZ} .. {window[1]:%Y-%m-%dT%H:%M:%SZ} "
+                      "(feedback_max_age_days before the server's time .. "
+                      "feedback_max_future_seconds after)")  # fmt: skip
     return {**event.model_dump(exclude={"occurred_at"}), "occurred_at": at.timestamp()}, None
 
 

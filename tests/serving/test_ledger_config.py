@@ -172,3 +172,12 @@ def test_settle_heap_collects_cycles_then_freezes_what_lives():
     del cycle
     settle_heap()
     assert gone() is None and gc.get_freeze_count() > 0
+
+
+def test_the_feedback_window_is_configured_from_the_environment():
+    config = load_config({"LIFECYCLE_FEEDBACK_MAX_AGE_DAYS": "30",
+                          "LIFECYCLE_FEEDBACK_MAX_FUTURE_SECONDS": "0"})  # fmt: skip
+    assert config.feedback_max_age_days == 30 and config.feedback_max_future_seconds == 0
+    assert ServiceConfig().feedback_max_age_days == 400
+    with pytest.raises(ValueError, match="feedback_max_age_days"):
+        load_config({"LIFECYCLE_FEEDBACK_MAX_AGE_DAYS": "-1"})

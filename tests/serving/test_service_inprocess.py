@@ -3,11 +3,13 @@ loop, cold start, auth and model reload on promotion."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import mlflow
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 from starlette.testclient import TestClient
@@ -319,6 +321,35 @@ def test_cold_start_scores_customers_from_their_events(client, world):
         },
     )
     assert response.status_code == 400 and "'yesterday'" in response.text
+
+
+def test_feedback_refuses_impossible_times_and_revenue(client, world, monkeypatch):
+    customer = ids(world, 1)[0]
+    now = pd.Timestamp.now("UTC")
+    events = [
+        {"event_id": "old", "event": "sent", "customer_id": customer, "offer_id": None,
+         "occurred_at": "0001-01-01T00:00:00Z"},
+        {"event_id": "far", "event": "sent", "customer_id": customer,
+         "occurred_at": "2999-01-01T00:00:00Z"},
+        {"event_id": "skew", "event": "opened", "customer_id": customer,
+         "occurred_at": (now + pd.Timedelta(seconds=60)).isoformat()},  # within the skew
+        {"event_id": "fine", "event": "converted", "customer_id": customer, "revenue": 12.5,
+         "occurred_at": (now - pd.Timedelta(days=30)).isoformat()},
+    ]  # fmt: skip
+    out = client.post("/feedback", json={"events": events}).json()
+    assert out["accepted"] == 2 and [r["event_id"] for r in out["rejected"]] == ["old", "far"]
+    assert all("outside the accepted window" in r["error"] for r in out["rejected"])
+    # a 'sent' dated 2999 was refused, so it neither blocks the offer nor counts to the cap
+    event = {"event_id": "inf", "event": "converted", "customer_id": customer,
+             "revenue": float("inf")}  # fmt: skip
+    infinite = json.dumps({"events": [event]})  # Python's json writes Infinity
+    response = client.post("/feedback", content=infinite,
+                           headers={"content-type": "application/json"})  # fmt: skip
+    assert response.status_code == 400 and "revenue" in response.text
+    negative = {"events": [{"event_id": "neg", "event": "converted", "customer_id": customer,
+                            "revenue": -1.0}]}  # fmt: skip
+    response = client.post("/feedback", json=negative)
+    assert response.status_code == 400 and "revenue" in response.text
 
 
 def test_api_token_guards_the_api_but_not_probes(app, service_env, monkeypatch, world):
