@@ -1,0 +1,123 @@
+"""One monitoring run: every computation over the gathered inputs, and the thresholds.
+
+A check is *crossed* when its value is above its threshold (a NaN value, e.g. no cohort yet,
+crosses nothing):
+
+- ``feature_psi``: the largest PSI among the churn model's features;
+- ``score_psi``: the PSI of the churn scores (current vs reference);
+- ``churn_ece``: the realised calibration error of the latest cohort whose horizon passed.
+
+``lifecycle monitor`` exits 4 when any check is crossed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from training.monitoring.drift import feature_drift, score_drift
+from training.monitoring.inputs import Vectors, churn_scores, model_features
+from training.monitoring.ledger_health import LedgerHealth
+from training.monitoring.outcomes import offer_performance, realised_calibration
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    psi: float = 0.25  # feature and score PSI
+    ece: float = 0.1
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    value: float
+    threshold: float
+    detail: str = ""
+
+    @property
+    def crossed(self) -> bool:
+        return bool(np.isfinite(self.value) and self.value > self.threshold)
+
+
+@dataclass
+class Calibration:
+    """The realised calibration of one cohort: as-of date, horizon, deciles and ECE."""
+
+    as_of: pd.Timestamp
+    horizon_days: int
+    table: pd.DataFrame
+    ece: float
+    customers: int
+    churn_rate: float
+    mean_predicted: float
+
+
+@dataclass
+class MonitorResult:
+    """Everything one run found; ``checks`` against ``thresholds``; ``notes``: what could not
+    be computed and why, and warnings (e.g. the store built with another config)."""
+
+    model: str
+    reference: Vectors
+    current: Vectors
+    features: pd.DataFrame  # training.monitoring.drift.feature_drift
+    scores: dict[str, float]
+    score_samples: tuple[np.ndarray, np.ndarray]  # reference, current churn probabilities
+    calibration: Calibration | None
+    offers: pd.DataFrame | None
+    ledger: LedgerHealth | None
+    thresholds: Thresholds
+    checks: list[Check] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def crossed(self) -> list[Check]:
+        return [c for c in self.checks if c.crossed]
+
+
+def calibration_of(cohort: pd.DataFrame, as_of: pd.Timestamp, horizon_days: int) -> Calibration:
+    """:func:`realised_calibration` of a cohort (``predicted``, ``churned``)."""
+    table, ece = realised_calibration(cohort["predicted"], cohort["churned"])
+    return Calibration(as_of, horizon_days, table, ece, len(cohort),
+                       float(cohort["churned"].mean()) if len(cohort) else np.nan,
+                       float(cohort["predicted"].mean()) if len(cohort) else np.nan)  # fmt: skip
+
+
+def evaluate(
+    champion,
+    reference: Vectors,
+    current: Vectors,
+    calibration: Calibration | None,
+    exposures: pd.DataFrame | None,
+    ledger: LedgerHealth | None,
+    thresholds: Thresholds = Thresholds(),
+    notes: list[str] | None = None,
+) -> MonitorResult:
+    """Drift of the champion's features and scores, with the outcomes and ledger health
+    already gathered; the checks filled in."""
+    features = model_features(champion.estimator, reference.frame)
+    features = [c for c in features if c in current.frame.columns]
+    drift = feature_drift(reference.frame, current.frame, features)
+    population = champion.config.dataset.population
+    ref = churn_scores(champion.estimator, reference.frame, population)
+    cur = churn_scores(champion.estimator, current.frame, population)
+    offers = offer_performance(exposures) if exposures is not None and len(exposures) else None
+    result = MonitorResult(f"lifecycle-churn v{champion.version}", reference, current, drift,
+                           score_drift(ref, cur), (ref, cur), calibration, offers, ledger,
+                           thresholds, notes=list(notes or []))  # fmt: skip
+    result.checks = checks(result)
+    return result
+
+
+def checks(result: MonitorResult) -> list[Check]:
+    """The checks of the module docstring for ``result``."""
+    t, drift = result.thresholds, result.features
+    top = drift["psi"].max() if len(drift) else np.nan
+    over = drift.loc[drift["psi"] > t.psi, "feature"].tolist()
+    detail = f"over {t.psi}: {', '.join(over)}" if over else ""
+    ece = result.calibration.ece if result.calibration is not None else np.nan
+    return [Check("feature_psi", float(top), t.psi, detail),
+            Check("score_psi", float(result.scores["psi"]), t.psi),
+            Check("churn_ece", float(ece), t.ece)]  # fmt: skip

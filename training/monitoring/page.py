@@ -1,0 +1,142 @@
+"""``monitor.html``: one self-contained page (inline CSS, figures as base64 PNG, no scripts),
+made with the business report's helpers (``training.report_html``)."""
+
+from __future__ import annotations
+
+import html
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from training.monitoring.checks import MonitorResult
+from training.report_html import CSS, figure_tag, table_html
+
+TOP = 15  # features in the PSI chart and table
+STATUS_CSS = ".crossed { color: #b00020; font-weight: 600; } .ok { color: #1b7f3b; }"
+
+
+def _figure(height: float = 4.2) -> tuple[Figure, object]:
+    fig = Figure(figsize=(6.4, height), layout="constrained")
+    return fig, fig.add_subplot()
+
+
+def psi_chart(drift: pd.DataFrame, threshold: float, top: int = TOP) -> Figure:
+    """Horizontal bars: the ``top`` features by PSI, largest on top, the threshold marked."""
+    shown = drift.head(top).iloc[::-1]
+    fig, ax = _figure(max(2.5, 0.3 * len(shown) + 1.2))
+    colors = ["C3" if v > threshold else "C0" for v in shown["psi"].fillna(0)]
+    ax.barh(shown["feature"].astype(str), shown["psi"].fillna(0).to_numpy(float), color=colors)
+    ax.axvline(threshold, color="0.45", ls="--", label=f"threshold {threshold:g}")
+    ax.set(title="Feature drift (PSI), current vs training snapshot", xlabel="PSI")
+    ax.tick_params(axis="y", labelsize="small")
+    ax.legend(frameon=False, fontsize="small")
+    return fig
+
+
+def score_chart(reference: np.ndarray, current: np.ndarray) -> Figure:
+    """Churn-score distributions of both samples (shares per bin, same bins)."""
+    fig, ax = _figure()
+    both = np.concatenate([reference, current])
+    edges = np.linspace(0.0, max(float(both.max(initial=0.0)), 1e-9), 26)
+    for values, name, color in ((reference, "reference", "0.55"), (current, "current", "C3")):
+        if len(values):
+            weights = np.full(len(values), 1.0 / len(values))
+            ax.hist(values, bins=edges, weights=weights, histtype="step", lw=2, color=color,
+                    label=f"{name} (mean {values.mean():.1%}, n={len(values):,})")  # fmt: skip
+    ax.set(title="Churn scores, reference vs current", xlabel="churn probability",
+           ylabel="share of customers")  # fmt: skip
+    ax.legend(frameon=False, fontsize="small")
+    return fig
+
+
+def calibration_chart(table: pd.DataFrame, ece: float) -> Figure:
+    """Observed churn rate against mean predicted probability per decile, with the diagonal."""
+    fig, ax = _figure()
+    ax.plot([0, 1], [0, 1], ls="--", color="0.45", label="perfectly calibrated")
+    ax.plot(table["mean_predicted"], table["observed_rate"], marker="o", color="C0",
+            label=f"deciles (ECE {ece:.3f})")  # fmt: skip
+    ax.set(xlim=(-0.02, 1.02), ylim=(-0.02, 1.02), xlabel="mean predicted churn probability",
+           ylabel="observed churn rate", title="Realised calibration by decile")  # fmt: skip
+    ax.legend(frameon=False, fontsize="small")
+    return fig
+
+
+def _section(title: str, intro: str, *parts: str) -> str:
+    return (f"<section><h2>{html.escape(title)}</h2><p class='note'>{intro}</p>"
+            + "".join(parts) + "</section>")  # fmt: skip
+
+
+def _row(*parts: str) -> str:
+    return "<div class='row'>" + "".join(f"<div>{p}</div>" for p in parts) + "</div>"
+
+
+def _checks(result: MonitorResult) -> str:
+    rows = "".join(
+        f"<tr><td>{c.name}</td><td>{c.value:.4f}</td><td>{c.threshold:g}</td>"
+        f"<td class='{'crossed' if c.crossed else 'ok'}'>{'CROSSED' if c.crossed else 'ok'}"
+        f"</td><td>{html.escape(c.detail)}</td></tr>" for c in result.checks)  # fmt: skip
+    return ("<table><tr><th>check</th><th>value</th><th>threshold</th><th>status</th>"
+            f"<th>detail</th></tr>{rows}</table>")  # fmt: skip
+
+
+def _calibration(result: MonitorResult) -> str:
+    cal = result.calibration
+    if cal is None:
+        return _section("Realised calibration", "Not computed (see the notes above).")
+    intro = (
+        f"The {cal.customers:,} customers of the churn population on {cal.as_of:%Y-%m-%d}, "
+        f"whose {cal.horizon_days}-day horizon has passed, scored by the champion: mean "
+        f"predicted {cal.mean_predicted:.1%}, realised churn {cal.churn_rate:.1%}."
+    )
+    return _section("Realised calibration", intro,
+                    _row(figure_tag(calibration_chart(cal.table, cal.ece), "calibration"),
+                         table_html(cal.table.set_index("decile"))))  # fmt: skip
+
+
+def _offers(result: MonitorResult) -> str:
+    if result.offers is None:
+        return _section("Offer performance", "No exposures in the window.")
+    intro = (
+        "Conversion per arm among the exposures in the window whose response window has "
+        "closed, and the lift over the control arm with its 95% normal interval. Plain "
+        "rates: a targeting policy sends offers to different customers than the control "
+        "arm holds, so this is a health signal, not the offers' causal effect."
+    )
+    return _section("Offer performance", intro, table_html(result.offers.set_index("arm")))
+
+
+def _ledger(result: MonitorResult) -> str:
+    if result.ledger is None:
+        return _section("Ledger health", "No ledger given (--ledger).")
+    summary = pd.DataFrame({"value": result.ledger.summary}).rename_axis("figure")
+    daily = result.ledger.daily.set_index("until")
+    return _section("Ledger health", "The service's decisions and the feedback on them.",
+                    _row(table_html(summary), table_html(daily)))  # fmt: skip
+
+
+def render(result: MonitorResult, generated_at: pd.Timestamp) -> str:
+    """The monitoring page as one HTML string."""
+    ref, cur = result.reference, result.current
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in result.notes)
+    head = (f"<h1>Lifecycle monitor</h1><p class='meta'>Run {generated_at:%Y-%m-%d %H:%M} UTC "
+            f"· model {html.escape(result.model)}<br>reference: {html.escape(ref.source)} "
+            f"({len(ref.frame):,} customers)<br>current: {html.escape(cur.source)} "
+            f"({len(cur.frame):,} customers)</p>{_checks(result)}"
+            + (f"<ul class='note'>{notes}</ul>" if notes else ""))  # fmt: skip
+    drift = result.features.head(TOP).set_index("feature")
+    sections = [
+        _section("Feature drift", "PSI of each churn model feature (bins of the reference; "
+                 "< 0.1 stable, 0.1-0.25 moderate, > 0.25 large) with a two-sample test (KS "
+                 "for numbers, chi-square for categories).",
+                 _row(figure_tag(psi_chart(result.features, result.thresholds.psi), "psi"),
+                      table_html(drift[["psi", "test", "statistic", "p_value"]]))),
+        _section("Score drift", f"Churn probabilities of the scored population: PSI "
+                 f"{result.scores['psi']:.4f}, KS {result.scores['ks_statistic']:.4f} "
+                 f"(p {result.scores['p_value']:.3g}).",
+                 figure_tag(score_chart(*result.score_samples), "scores")),
+        _calibration(result), _offers(result), _ledger(result),
+    ]  # fmt: skip
+    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+            f"<title>Lifecycle monitor</title><style>{CSS}{STATUS_CSS}</style></head>"
+            f"<body>{head}{''.join(sections)}</body></html>")  # fmt: skip
