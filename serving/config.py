@@ -27,6 +27,7 @@ ENV_FIELDS = {  # env var -> config field (override the YAML file)
     "LIFECYCLE_COMPILE_TREES": "compile_trees",
     "LIFECYCLE_COMPILE_CACHE": "compile_cache",
     "LIFECYCLE_PRECOMPUTE_SCORES": "precompute_scores",
+    "LIFECYCLE_MONITOR_METRICS": "monitor_metrics",
     "LIFECYCLE_FEEDBACK_MAX_AGE_DAYS": "feedback_max_age_days",
     "LIFECYCLE_FEEDBACK_MAX_FUTURE_SECONDS": "feedback_max_future_seconds",
 }
@@ -102,6 +103,13 @@ class ServiceConfig(BaseModel):
         True, description="score every stored customer once per store version and models "
         "(in the background) and decide for stored customers from those scores",
     )  # fmt: skip
+    monitor_metrics: Path | None = Field(
+        None, description="a `lifecycle monitor` gauges file (monitor.prom) to re-expose on "
+        "/metrics, re-read when it changes",
+    )  # fmt: skip
+    monitor_refresh_seconds: float = Field(
+        60.0, gt=0, description="how often to look for a new monitor_metrics file"
+    )
     feedback_max_age_days: float = Field(
         400.0, gt=0, description="feedback whose occurred_at is older than this is refused "
         "(kept in feedback_rejected with the reason): a year-1 time is a client's bug",

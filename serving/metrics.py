@@ -41,3 +41,35 @@ def count_feedback(accepted: int, duplicates: int, rejected: int) -> None:
     for result, n in (("accepted", accepted), ("duplicate", duplicates), ("rejected", rejected)):
         if n:
             counter.labels(result=result).inc(n)
+
+
+_monitor_gauges: dict[str, object] = {}
+
+
+def publish_monitor(text: str) -> int:
+    """Re-expose the gauges of a ``lifecycle monitor`` run (its ``monitor.prom``, Prometheus
+    text format) on the service's ``/metrics``: every gauge family becomes a gauge of this
+    process (``mostrecent`` across workers), set to the file's values. A family whose label
+    names changed since the first publication, or that is not a gauge, is skipped. Returns
+    the number of samples set."""
+    import prometheus_client
+    from prometheus_client.parser import text_string_to_metric_families
+
+    done = 0
+    for family in text_string_to_metric_families(text):
+        if family.type != "gauge" or not family.samples:
+            continue
+        labels = tuple(sorted(family.samples[0].labels))
+        gauge = _monitor_gauges.get(family.name)
+        if gauge is None:
+            gauge = prometheus_client.Gauge(family.name, family.documentation or family.name,
+                                            labels, multiprocess_mode="mostrecent")  # fmt: skip
+            _monitor_gauges[family.name] = gauge
+        if tuple(sorted(gauge._labelnames)) != labels:
+            continue
+        for sample in family.samples:
+            if tuple(sorted(sample.labels)) != labels:
+                continue
+            (gauge.labels(**sample.labels) if labels else gauge).set(sample.value)
+            done += 1
+    return done

@@ -46,6 +46,7 @@ class LifecycleService:
         self.state = ServiceState(self.config)
         self.state.try_load()
         self.state.start_reloader()
+        self.state.start_monitor_metrics()
         self._rng = np.random.default_rng(self.config.seed)
         self._rng_lock = threading.Lock()
 

@@ -45,6 +45,7 @@ class ServiceState:
         self.reloads = 0
         self.compile_error: str | None = None
         self.precompute_error: str | None = None
+        self.monitor_error: str | None = None
 
     # ---- loading ------------------------------------------------------------------
 
@@ -126,6 +127,30 @@ class ServiceState:
         if self.config.models != "registry" or self.config.reload_seconds <= 0:
             return
         threading.Thread(target=self._poll, name="model-reloader", daemon=True).start()
+
+    def start_monitor_metrics(self) -> None:
+        """Publish the configured ``monitor.prom`` on ``/metrics`` now and whenever it
+        changes (checked every ``monitor_refresh_seconds``); a missing or unreadable file is
+        logged and retried, never fatal."""
+        if self.config.monitor_metrics is None:
+            return
+        threading.Thread(target=self._watch_monitor, name="monitor-metrics",
+                         daemon=True).start()  # fmt: skip
+
+    def _watch_monitor(self) -> None:
+        from serving.metrics import publish_monitor
+
+        path, seen = Path(self.config.monitor_metrics), None
+        while True:
+            try:
+                stamp = path.stat().st_mtime_ns
+                if stamp != seen:
+                    publish_monitor(path.read_text())
+                    seen, self.monitor_error = stamp, None
+            except (OSError, ValueError) as err:
+                self.monitor_error = f"monitor metrics {path}: {err}"
+            if self._stop.wait(self.config.monitor_refresh_seconds):
+                return
 
     def stop(self) -> None:
         self._stop.set()
@@ -294,4 +319,5 @@ def models_summary(state: ServiceState) -> dict:
             and scored.key == scores_key(version.version, engine),
         },
         "precompute_error": state.precompute_error,
+        "monitor_metrics_error": state.monitor_error,
     }

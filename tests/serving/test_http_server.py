@@ -38,7 +38,12 @@ def server(world, tmp_path_factory):
         "LIFECYCLE_API_TOKEN": "t0ken",
         "BENTOML_HOME": str(folder / "bentoml"),
         "LIFECYCLE_COMPILE_CACHE": str(world["folder"] / "trees"),
+        "LIFECYCLE_MONITOR_METRICS": str(folder / "monitor.prom"),
     }
+    (folder / "monitor.prom").write_text(
+        "# HELP lifecycle_score_psi PSI of the churn scores\n"
+        "# TYPE lifecycle_score_psi gauge\nlifecycle_score_psi 0.125\n"
+    )  # as `lifecycle monitor` writes it
     log = (folder / "server.log").open("w")
     process = subprocess.Popen(
         [sys.executable, "-m", "bentoml", "serve", "serving.service:LifecycleService",
@@ -98,6 +103,7 @@ def test_probes_and_metrics_stay_open(server, world):
     metrics = httpx.get(server["url"] + "/metrics").text
     assert "bentoml_service_request_total" in metrics
     assert 'lifecycle_decisions_total{explored="' in metrics
+    assert "lifecycle_score_psi 0.125" in metrics  # the monitor's gauges, re-exposed
 
 
 def test_fuzzing_the_openapi_spec_finds_no_server_error(server, tmp_path):
