@@ -4,6 +4,7 @@
 (or ``X-API-Key: <token>``) except the probes, the metrics and the API docs.
 ``JsonOnly``: POST bodies must be JSON (415 otherwise, instead of a form-parsing 500).
 ``ModelsEndpoint``: ``GET /models`` (BentoML APIs are POST only).
+``BodyLimit``: request bodies above ``max_body_bytes`` get a 413 before they are buffered.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 import bentoml
 from starlette.responses import JSONResponse
 
+from serving.config import DEFAULT_MAX_BODY_BYTES
 from serving.state import models_summary
 
 OPEN_PATHS = ("/livez", "/readyz", "/healthz", "/metrics", "/", "/docs.json")
@@ -67,6 +69,72 @@ async def _unauthorised(send) -> None:
     await send({"type": "http.response.start", "status": 401,
                 "headers": [(b"content-type", b"application/json"),
                             (b"www-authenticate", b"Bearer")]})  # fmt: skip
+    await send({"type": "http.response.body", "body": body})
+
+
+class BodyLimit:
+    """413 for a request body above the limit, before it is read: at once when its
+    ``Content-Length`` says so, else (chunked) as soon as the bytes received pass it; the
+    body is then never handed on, so the service neither buffers nor parses it."""
+
+    def __init__(self, app, limit: int | None = None) -> None:
+        self.app = app
+        self._limit = limit
+
+    @property
+    def limit(self) -> int:
+        if self._limit is not None:
+            return self._limit
+        try:
+            return bentoml.get_current_service().config.max_body_bytes
+        except bentoml.exceptions.BentoMLException:
+            return DEFAULT_MAX_BODY_BYTES
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit
+        length = dict(scope.get("headers", [])).get(b"content-length")
+        if length is not None:
+            if length.isdigit() and int(length) > limit:
+                await _too_large(send, limit)
+                return
+            await self.app(scope, receive, send)  # the server holds it to its length
+            return
+        body, more = [], True  # chunked: read up to the limit, then replay
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                await self.app(scope, _replay([message]), send)
+                return
+            body.append(message)
+            more = message.get("more_body", False)
+            if sum(len(m.get("body", b"")) for m in body) > limit:
+                await _too_large(send, limit)
+                return
+        await self.app(scope, _replay(body, receive), send)
+
+
+def _replay(messages: list[dict], then=None):
+    """An ASGI ``receive`` giving ``messages`` first, then ``then``'s (disconnects)."""
+    pending = list(messages)
+
+    async def receive() -> dict:
+        if pending:
+            return pending.pop(0)
+        return await then() if then is not None else {"type": "http.disconnect"}
+
+    return receive
+
+
+async def _too_large(send, limit: int) -> None:
+    body = json.dumps({"error": f"request body larger than max_body_bytes={limit:,} bytes "
+                                "(LIFECYCLE_MAX_BODY_BYTES); send fewer customers or events "
+                                "per request"}).encode()  # fmt: skip
+    await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"connection", b"close")]})  # fmt: skip
     await send({"type": "http.response.body", "body": body})
 
 

@@ -23,7 +23,7 @@ from serving.config import load_config
 from serving.engine import Contacts, DecisionEngine, Scores
 from serving.inputs import FeatureRows
 from serving.metrics import count_decisions, count_feedback
-from serving.middleware import JsonOnly, ModelsEndpoint, TokenAuth
+from serving.middleware import BodyLimit, JsonOnly, ModelsEndpoint, TokenAuth
 from serving.schemas import (
     BatchFilter,
     ColdCustomer,
@@ -286,6 +286,7 @@ def _feedback_record(
     return {**event.model_dump(exclude={"occurred_at"}), "occurred_at": at.timestamp()}, None
 
 
+LifecycleService.add_asgi_middleware(BodyLimit)  # the first added is the outermost
 LifecycleService.add_asgi_middleware(TokenAuth)
 LifecycleService.add_asgi_middleware(ModelsEndpoint)
 LifecycleService.add_asgi_middleware(JsonOnly)

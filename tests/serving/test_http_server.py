@@ -104,6 +104,9 @@ def test_probes_and_metrics_stay_open(server, world):
     assert "bentoml_service_request_total" in metrics
     assert 'lifecycle_decisions_total{explored="' in metrics
     assert "lifecycle_score_psi 0.125" in metrics  # the monitor's gauges, re-exposed
+    huge = httpx.post(f"{server['url']}/batch", content=b"[" * (9 * 1024 * 1024),
+                      headers={"content-type": "application/json"})  # fmt: skip
+    assert huge.status_code == 413 and "max_body_bytes" in huge.text  # before the token check
 
 
 def test_fuzzing_the_openapi_spec_finds_no_server_error(server, tmp_path):

@@ -352,6 +352,33 @@ def test_feedback_refuses_impossible_times_and_revenue(client, world, monkeypatc
     assert response.status_code == 400 and "revenue" in response.text
 
 
+def test_a_body_above_the_limit_is_refused_before_it_is_read(app, service_env, monkeypatch):
+    monkeypatch.setenv("LIFECYCLE_MAX_BODY_BYTES", "4096")
+    monkeypatch.setenv("LIFECYCLE_API_TOKEN", "s3cret")
+    big = json.dumps({"customer_ids": [f"c{i:07d}" for i in range(1000)]})  # ~12 KB
+    auth = {"Authorization": "Bearer s3cret", "content-type": "application/json"}
+    with TestClient(app) as client:
+        for headers in (auth, {"content-type": "application/json"}):  # with a token or not
+            response = client.post("/batch", content=big, headers=headers)
+            assert response.status_code == 413, headers
+            assert "max_body_bytes=4,096" in response.json()["error"]
+
+        def chunks():  # no Content-Length: counted as it arrives
+            for i in range(0, len(big), 1000):
+                yield big[i : i + 1000].encode()
+
+        response = client.post("/batch", content=chunks(), headers=auth)
+        assert response.status_code == 413
+        small = {"customer_ids": ["nobody"]}
+        assert client.post("/decide", json=small, headers=auth).status_code == 200
+
+        def small_chunks():
+            yield json.dumps(small).encode()
+
+        replayed = client.post("/decide", content=small_chunks(), headers=auth)
+        assert replayed.status_code == 200 and replayed.json()["results"][0]["error"]
+
+
 def test_api_token_guards_the_api_but_not_probes(app, service_env, monkeypatch, world):
     monkeypatch.setenv("LIFECYCLE_API_TOKEN", "s3cret")
     with TestClient(app) as client:
