@@ -46,6 +46,13 @@ def serve(
     model, offers are chosen by the cold-start policy. The service builds and reads vectors
     with the config the models recorded at training; the project config (--config,
     LIFECYCLE_CONFIG, DATA/lifecycle.yaml) says where the data folder's tables are."""
+    from serving.preflight import problems
+
+    found = problems(store, ledger)
+    if found:
+        for problem in found:
+            console.print(f"[red]error:[/] {problem}", highlight=False)
+        raise typer.Exit(1)
     offers = offers or (_catalog(data, required=False, config=config) if data else None)
     if data is not None and not store.exists():
         from training.cli_features import materialize
