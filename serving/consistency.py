@@ -61,3 +61,19 @@ def store_problem(models_fingerprint: str | None, store_label: str, version: int
         "the same; re-materialise with `lifecycle features materialize DATA` (it builds with "
         "the champions' recorded config)"
     )
+
+
+def missing_columns(inputs: dict[str, list[str]], version) -> str | None:
+    """Which model inputs the store ``version`` lacks (``inputs``: model -> its columns), or
+    None when it holds them all: such a store cannot serve those models."""
+    held = {c.name for c in version.columns}
+    absent = {name: [c for c in columns if c not in held] for name, columns in inputs.items()}
+    absent = {name: cols for name, cols in absent.items() if cols}
+    if not absent:
+        return None
+    listed = "; ".join(f"{name} model: {cols[:10]}" for name, cols in absent.items())
+    return (
+        f"the online store's version {version.version} lacks column(s) the models read "
+        f"({listed}); re-materialise it with the models' feature set (`lifecycle features "
+        "materialize DATA`)"
+    )

@@ -170,6 +170,11 @@ class DecisionEngine:
             self._offers = fast_model(bundle.offers, ANSWERS["offers"], **self._fast)
         self.compiled: dict[str, bool] = {}  # model -> its trees run compiled code
 
+    def input_columns(self) -> dict[str, list[str]]:
+        """The columns each model the engine runs reads from the feature rows."""
+        return {name: [str(c) for c in getattr(self.bundle, name).feature_names_in_]
+                for name in self._inputs}  # fmt: skip
+
     def compile_trees(self, cache: Path) -> dict[str, bool]:
         """Swap in compiled copies of the models (:func:`compile_model`; answers unchanged,
         so requests in flight may mix both), model by model; which ones it could compile."""

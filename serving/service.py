@@ -5,6 +5,7 @@ code as training -> predict and decide -> respond, logging every decision to the
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from typing import Annotated
@@ -15,7 +16,7 @@ import orjson
 import pandas as pd
 from bentoml.exceptions import InvalidArgument, ServiceUnavailable
 from pydantic import Field
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
 from features.store import NoVersionError
 from serving import cold_start
@@ -35,6 +36,22 @@ from serving.state import ServiceState
 
 CustomerId = Annotated[str, Field(min_length=1, max_length=200)]
 MaxOffers = Annotated[int, Field(ge=1, le=20, description="ranked offers returned")]
+
+
+def unavailable_says_why(api):
+    """A ``ServiceUnavailable`` from ``api`` becomes a 503 whose body names what is missing
+    (models, store, a store that cannot serve them) with ``Retry-After``; BentoML's own
+    handler answers every 5xx with a generic message."""
+
+    @functools.wraps(api)
+    def answer(self, *args, **kwargs):
+        try:
+            return api(self, *args, **kwargs)
+        except ServiceUnavailable as err:
+            return JSONResponse({"error": str(err)}, status_code=503,
+                                headers={"retry-after": "30"})  # fmt: skip
+
+    return answer
 
 
 @bentoml.service(name="lifecycle", traffic={"timeout": 120}, workers=1)
@@ -58,6 +75,7 @@ class LifecycleService:
         self.state.stop()
 
     @bentoml.api(route="/decide")
+    @unavailable_says_why
     def decide(
         self,
         customer_ids: Annotated[list[CustomerId], Field(min_length=1)],
@@ -72,6 +90,7 @@ class LifecycleService:
         return self._respond(engine, rows, channel, max_offers, explain, scores)
 
     @bentoml.api(route="/score")
+    @unavailable_says_why
     def score(
         self,
         customers: Annotated[list[ColdCustomer], Field(min_length=1, max_length=100)],
@@ -94,6 +113,7 @@ class LifecycleService:
         return self._respond(engine, rows, channel, max_offers, explain)
 
     @bentoml.api(route="/batch")
+    @unavailable_says_why
     def batch(
         self,
         customer_ids: list[CustomerId] | None = None,

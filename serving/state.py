@@ -21,7 +21,7 @@ from features.store import NoVersionError, OnlineStore
 from serving import bundle as bundles
 from serving.compiled import DEFAULT_CACHE
 from serving.config import ServiceConfig
-from serving.consistency import agreeing_clv, models_config, store_problem
+from serving.consistency import agreeing_clv, missing_columns, models_config, store_problem
 from serving.engine import DecisionEngine, Scores
 from serving.inputs import FeatureRows
 from serving.ledger import FeedbackLedger
@@ -38,6 +38,7 @@ class ServiceState:
         self.error: str | None = None
         self._scored: StoreScores | None = None
         self._precomputing = threading.Lock()
+        self._checked: tuple = (None, None)  # (engine id, store version), its problem
         self._scoring = threading.Lock()  # one whole-store scoring at a time; others wait
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -117,11 +118,16 @@ class ServiceState:
         """Why the current store version cannot serve the loaded models (another config)."""
         return self._problem(self.engine, self.store.current())
 
-    @staticmethod
-    def _problem(engine: DecisionEngine | None, version) -> str | None:
+    def _problem(self, engine: DecisionEngine | None, version) -> str | None:
+        """Why ``version`` cannot serve ``engine``'s models: another config, or columns the
+        models read that it lacks (checked once per engine and version)."""
         if engine is None or version is None:
             return None
-        return store_problem(engine.fingerprint, version.feature_set, version.version)
+        key = (id(engine), version.version)
+        if self._checked[0] != key:
+            found = store_problem(engine.fingerprint, version.feature_set, version.version)
+            self._checked = (key, found or missing_columns(engine.input_columns(), version))
+        return self._checked[1]
 
     def start_reloader(self) -> None:
         if self.config.models != "registry" or self.config.reload_seconds <= 0:

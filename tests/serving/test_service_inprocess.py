@@ -379,6 +379,30 @@ def test_a_body_above_the_limit_is_refused_before_it_is_read(app, service_env, m
         assert replayed.status_code == 200 and replayed.json()["results"][0]["error"]
 
 
+def test_a_store_lacking_model_columns_is_not_ready_and_says_which(
+    app, service_env, monkeypatch, world, tmp_path
+):  # fmt: skip
+    from features.store import OnlineStore
+
+    current = OnlineStore(world["folder"] / "store" / "online.sqlite").current()
+    churn_inputs = set(from_registry().churn.feature_names_in_)
+    dropped = [c.name for c in current.columns if c.name in churn_inputs][:3]
+    vectors = world["vectors"].drop(columns=dropped, errors="ignore")
+    lacking = tmp_path / "lacking.sqlite"
+    OnlineStore(lacking).materialize(vectors, current.as_of, current.feature_set)
+    monkeypatch.setenv("LIFECYCLE_STORE", str(lacking))
+    with TestClient(app) as client:
+        ready = client.get("/readyz")
+        assert ready.status_code == 503
+        models = client.get("/models").json()
+        assert not models["ready"] and all(c in models["error"] for c in dropped)
+        for path, body in (("/decide", {"customer_ids": ids(world, 2)}),
+                           ("/batch", {"filter": {"limit": 5}})):  # fmt: skip
+            response = client.post(path, json=body)
+            assert response.status_code == 503, (path, response.text)
+            assert "lacks column(s)" in response.text and dropped[0] in response.text
+
+
 def test_api_token_guards_the_api_but_not_probes(app, service_env, monkeypatch, world):
     monkeypatch.setenv("LIFECYCLE_API_TOKEN", "s3cret")
     with TestClient(app) as client:
