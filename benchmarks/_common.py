@@ -25,6 +25,18 @@ def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
+def run_summary(head: str, start: float, load0: tuple[float, ...]) -> tuple[str, float]:
+    """The closing line of a benchmark run: ``head``, the machine, the wall time since
+    ``start`` (``time.perf_counter``), peak RSS and the load average at the start
+    (``os.getloadavg()`` then) and now; and the seconds."""
+    import os
+
+    total = time.perf_counter() - start
+    return (f"{head}; {machine()}; total {total:.0f} s, peak RSS {peak_rss_mb():,.0f} MB; "
+            f"load average {load0[0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the "
+            "end"), total  # fmt: skip
+
+
 def save(name: str, payload: dict) -> Path:
     OUT.mkdir(exist_ok=True)
     path = OUT / f"{name}.json"

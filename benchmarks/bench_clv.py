@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from _common import OUT, machine, markdown, peak_rss_mb, save
+from _common import OUT, markdown, run_summary, save
 
 from features.project import ProjectConfig
 from features.simulator import SimConfig, simulate, write_simulation
@@ -286,11 +286,8 @@ def main() -> None:
         print("\n" + block + f"\n\ndetails: {json.dumps(payload['info'], default=str)}")
         blocks.append(block)
         runs.append(payload)
-    total = time.perf_counter() - start
-    tail = (f"{args.customers:,} customers per profile, seed {args.seed}, {args.bootstrap} "
-            f"bootstrap resamples; {machine()}; total {total:.0f} s, peak RSS "
-            f"{peak_rss_mb():,.0f} MB; load average {load0[0]:.1f} at the start, "
-            f"{os.getloadavg()[0]:.1f} at the end")  # fmt: skip
+    tail, total = run_summary(f"{args.customers:,} customers per profile, seed {args.seed}, "
+                              f"{args.bootstrap} bootstrap resamples", start, load0)  # fmt: skip
     print("\n" + tail)
     save("clv", {"args": {**vars(args), "workdir": str(args.workdir)}, "runs": runs,
                  "total_s": total, "summary": tail})  # fmt: skip

@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from _common import OUT, machine, markdown, peak_rss_mb, save
+from _common import OUT, markdown, run_summary, save
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, roc_auc_score
 from sklearn.pipeline import make_pipeline
@@ -470,11 +470,8 @@ def main() -> None:
         print(f"details: {json.dumps(info, default=str)}")
         payload["runs"].append({"name": scored.name, "info": info, "importance": top,
                                 "btyd_usage": usage, **ev})  # fmt: skip
-    total = time.perf_counter() - start
-    tail = (f"{args.customers:,} customers per profile, seed {args.seed}, {args.bootstrap} "
-            f"bootstrap resamples; {machine()}; total {total:.0f} s, peak RSS "
-            f"{peak_rss_mb():,.0f} MB; load average {load0[0]:.1f} at the start, "
-            f"{os.getloadavg()[0]:.1f} at the end")  # fmt: skip
+    tail, total = run_summary(f"{args.customers:,} customers per profile, seed {args.seed}, "
+                              f"{args.bootstrap} bootstrap resamples", start, load0)  # fmt: skip
     print("\n" + tail)
     payload |= {"total_s": total, "summary": tail}
     save("shapes", payload)

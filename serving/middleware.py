@@ -34,10 +34,8 @@ class TokenAuth:
         """The token ("" = no auth): given, else the running service's configured one."""
         if self._token is not None:
             return self._token
-        try:
-            return bentoml.get_current_service().config.api_token or ""
-        except bentoml.exceptions.BentoMLException:  # not started yet: refuse rather than guess
-            return "\0not-started"
+        # not started yet: refuse rather than guess
+        return _configured("api_token", "\0not-started") or ""
 
     async def __call__(self, scope, receive, send) -> None:
         guarded = scope["type"] == "http" and self.token and not _open(scope["path"])
@@ -53,6 +51,14 @@ class TokenAuth:
         else:
             given = headers.get(b"x-api-key", b"").decode("latin-1")
         return hmac.compare_digest(given.encode(), self.token.encode())
+
+
+def _configured(field: str, before_start):
+    """The running service's config ``field``, or ``before_start`` before it has started."""
+    try:
+        return getattr(bentoml.get_current_service().config, field)
+    except bentoml.exceptions.BentoMLException:
+        return before_start
 
 
 def _open(path: str) -> bool:
@@ -85,10 +91,7 @@ class BodyLimit:
     def limit(self) -> int:
         if self._limit is not None:
             return self._limit
-        try:
-            return bentoml.get_current_service().config.max_body_bytes
-        except bentoml.exceptions.BentoMLException:
-            return DEFAULT_MAX_BODY_BYTES
+        return _configured("max_body_bytes", DEFAULT_MAX_BODY_BYTES)
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":

@@ -61,12 +61,12 @@ def table_html(frame: pd.DataFrame) -> str:
     return shown.to_html(border=0, escape=True, index_names=False)
 
 
-def _section(title: str, intro: str, *parts: str) -> str:
+def section(title: str, intro: str, *parts: str) -> str:
     return (f"<section><h2>{html.escape(title)}</h2><p class='note'>{intro}</p>"
             + "".join(parts) + "</section>")  # fmt: skip
 
 
-def _row(*parts: str) -> str:
+def row(*parts: str) -> str:
     return "<div class='row'>" + "".join(f"<div>{p}</div>" for p in parts) + "</div>"
 
 
@@ -118,9 +118,9 @@ def _clv(report: Report) -> str:
         "with them if nothing is done."
     )
     save = t["who_to_save"].set_index("customer_id")
-    return _section(
+    return section(
         "Customer lifetime value", intro,
-        _row(figure_tag(report.figures["clv"], "CLV and value at risk by stage"),
+        row(figure_tag(report.figures["clv"], "CLV and value at risk by stage"),
              table_html(t["clv_by_stage"])),
         "<h3>Value at risk by stage</h3>", table_html(t["value_at_risk"]),
         f"<h3>Who to save: the {len(save):,} customers with the most value at risk</h3>"
@@ -142,28 +142,28 @@ def render_html(report: Report) -> str:
     if "clv_by_stage" not in t and report.notes.get("clv"):
         head += f"<p class='note'>{html.escape(report.notes['clv'])}</p>"
     sections = [
-        _section("Stage funnel", "Where customers are in their lifecycle now, by transparent "
+        section("Stage funnel", "Where customers are in their lifecycle now, by transparent "
                  "rules over their own activity.",
-                 _row(figure_tag(fig["funnel"], "stage funnel"), table_html(t["funnel"]))),
-        _section("Churn risk", "Predicted probability of churning (no activity) within the "
+                 row(figure_tag(fig["funnel"], "stage funnel"), table_html(t["funnel"]))),
+        section("Churn risk", "Predicted probability of churning (no activity) within the "
                  "horizon, for customers who have bought and are still active.",
-                 _row(figure_tag(fig["risk"], "churn risk"), table_html(t["risk"]))),
-        _section("Top churn reasons", "What pushes the riskiest customers' scores up most "
+                 row(figure_tag(fig["risk"], "churn risk"), table_html(t["risk"]))),
+        section("Top churn reasons", "What pushes the riskiest customers' scores up most "
                  f"(from the model's own feature contributions, for the "
                  f"{int(report.facts.get('reason_customers', 0)):,} riskiest customers).",
-                 _row(figure_tag(fig["reasons"], "churn reasons"), table_html(t["reasons"]))),
+                 row(figure_tag(fig["reasons"], "churn reasons"), table_html(t["reasons"]))),
         _clv(report),
     ]  # fmt: skip
     if "policy" in t:
-        sections.append(_section(
+        sections.append(section(
             "Offer policy by stage", "The offer with the highest expected incremental value "
             "(uplift × value − cost) that the catalog allows for the stage, or nothing. These "
             "values are the model's predictions; the policy value under Model metrics is what "
             "past campaigns support.",
-            _row(figure_tag(fig["offer_mix"], "offers by stage"),
+            row(figure_tag(fig["offer_mix"], "offers by stage"),
                  figure_tag(fig["value"], "value by stage")),
             table_html(t["policy"])))  # fmt: skip
-    sections.append(_section("Model metrics", "Measured on later data than the models were "
+    sections.append(section("Model metrics", "Measured on later data than the models were "
                              "trained on, beside simple baselines.", _metrics(report)))  # fmt: skip
     body = head + "".join(sections)
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"

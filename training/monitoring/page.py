@@ -10,7 +10,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from training.monitoring.checks import MonitorResult
-from training.report_html import CSS, figure_tag, table_html
+from training.report_html import CSS, figure_tag, row, section, table_html
 
 TOP = 15  # features in the PSI chart and table
 STATUS_CSS = ".crossed { color: #b00020; font-weight: 600; } .ok { color: #1b7f3b; }"
@@ -62,15 +62,6 @@ def calibration_chart(table: pd.DataFrame, ece: float) -> Figure:
     return fig
 
 
-def _section(title: str, intro: str, *parts: str) -> str:
-    return (f"<section><h2>{html.escape(title)}</h2><p class='note'>{intro}</p>"
-            + "".join(parts) + "</section>")  # fmt: skip
-
-
-def _row(*parts: str) -> str:
-    return "<div class='row'>" + "".join(f"<div>{p}</div>" for p in parts) + "</div>"
-
-
 def _checks(result: MonitorResult) -> str:
     rows = "".join(
         f"<tr><td>{c.name}</td><td>{c.value:.4f}</td><td>{c.threshold:g}</td>"
@@ -83,36 +74,36 @@ def _checks(result: MonitorResult) -> str:
 def _calibration(result: MonitorResult) -> str:
     cal = result.calibration
     if cal is None:
-        return _section("Realised calibration", "Not computed (see the notes above).")
+        return section("Realised calibration", "Not computed (see the notes above).")
     intro = (
         f"The {cal.customers:,} customers of the churn population on {cal.as_of:%Y-%m-%d}, "
         f"whose {cal.horizon_days}-day horizon has passed, scored by the champion: mean "
         f"predicted {cal.mean_predicted:.1%}, realised churn {cal.churn_rate:.1%}."
     )
-    return _section("Realised calibration", intro,
-                    _row(figure_tag(calibration_chart(cal.table, cal.ece), "calibration"),
+    return section("Realised calibration", intro,
+                    row(figure_tag(calibration_chart(cal.table, cal.ece), "calibration"),
                          table_html(cal.table.set_index("decile"))))  # fmt: skip
 
 
 def _offers(result: MonitorResult) -> str:
     if result.offers is None:
-        return _section("Offer performance", "No exposures in the window.")
+        return section("Offer performance", "No exposures in the window.")
     intro = (
         "Conversion per arm among the exposures in the window whose response window has "
         "closed, and the lift over the control arm with its 95% normal interval. Plain "
         "rates: a targeting policy sends offers to different customers than the control "
         "arm holds, so this is a health signal, not the offers' causal effect."
     )
-    return _section("Offer performance", intro, table_html(result.offers.set_index("arm")))
+    return section("Offer performance", intro, table_html(result.offers.set_index("arm")))
 
 
 def _ledger(result: MonitorResult) -> str:
     if result.ledger is None:
-        return _section("Ledger health", "No ledger given (--ledger).")
+        return section("Ledger health", "No ledger given (--ledger).")
     summary = pd.DataFrame({"value": result.ledger.summary}).rename_axis("figure")
     daily = result.ledger.daily.set_index("until")
-    return _section("Ledger health", "The service's decisions and the feedback on them.",
-                    _row(table_html(summary), table_html(daily)))  # fmt: skip
+    return section("Ledger health", "The service's decisions and the feedback on them.",
+                    row(table_html(summary), table_html(daily)))  # fmt: skip
 
 
 def render(result: MonitorResult, generated_at: pd.Timestamp) -> str:
@@ -126,12 +117,12 @@ def render(result: MonitorResult, generated_at: pd.Timestamp) -> str:
             + (f"<ul class='note'>{notes}</ul>" if notes else ""))  # fmt: skip
     drift = result.features.head(TOP).set_index("feature")
     sections = [
-        _section("Feature drift", "PSI of each churn model feature (bins of the reference; "
+        section("Feature drift", "PSI of each churn model feature (bins of the reference; "
                  "< 0.1 stable, 0.1-0.25 moderate, > 0.25 large) with a two-sample test (KS "
                  "for numbers, chi-square for categories).",
-                 _row(figure_tag(psi_chart(result.features, result.thresholds.psi), "psi"),
+                 row(figure_tag(psi_chart(result.features, result.thresholds.psi), "psi"),
                       table_html(drift[["psi", "test", "statistic", "p_value"]]))),
-        _section("Score drift", f"Churn probabilities of the scored population: PSI "
+        section("Score drift", f"Churn probabilities of the scored population: PSI "
                  f"{result.scores['psi']:.4f}, KS {result.scores['ks_statistic']:.4f} "
                  f"(p {result.scores['p_value']:.3g}).",
                  figure_tag(score_chart(*result.score_samples), "scores")),
