@@ -10,7 +10,7 @@ DEMO_PORT ?= 3000
 # DEMO_PROFILE: default, purchase_only (a transaction log) or subscription (an app's billing)
 DEMO_PROFILE ?= default
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench clean services services-stop
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,14 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_simulator.py
 	$(BIN)/python benchmarks/oracle.py
+
+# Redis and PostgreSQL on loopback with throw-away data (installed from Debian when missing);
+# prints the redis:// and postgresql:// URLs to use (README "Scaling out").
+services:
+	scripts/services.sh start
+
+services-stop:
+	scripts/services.sh stop
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) store .pytest_cache

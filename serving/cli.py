@@ -6,6 +6,9 @@ training <- serving): this module adds the serving commands to training's Typer 
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -27,10 +30,12 @@ def serve(
         Path | None, typer.Option(help="Data folder: offer catalog, and store if missing.")
     ] = None,
     models: Annotated[str, typer.Option(help='"registry" or an export folder.')] = "registry",
-    store: Annotated[Path, typer.Option(help="Online store file.")] = Path("store/online.sqlite"),
-    ledger: Annotated[Path, typer.Option(help="Feedback ledger file.")] = Path(
-        "store/ledger.sqlite"
-    ),
+    store: Annotated[
+        str, typer.Option(help="Online store: a SQLite file, or a redis://... URL.")
+    ] = "store/online.sqlite",
+    ledger: Annotated[
+        str, typer.Option(help="Feedback ledger: a SQLite file, or a postgresql://... URL.")
+    ] = "store/ledger.sqlite",
     offers: Annotated[Path | None, typer.Option(help="Offer catalog (.parquet/.csv).")] = None,
     host: str = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535)] = 3000,
@@ -54,7 +59,7 @@ def serve(
             console.print(f"[red]error:[/] {problem}", highlight=False)
         raise typer.Exit(1)
     offers = offers or (_catalog(data, required=False, config=config) if data else None)
-    if data is not None and not store.exists():
+    if data is not None and _no_version(store):
         from training.cli_features import materialize
 
         materialize(data, store=store, config=config)
@@ -68,16 +73,86 @@ def serve(
     command = [sys.executable, "-m", "bentoml", "serve", SERVICE, "--host", host, "--port",
                str(port)]  # fmt: skip
     console.print(f"starting the decision API on http://{host}:{port} ...")
-    process = subprocess.Popen(command, env=env)
+    url = f"http://{host}:{port}"
+    code = supervise(command, env, lambda process: _wait_ready(process, url),
+                     lambda: _print_calls(url, store, token))  # fmt: skip
+    if code not in (0, -signal.SIGTERM, -signal.SIGINT):
+        raise typer.Exit(code)
+
+
+class _Stopped(Exception):
+    """SIGTERM or SIGHUP to ``lifecycle serve``: stop the server, then exit."""
+
+
+def supervise(command: list[str], env: dict, ready, on_ready, grace: float = 30.0) -> int:
+    """Run the server ``command`` in its own process group until it exits, calling
+    ``on_ready()`` once ``ready(process)`` says so; whatever ends this (the server exiting,
+    Ctrl-C, SIGTERM/SIGHUP, an exception after readiness) stops the server's whole group
+    (SIGTERM, then SIGKILL after ``grace`` seconds), so no server outlives its command. On
+    Linux the server also gets SIGTERM if this process is killed outright (SIGKILL). Returns
+    the server's exit code (0 when it was stopped by a signal to this process)."""
+
+    def stop(signum, _frame):
+        raise _Stopped(signum)
+
+    previous = {
+        sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    }
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, stop)
+    from serving.client import _dying_with_parent  # Linux: SIGTERM if this process dies
+
+    process = subprocess.Popen(_dying_with_parent(command), env=env, start_new_session=True)
     try:
-        if _wait_ready(process, f"http://{host}:{port}"):
-            _print_calls(f"http://{host}:{port}", store, token)
-        process.wait()
-    except KeyboardInterrupt:
-        process.terminate()
-        process.wait(30)
-    if process.returncode not in (0, -15, None):
-        raise typer.Exit(process.returncode)
+        if ready(process):
+            on_ready()
+        return process.wait()
+    except (KeyboardInterrupt, _Stopped):
+        return 0
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # a second Ctrl-C must
+            signal.signal(sig, signal.SIG_IGN)  # not cut the clean-up short
+        _stop_group(process, grace)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _stop_group(process: subprocess.Popen, grace: float) -> None:
+    """SIGTERM the server's process group (it leads it), SIGKILL what is left of it after
+    ``grace`` seconds; a group already gone is fine."""
+    _signal_group(process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while process.poll() is None or _group_alive(process.pid):
+        if time.monotonic() > deadline:
+            _signal_group(process.pid, signal.SIGKILL)
+            process.wait()
+            return
+        time.sleep(0.1)
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, sig)
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a live process (zombies aside: reaping orphans is init's job) is in the
+    group; on Linux from /proc, elsewhere by signal 0."""
+    proc = Path("/proc")
+    if not (proc / "self" / "stat").exists():
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    for stat in proc.glob("[0-9]*/stat"):
+        try:
+            state, _parent, group = stat.read_text().rsplit(")", 1)[1].split()[:3]
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        if int(group) == pgid and state != "Z":
+            return True
+    return False
 
 
 @app.command()
@@ -151,10 +226,20 @@ def _wait_ready(process: subprocess.Popen, url: str, timeout: float = 180.0) -> 
     return False
 
 
-def _print_calls(url: str, store: Path, token: str | None) -> None:
-    from features.store import OnlineStore
+def _no_version(store: str) -> bool:
+    """Whether the store has nothing to serve yet (a missing SQLite file, an empty prefix)."""
+    from features.store import StoreUnavailableError, open_store
 
-    ids = OnlineStore(store).customer_ids()[:2]
+    try:
+        return open_store(store).current() is None
+    except StoreUnavailableError as err:  # checked by the preflight; reported here otherwise
+        raise fail(str(err)) from None
+
+
+def _print_calls(url: str, store: str, token: str | None) -> None:
+    from features.store import open_store
+
+    ids = open_store(store).customer_ids()[:2]
     auth = f' -H "Authorization: Bearer {token}"' if token else ""
     ids_json = ", ".join(f'"{i}"' for i in ids)
     token_arg = f", token='{token}'" if token else ""

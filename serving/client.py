@@ -31,6 +31,8 @@ import httpx
 import pandas as pd
 import yaml
 
+from features.store.factory import absolute_location
+
 SERVICE = "serving.service:LifecycleService"
 SERVER = ("{python}", "-m", "bentoml", "serve", SERVICE, "--host", "{host}", "--port", "{port}")
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # training.registry's default (no MLflow import)
@@ -56,6 +58,15 @@ def absolute_tracking_uri(uri: str) -> str:
     return uri
 
 
+def absolute_ledger(ledger: str | Path) -> str:
+    """A ledger file (a path or ``sqlite:///PATH``) as an absolute path (the service runs in
+    another working directory); a ``postgresql://`` URL unchanged."""
+    from training.ledger_tables import parse_location
+
+    kind, target = parse_location(ledger)
+    return target if kind == "postgresql" else str(Path(target).resolve())
+
+
 def service_env(
     store: str | Path,
     ledger: str | Path,
@@ -76,8 +87,8 @@ def service_env(
     models = str(models)
     env.update({
         "LIFECYCLE_MODELS": models if models == "registry" else str(Path(models).resolve()),
-        "LIFECYCLE_STORE": str(Path(store).resolve()),
-        "LIFECYCLE_LEDGER": str(Path(ledger).resolve()),
+        "LIFECYCLE_STORE": absolute_location(store),
+        "LIFECYCLE_LEDGER": absolute_ledger(ledger),
     })  # fmt: skip
     if models == "registry":
         uri = tracking_uri or env.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI

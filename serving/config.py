@@ -16,6 +16,7 @@ from features.yaml_config import describe, load_yaml_model
 
 CONFIG_ENV = "LIFECYCLE_SERVICE_CONFIG"
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
+DEFAULT_MAX_IN_FLIGHT = 16  # see README, "Overload"
 ENV_FIELDS = {  # env var -> config field (override the YAML file)
     "LIFECYCLE_MODELS": "models",
     "LIFECYCLE_STORE": "store",
@@ -30,8 +31,10 @@ ENV_FIELDS = {  # env var -> config field (override the YAML file)
     "LIFECYCLE_PRECOMPUTE_SCORES": "precompute_scores",
     "LIFECYCLE_MONITOR_METRICS": "monitor_metrics",
     "LIFECYCLE_MAX_BODY_BYTES": "max_body_bytes",
+    "LIFECYCLE_MAX_IN_FLIGHT": "max_in_flight",
     "LIFECYCLE_FEEDBACK_MAX_AGE_DAYS": "feedback_max_age_days",
     "LIFECYCLE_FEEDBACK_MAX_FUTURE_SECONDS": "feedback_max_future_seconds",
+    "LIFECYCLE_CLOCK_FILE": "clock_file",
 }
 POLICY_FIELDS = ("exploration", "cold_start_control_share")  # env fields of ``policy``
 
@@ -79,8 +82,15 @@ class ServiceConfig(BaseModel):
 
     models: str = "registry"
     alias: str = "champion"
-    store: Path = Path("store/online.sqlite")
-    ledger: Path = Path("store/ledger.sqlite")
+    store: Path | str = Field(
+        Path("store/online.sqlite"), description="the online store: a SQLite file (a path or "
+        "sqlite:///PATH) or a Redis server, redis://HOST:PORT/DB[?prefix=NAME]",
+    )  # fmt: skip
+    ledger: str | Path = Field(
+        Path("store/ledger.sqlite"), description="the feedback ledger: a SQLite file (a path "
+        "or sqlite:///PATH) or postgresql://USER[:PASSWORD]@HOST:PORT/DATABASE, shared by "
+        "replicas (serving/ledger.py)",
+    )  # fmt: skip
     offers: Path | None = Field(
         None, description="offer catalog (.parquet/.csv); default: the one exported with models"
     )
@@ -109,6 +119,11 @@ class ServiceConfig(BaseModel):
         DEFAULT_MAX_BODY_BYTES, ge=1024, description="request bodies above this get a 413 "
         "before they are read (a /batch of 10,000 ids is about 150 KB)",
     )  # fmt: skip
+    max_in_flight: int = Field(
+        DEFAULT_MAX_IN_FLIGHT, ge=0, description="requests in flight per worker (their body "
+        "received) beyond which a request gets a 503 with Retry-After at once instead of "
+        "queueing; the probes and /metrics are never refused; 0 = no limit",
+    )  # fmt: skip
     monitor_metrics: Path | None = Field(
         None, description="a `lifecycle monitor` gauges file (monitor.prom) to re-expose on "
         "/metrics, re-read when it changes",
@@ -124,10 +139,26 @@ class ServiceConfig(BaseModel):
         300.0, ge=0, description="clock skew allowed for feedback times ahead of the server's "
         "clock; later ones are refused (a 'sent' dated 2999 would block an offer until then)",
     )  # fmt: skip
+    clock_file: Path | None = Field(
+        None, description="simulations and replays only: read 'now' from this file (ISO-8601, "
+        "re-read when it changes) instead of the system clock (serving/clock.py)",
+    )  # fmt: skip
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     seed: int | None = Field(
         None, description="seed of the offer policies' RNG (exploration, cold start); None = random"
     )
+
+    @field_validator("store", mode="before")
+    @classmethod
+    def _store_location(cls, value: object) -> object:
+        """Paths stay paths; a URL stays text (a Path would fold ``//``), its kind checked."""
+        from features.store import open_store
+        from features.store.factory import is_url
+
+        if isinstance(value, str) and is_url(value):
+            open_store(value)  # ValueError naming the supported kinds; connects to nothing
+            return value
+        return Path(value) if isinstance(value, str) else value
 
     @property
     def exploration(self) -> float:

@@ -1,14 +1,20 @@
 """The feedback ledger: decisions the service made and what campaign apps report back.
 
-One SQLite file (WAL). ``decisions`` holds every decision with the propensity of the action
-chosen (for off-policy evaluation) and the policy that chose it (``model``: epsilon-greedy on
-the offers model; ``cold_start``: at random with a control share, before there is an offers
-model; no expected value then); ``feedback`` holds sends, opens, clicks and conversions,
-idempotent on the caller's ``event_id``; ``feedback_rejected`` keeps events that could not be
-matched to a decision, with the reason, so nothing a caller sent is lost. Feedback is
-committed with ``synchronous=FULL`` (on disk before the service answers 200); decisions with
-``NORMAL`` (safe across a crash of the service, not of the machine), which keeps ``/decide``
-fast. The ledger feeds contact caps and cooldowns (:meth:`FeedbackLedger.contacts`).
+``decisions`` holds every decision with the propensity of the action chosen (for off-policy
+evaluation) and the policy that chose it (``model``: epsilon-greedy on the offers model;
+``cold_start``: at random with a control share, before there is an offers model; no expected
+value then); ``feedback`` holds sends, opens, clicks and conversions, idempotent on the
+caller's ``event_id``; ``feedback_rejected`` keeps events that could not be matched to a
+decision, with the reason, so nothing a caller sent is lost. The ledger feeds contact caps and
+cooldowns (``contacts``, ``reserve_contacts``: ``serving/ledger_common.py``).
+
+Two backends behind one interface, chosen by the location (:func:`open_ledger`): a file path
+or ``sqlite:///PATH`` is this module's SQLite file, for one machine; ``postgresql://...`` is
+``serving/ledger_postgres.py``, shared by service replicas on many hosts.
+
+SQLite (WAL): feedback is committed with ``synchronous=FULL`` (on disk before the service
+answers 200); decisions with ``NORMAL`` (safe across a crash of the service, not of the
+machine), which keeps ``/decide`` fast.
 """
 
 from __future__ import annotations
@@ -16,16 +22,27 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-import time
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from itertools import repeat
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, TypeVar
 
-import numpy as np
+from serving.ledger_common import (
+    DECISION_COLUMNS,
+    EVENTS,
+    Decision,
+    Decisions,
+    FeedbackResult,
+    LedgerBase,
+    LedgerUnavailable,
+    decision_row,
+    parse_location,
+)
+from training.ledger_tables import read_tables
 
-EVENTS = ("sent", "opened", "clicked", "converted")
+__all__ = ["EVENTS", "Decision", "Decisions", "FeedbackLedger", "FeedbackResult",
+           "LedgerBase", "LedgerUnavailable", "open_ledger", "read_tables"]  # fmt: skip
+T = TypeVar("T")
 _DDL = (
     """CREATE TABLE IF NOT EXISTS decisions (
         decision_id TEXT PRIMARY KEY, customer_id TEXT NOT NULL, offer_id TEXT,
@@ -39,75 +56,41 @@ _DDL = (
     """CREATE TABLE IF NOT EXISTS feedback_rejected (
         received_at REAL NOT NULL, event_id TEXT, reason TEXT NOT NULL, body TEXT NOT NULL)""",
 )
-_CONTACTS_SQL = """
-    SELECT customer_id, offer_id, MAX(occurred_at), SUM(occurred_at >= ?)
-    FROM feedback WHERE event = 'sent' AND customer_id IN (SELECT value FROM json_each(?))
+# what reserve_contacts reads, created on its first use (an index more on every /decide
+# write is not worth it for services that count reported sends only)
+_RESERVATION_DDL = (
+    "CREATE INDEX IF NOT EXISTS decisions_customer ON decisions (customer_id, decided_at)",
+    "CREATE INDEX IF NOT EXISTS feedback_decision ON feedback (decision_id)",
+)
+_SENT = """SELECT customer_id, offer_id, occurred_at AS at FROM feedback
+    WHERE event = 'sent' AND customer_id IN (SELECT value FROM json_each(:ids))"""
+_RESERVED = """SELECT customer_id, offer_id, decided_at FROM decisions AS d
+    WHERE customer_id IN (SELECT value FROM json_each(:ids)) AND offer_id IS NOT NULL
+      AND decided_at >= :start AND NOT EXISTS (SELECT 1 FROM feedback AS f
+        WHERE f.decision_id = d.decision_id AND f.event = 'sent')"""
+_CONTACTS = """SELECT customer_id, offer_id, MAX(at), SUM(at >= :start) FROM ({rows})
     GROUP BY customer_id, offer_id"""
-
-
 _INSERT_DECISIONS = """
     INSERT INTO decisions (decision_id, customer_id, offer_id, propensity, explored,
         models, features_as_of, decided_at, policy, expected_value, channel)
     VALUES (?,?,?,?,?,?,?,?,?,{expected_value},{channel})"""
-_DECISION_COLUMNS = ("decision_id, customer_id, offer_id, propensity, explored, channel, "
-                     "expected_value, models, features_as_of, policy")  # fmt: skip
 
 
-class Decision(NamedTuple):
-    """One logged decision. A named tuple, not a dataclass: a frozen dataclass took ~3 us to
-    build, which counted when every request built one per customer."""
+def open_ledger(location: str | Path, checkpoint_seconds: float | None = None) -> LedgerBase:
+    """The ledger at ``location``: a file path or ``sqlite:///PATH`` (:class:`FeedbackLedger`,
+    ``checkpoint_seconds`` as there) or ``postgresql://USER[:PASSWORD]@HOST:PORT/DATABASE``
+    (:class:`serving.ledger_postgres.PostgresLedger`, which connects on first use)."""
+    kind, target = parse_location(location)
+    if kind == "postgresql":
+        from serving.ledger_postgres import PostgresLedger
 
-    decision_id: str
-    customer_id: str
-    offer_id: str | None
-    propensity: float
-    explored: bool
-    channel: str | None
-    expected_value: float | None  # None: the cold-start policy (no offers model)
-    models: str  # JSON of the model versions
-    features_as_of: str | None
-    policy: str = "model"  # the policy that chose: "model" or "cold_start"
+        return PostgresLedger(target)
+    return FeedbackLedger(target, checkpoint_seconds)
 
 
-@dataclass(frozen=True)
-class Decisions:
-    """One request's decisions as columns (entry ``i`` = customer ``i``) and what they share.
-
-    The engine has its answers as whole arrays and SQLite takes rows of plain values, so the
-    columns are zipped straight into rows; iterating gives :class:`Decision` rows.
-    ``expected_value`` None: unknown for all (the cold-start policy has no model)."""
-
-    decision_id: Sequence[str]
-    customer_id: Sequence[str]
-    offer_id: Sequence[str | None]
-    propensity: Sequence[float]
-    explored: Sequence[bool]
-    expected_value: Sequence[float] | None
-    channel: str | None
-    models: str  # JSON of the model versions
-    features_as_of: str | None
-    policy: str = "model"
-
-    def __len__(self) -> int:
-        return len(self.decision_id)
-
-    def __iter__(self) -> Iterator[Decision]:
-        value = repeat(None) if self.expected_value is None else self.expected_value
-        rows = zip(self.decision_id, self.customer_id, self.offer_id, self.propensity,
-                   self.explored, repeat(self.channel), value, repeat(self.models),
-                   repeat(self.features_as_of), repeat(self.policy), strict=False)  # fmt: skip
-        return map(Decision._make, rows)
-
-
-@dataclass(frozen=True)
-class FeedbackResult:
-    accepted: int
-    duplicates: int
-    rejected: list[dict]
-
-
-class FeedbackLedger:
-    """Thread-safe (one connection per thread and durability level) ledger in ``path``.
+class FeedbackLedger(LedgerBase):
+    """Thread-safe (one connection per thread and durability level) SQLite ledger in
+    ``path``.
 
     ``checkpoint_seconds``: copy the write-ahead log into the database from a background
     thread this often, instead of SQLite's automatic checkpoint, which runs inside whichever
@@ -118,8 +101,10 @@ class FeedbackLedger:
 
     def __init__(self, path: str | Path, checkpoint_seconds: float | None = None) -> None:
         self.path = Path(path)
+        self.location = str(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.checkpoint_seconds = checkpoint_seconds
+        self._reservations_indexed = False
         self._local = threading.local()
         self._closed = threading.Event()
         with self._conn("FULL") as conn:
@@ -157,14 +142,34 @@ class FeedbackLedger:
         """Stop the background checkpoints (connections close with their threads)."""
         self._closed.set()
 
-    def record_decisions(self, decisions: Decisions) -> None:
-        """Log one request's decisions, all decided now (``synchronous=NORMAL``).
+    def _run(self, work: Callable[[Any], T], durable: bool, lock: Sequence[str] = ()) -> T:
+        """``work`` in a transaction on this thread's connection (``FULL`` when ``durable``).
 
-        The columns are zipped into rows as they are. No channel (no expected values) is
+        ``lock``: ``BEGIN IMMEDIATE`` takes the file's write lock before ``work`` reads, so
+        that no other thread or process writes until the commit (SQLite locks the whole file,
+        so every customer's lock)."""
+        conn = self._conn("FULL" if durable else "NORMAL")
+        with conn:  # commits on return, rolls back on an error
+            if lock:
+                conn.execute("BEGIN IMMEDIATE")
+            return work(conn)
+
+    def reserve_contacts(self, customer_ids, offer_ids, now, window_days, decide):  # noqa: D102
+        if not self._reservations_indexed:
+            with self._conn("FULL") as conn:
+                for ddl in _RESERVATION_DDL:
+                    conn.execute(ddl)
+            self._reservations_indexed = True
+        return super().reserve_contacts(customer_ids, offer_ids, now, window_days, decide)
+
+    reserve_contacts.__doc__ = LedgerBase.reserve_contacts.__doc__
+
+    def _insert_decisions(self, conn: sqlite3.Connection, decisions: Decisions, now: float) -> None:
+        """The columns are zipped into rows as they are. No channel (no expected values) is
         written as a NULL in the statement, not bound per row: the sqlite3 module binds None
         through its slow adaptation path (~1.5 ms per 1,000 rows)."""
         d = decisions
-        shared = [d.models, d.features_as_of, time.time(), d.policy]
+        shared = [d.models, d.features_as_of, now, d.policy]
         values = [] if d.expected_value is None else [d.expected_value]
         if d.channel is not None:
             shared.append(d.channel)
@@ -173,77 +178,29 @@ class FeedbackLedger:
                    strict=False)  # fmt: skip
         sql = _INSERT_DECISIONS.format(expected_value="NULL" if d.expected_value is None else "?",
                                        channel="NULL" if d.channel is None else "?")  # fmt: skip
-        with self._conn("NORMAL") as conn:
-            conn.executemany(sql, rows)
+        conn.executemany(sql, rows)
 
-    def decision(self, decision_id: str) -> Decision | None:
-        sql = f"SELECT {_DECISION_COLUMNS} FROM decisions WHERE decision_id = ?"
-        row = self._conn("NORMAL").execute(sql, (decision_id,)).fetchone()
-        return None if row is None else Decision(*row[:4], bool(row[4]), *row[5:])
+    def _select_decision(self, conn: sqlite3.Connection, decision_id: str) -> Decision | None:
+        sql = f"SELECT {DECISION_COLUMNS} FROM decisions WHERE decision_id = ?"
+        row = conn.execute(sql, (decision_id,)).fetchone()
+        return None if row is None else decision_row(row)
 
-    def record_feedback(
-        self, events: Iterable[dict], refused: Iterable[tuple[dict, str]] = ()
-    ) -> FeedbackResult:
-        """Store feedback events durably; each needs ``event_id``, ``event``, ``occurred_at``
-        (epoch seconds) and a ``decision_id`` or a ``customer_id`` (+ ``offer_id``).
+    def _insert_feedback(self, conn: sqlite3.Connection, rows: list, rejected: list) -> int:
+        before = conn.total_changes
+        conn.executemany("INSERT OR IGNORE INTO feedback VALUES (?,?,?,?,?,?,?,?)", rows)
+        accepted = conn.total_changes - before
+        conn.executemany("INSERT INTO feedback_rejected VALUES (?,?,?,?)", rejected)
+        return accepted
 
-        Events the caller already ``refused`` (event, reason) and events that match no
-        decision are kept in ``feedback_rejected`` with their reason, in the same commit."""
-        now, rows, refused = time.time(), [], list(refused)
-        for event in events:
-            resolved = self._resolve(event)
-            if isinstance(resolved, str):
-                refused.append((event, resolved))
-                continue
-            rows.append((event["event_id"], event.get("decision_id"), *resolved, event["event"],
-                         event.get("revenue"), event["occurred_at"], now))  # fmt: skip
-        with self._conn("FULL") as conn:
-            before = conn.total_changes
-            conn.executemany("INSERT OR IGNORE INTO feedback VALUES (?,?,?,?,?,?,?,?)", rows)
-            accepted = conn.total_changes - before
-            conn.executemany(
-                "INSERT INTO feedback_rejected VALUES (?,?,?,?)",
-                [(now, e.get("event_id"), why, json.dumps(e, default=str)) for e, why in refused],
-            )
-        rejected = [{"event_id": e.get("event_id"), "error": why} for e, why in refused]
-        return FeedbackResult(accepted, len(rows) - accepted, rejected)
+    def _select_contacts(
+        self, conn: sqlite3.Connection, ids: list[str], start: float, reserved: bool
+    ) -> list:
+        rows = f"{_SENT} UNION ALL {_RESERVED}" if reserved else _SENT
+        return conn.execute(_CONTACTS.format(rows=rows),
+                            {"ids": json.dumps(ids), "start": start}).fetchall()  # fmt: skip
 
-    def _resolve(self, event: dict) -> tuple[str, str | None] | str:
-        """(customer_id, offer_id) of an event, or the reason it cannot be matched."""
-        if not event.get("decision_id"):
-            return event["customer_id"], event.get("offer_id")
-        found = self.decision(event["decision_id"])
-        if found is None:
-            return f"decision_id {event['decision_id']!r} is unknown to this ledger"
-        for key in ("customer_id", "offer_id"):
-            if event.get(key) is not None and event[key] != getattr(found, key):
-                return (f"{key} {event[key]!r} does not match decision {found.decision_id!r} "
-                        f"({key} {getattr(found, key)!r})")  # fmt: skip
-        return found.customer_id, found.offer_id
-
-    def contacts(
-        self, customer_ids: Sequence[str], offer_ids: Sequence[str], now: float, window_days: int
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Sends per customer in the last ``window_days`` ``(n,)`` and days since each offer
-        was last sent ``(n, offers)`` (NaN = never), from ``sent`` feedback."""
-        ids, offers = list(customer_ids), list(offer_ids)
-        sends, days = np.zeros(len(ids)), np.full((len(ids), len(offers)), np.nan)
-        row_of = {c: i for i, c in enumerate(ids)}  # duplicates share the last row
-        col_of = {o: j for j, o in enumerate(offers)}
-        start = now - window_days * 86400.0
-        found = self._conn("NORMAL").execute(_CONTACTS_SQL, (start, json.dumps(ids))).fetchall()
-        for customer, offer, last, recent in found:
-            i = row_of[customer]
-            sends[i] += recent
-            if offer in col_of:
-                days[i, col_of[offer]] = (now - last) / 86400.0
-        index = np.array([row_of[c] for c in ids], dtype=np.intp)
-        return sends[index], days[index]
-
-    def counts(self) -> dict[str, int]:
-        conn = self._conn("NORMAL")
-        return {table: conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
-                for table in ("decisions", "feedback", "feedback_rejected")}  # fmt: skip
+    def _count(self, conn: sqlite3.Connection, table: str) -> int:
+        return conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
 
 
 def _add_policy_column(conn: sqlite3.Connection) -> None:

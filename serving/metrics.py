@@ -24,6 +24,14 @@ def _counters() -> dict:
             "lifecycle_feedback_events", "Feedback events received, by result",
             ["result"],
         ),
+        "shed": prometheus_client.Counter(
+            "lifecycle_requests_shed", "Requests refused with a 503 because max_in_flight "
+            "requests were already in flight in the worker",
+        ),
+        "unlogged": prometheus_client.Counter(
+            "lifecycle_decisions_unlogged", "Decisions not written to the ledger because "
+            "their caller was gone (disconnected or timed out) before they were logged",
+        ),
     }  # fmt: skip
 
 
@@ -41,6 +49,14 @@ def count_feedback(accepted: int, duplicates: int, rejected: int) -> None:
     for result, n in (("accepted", accepted), ("duplicate", duplicates), ("rejected", rejected)):
         if n:
             counter.labels(result=result).inc(n)
+
+
+def count_shed() -> None:
+    _counters()["shed"].inc()
+
+
+def count_unlogged(n: int) -> None:
+    _counters()["unlogged"].inc(n)
 
 
 _monitor_gauges: dict[str, object] = {}

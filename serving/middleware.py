@@ -35,7 +35,7 @@ class TokenAuth:
         if self._token is not None:
             return self._token
         # not started yet: refuse rather than guess
-        return _configured("api_token", "\0not-started") or ""
+        return configured("api_token", "\0not-started") or ""
 
     async def __call__(self, scope, receive, send) -> None:
         guarded = scope["type"] == "http" and self.token and not _open(scope["path"])
@@ -53,7 +53,7 @@ class TokenAuth:
         return hmac.compare_digest(given.encode(), self.token.encode())
 
 
-def _configured(field: str, before_start):
+def configured(field: str, before_start):
     """The running service's config ``field``, or ``before_start`` before it has started."""
     try:
         return getattr(bentoml.get_current_service().config, field)
@@ -91,7 +91,7 @@ class BodyLimit:
     def limit(self) -> int:
         if self._limit is not None:
             return self._limit
-        return _configured("max_body_bytes", DEFAULT_MAX_BODY_BYTES)
+        return configured("max_body_bytes", DEFAULT_MAX_BODY_BYTES)
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -109,17 +109,17 @@ class BodyLimit:
         while more:
             message = await receive()
             if message["type"] != "http.request":
-                await self.app(scope, _replay([message]), send)
+                await self.app(scope, replay([message]), send)
                 return
             body.append(message)
             more = message.get("more_body", False)
             if sum(len(m.get("body", b"")) for m in body) > limit:
                 await _too_large(send, limit)
                 return
-        await self.app(scope, _replay(body, receive), send)
+        await self.app(scope, replay(body, receive), send)
 
 
-def _replay(messages: list[dict], then=None):
+def replay(messages: list[dict], then=None):
     """An ASGI ``receive`` giving ``messages`` first, then ``then``'s (disconnects)."""
     pending = list(messages)
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import functools
 import threading
-import time
 from typing import Annotated
 
 import bentoml
@@ -19,11 +18,11 @@ from pydantic import Field
 from starlette.responses import JSONResponse, Response
 
 from features.store import NoVersionError
-from serving import cold_start
+from serving import cold_start, metric_labels
 from serving.config import load_config
 from serving.engine import Contacts, DecisionEngine, Scores
 from serving.inputs import FeatureRows
-from serving.metrics import count_decisions, count_feedback
+from serving.metrics import count_decisions, count_feedback, count_unlogged
 from serving.middleware import BodyLimit, JsonOnly, ModelsEndpoint, TokenAuth
 from serving.schemas import (
     BatchFilter,
@@ -33,6 +32,7 @@ from serving.schemas import (
     FeedbackResponse,
 )
 from serving.state import ServiceState
+from serving.traffic import LoadShed, RequestLog, abandoned, install_logging, unless_abandoned
 
 CustomerId = Annotated[str, Field(min_length=1, max_length=200)]
 MaxOffers = Annotated[int, Field(ge=1, le=20, description="ranked offers returned")]
@@ -59,6 +59,7 @@ class LifecycleService:
     """Stage, churn risk with reasons and the next-best offer for each customer."""
 
     def __init__(self) -> None:
+        install_logging()
         self.config = load_config()
         self.state = ServiceState(self.config)
         self.state.try_load()
@@ -76,6 +77,7 @@ class LifecycleService:
 
     @bentoml.api(route="/decide")
     @unavailable_says_why
+    @unless_abandoned
     def decide(
         self,
         customer_ids: Annotated[list[CustomerId], Field(min_length=1)],
@@ -91,6 +93,7 @@ class LifecycleService:
 
     @bentoml.api(route="/score")
     @unavailable_says_why
+    @unless_abandoned
     def score(
         self,
         customers: Annotated[list[ColdCustomer], Field(min_length=1, max_length=100)],
@@ -106,7 +109,8 @@ class LifecycleService:
                                   f"per request; got {n_events}")  # fmt: skip
         engine = self._engine()
         try:
-            rows = cold_start.feature_rows(customers, as_of, engine.project,
+            rows = cold_start.feature_rows(customers, as_of or self.state.clock.timestamp(),
+                                           engine.project,
                                            engine.reads_contracts)  # fmt: skip
         except ValueError as err:
             raise InvalidArgument(str(err)) from None
@@ -114,6 +118,7 @@ class LifecycleService:
 
     @bentoml.api(route="/batch")
     @unavailable_says_why
+    @unless_abandoned
     def batch(
         self,
         customer_ids: list[CustomerId] | None = None,
@@ -142,7 +147,7 @@ class LifecycleService:
     ) -> FeedbackResponse:
         """Sends, opens, clicks and conversions; idempotent on event_id, on disk before 200."""
         records, refused = [], []
-        now, c = pd.Timestamp.now("UTC"), self.state.config
+        now, c = self.state.clock.timestamp(), self.state.config
         window = (now - pd.Timedelta(days=c.feedback_max_age_days),
                   now + pd.Timedelta(seconds=c.feedback_max_future_seconds))  # fmt: skip
         for event in events:
@@ -228,8 +233,10 @@ class LifecycleService:
             except ValueError as err:  # the store does not hold what the models need
                 self.state.error = str(err)
                 raise ServiceUnavailable(str(err)) from None
-        if logged:  # decisions with their propensities (none without an offer policy)
-            self.state.ledger.record_decisions(logged)
+        if logged and abandoned():  # nobody will get them: nothing may learn from them
+            count_unlogged(len(logged.decision_id))
+        elif logged:  # decisions with their propensities (none without an offer policy)
+            self.state.ledger.record_decisions(logged, self.state.clock.now())
             count_decisions(logged)
         results: list[dict] = [{}] * len(rows.customer_ids)
         for i, out in zip(found, decided, strict=True):
@@ -249,7 +256,7 @@ class LifecycleService:
         if not engine.catalog.ids:
             return Contacts(np.zeros(len(rows.customer_ids)), np.zeros((len(rows.customer_ids), 0)))
         return Contacts(*self.state.ledger.contacts(
-            rows.customer_ids, engine.catalog.ids, time.time(),
+            rows.customer_ids, engine.catalog.ids, self.state.clock.now(),
             self.config.policy.contact_window_days))  # fmt: skip
 
 
@@ -306,7 +313,10 @@ def _feedback_record(
     return {**event.model_dump(exclude={"occurred_at"}), "occurred_at": at.timestamp()}, None
 
 
-LifecycleService.add_asgi_middleware(BodyLimit)  # the first added is the outermost
+LifecycleService.add_asgi_middleware(RequestLog)  # the first added is the outermost
+LifecycleService.add_asgi_middleware(BodyLimit)
 LifecycleService.add_asgi_middleware(TokenAuth)
+LifecycleService.add_asgi_middleware(LoadShed)  # after the token check: only callers count
 LifecycleService.add_asgi_middleware(ModelsEndpoint)
 LifecycleService.add_asgi_middleware(JsonOnly)
+metric_labels.install(frozenset(api.route for api in LifecycleService.apis.values()))

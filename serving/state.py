@@ -17,14 +17,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.store import NoVersionError, OnlineStore
+from features.store import NoVersionError, StoreUnavailableError, open_store
 from serving import bundle as bundles
+from serving.clock import Clock
 from serving.compiled import DEFAULT_CACHE
 from serving.config import ServiceConfig
 from serving.consistency import agreeing_clv, missing_columns, models_config, store_problem
 from serving.engine import DecisionEngine, Scores
 from serving.inputs import FeatureRows
-from serving.ledger import FeedbackLedger
+from serving.ledger import open_ledger
 from serving.scoring import limit_lightgbm_threads
 
 
@@ -32,8 +33,9 @@ class ServiceState:
     def __init__(self, config: ServiceConfig) -> None:
         limit_lightgbm_threads(config.lightgbm_threads)  # DESIGN sections 8, 11
         self.config = config
-        self.store = OnlineStore(config.store)
-        self.ledger = FeedbackLedger(config.ledger, checkpoint_seconds=1.0)
+        self.clock = Clock(config.clock_file)
+        self.store = open_store(config.store)
+        self.ledger = open_ledger(config.ledger, checkpoint_seconds=1.0)
         self.engine: DecisionEngine | None = None
         self.error: str | None = None
         self._scored: StoreScores | None = None
@@ -111,12 +113,19 @@ class ServiceState:
             self.error = str(err)
 
     def ready(self) -> bool:
-        engine, version = self.engine, self.store.current()
+        try:
+            engine, version = self.engine, self.store.current()
+        except StoreUnavailableError:  # its server is down: not ready (store_problem says why)
+            return False
         return engine is not None and version is not None and self._problem(engine, version) is None
 
     def store_problem(self) -> str | None:
-        """Why the current store version cannot serve the loaded models (another config)."""
-        return self._problem(self.engine, self.store.current())
+        """Why the current store version cannot serve the loaded models (another config), or
+        why the store cannot be read at all (its server is down)."""
+        try:
+            return self._problem(self.engine, self.store.current())
+        except StoreUnavailableError as err:
+            return str(err)
 
     def _problem(self, engine: DecisionEngine | None, version) -> str | None:
         """Why ``version`` cannot serve ``engine``'s models: another config, or columns the
@@ -189,7 +198,7 @@ class ServiceState:
         """Scores of every customer in the current store version (cached per version)."""
         version = self.store.current()
         if version is None:
-            raise NoVersionError(f"the online store {self.store.path} has no version yet")
+            raise NoVersionError(f"the online store {self.store.address} has no version yet")
         scored = self._store_scores(engine, version.version)
         return scored.rows, scored.scores
 
@@ -292,7 +301,10 @@ def models_summary(state: ServiceState) -> dict:
     """What ``GET /models`` answers."""
     from dataclasses import asdict
 
-    engine, version, scored = state.engine, state.store.current(), state._scored
+    try:
+        engine, version, scored = state.engine, state.store.current(), state._scored
+    except StoreUnavailableError:  # "error" below names it
+        engine, version, scored = state.engine, None, state._scored
     store = None if version is None else {
         "version": version.version, "feature_set": version.feature_set,
         "as_of": version.as_of.isoformat(), "customers": version.n_customers,

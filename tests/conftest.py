@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import pytest
 
+# tests.services: redis_url, postgres_url, ... (real servers); tests.ledgers: ledger_location
+pytest_plugins = ["tests.services", "tests.ledgers"]
+
 
 @pytest.fixture(autouse=True)
 def _no_leaked_mlflow_run_env(monkeypatch):

@@ -24,7 +24,13 @@ AsOf = Annotated[
     typer.Option("--as-of", help="ISO timestamp (naive = UTC); default: the last event's time."),
 ]
 FeatureSetOpt = Annotated[str, typer.Option("--feature-set", help="name or name@version")]
-StorePath = Annotated[Path, typer.Option("--store", help="SQLite file of the online store.")]
+StorePath = Annotated[
+    str,
+    typer.Option(
+        "--store",
+        help="The online store: a SQLite file, or a redis://HOST:PORT/DB[?prefix=NAME] URL.",
+    ),
+]
 
 
 def _inputs(data: Path, as_of: str | None, config_path: Path | None = None, config=None):
@@ -110,7 +116,7 @@ def build(
 @app.command()
 def materialize(
     data: DataDir,
-    store: StorePath = Path("store/online.sqlite"),
+    store: StorePath = "store/online.sqlite",
     as_of: AsOf = None,
     keep_versions: Annotated[int, typer.Option(min=1, help="Versions to keep.")] = 2,
     config: ProjectConfigFile = None,
@@ -123,7 +129,7 @@ def materialize(
     service reads exactly what they were trained on); without champions, with the project
     config. The version is labelled with the config's fingerprint, which the service checks.
     """
-    from features.store import OnlineStore
+    from features.store import StoreUnavailableError, open_store
     from training.resolve import store_vectors
 
     followed = _models_config(models)
@@ -132,8 +138,10 @@ def materialize(
         vectors, label = store_vectors(tables, cfg, when)
     except (KeyError, ValueError) as err:
         raise fail(str(err)) from None
-    store.parent.mkdir(parents=True, exist_ok=True)
-    version = OnlineStore(store).materialize(vectors, when, label, keep_versions=keep_versions)
+    try:  # a SQLite store creates its folder; a server must be reachable
+        version = open_store(store).materialize(vectors, when, label, keep_versions=keep_versions)
+    except StoreUnavailableError as err:
+        raise fail(str(err)) from None
     source = "the champion models' recorded config" if followed else "the project config"
     console.print(
         f"store {store}: version {version.version} is current "

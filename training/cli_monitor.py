@@ -24,11 +24,13 @@ EceThreshold = Annotated[
 def monitor(
     data: DataDir,
     store: Annotated[
-        Path, typer.Option("--store", help="The online store the service reads (SQLite); "
-                           "without it, the vectors at the data's last event.")
-    ] = Path("store/online.sqlite"),
+        str, typer.Option("--store", help="The online store the service reads (a SQLite file "
+                          "or a redis://... URL); without it, the vectors at the data's last "
+                          "event.")
+    ] = "store/online.sqlite",
     ledger: Annotated[
-        Path | None, typer.Option(dir_okay=False, help="The service's feedback ledger.")
+        str | None, typer.Option(help="The service's feedback ledger: a SQLite file or a "
+                                 "postgresql:// URL.")
     ] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the outputs.")] = Path(
         "monitor"
@@ -59,11 +61,13 @@ def monitor(
     """
     import pandas as pd
 
+    from training.ledger_tables import parse_location
     from training.monitoring.checks import Thresholds, evaluate
     from training.monitoring.outputs import write_outputs
     from training.monitoring.page import render
 
-    if ledger is not None and not ledger.is_file():
+    kind, where = parse_location(ledger) if ledger is not None else (None, None)
+    if kind == "sqlite" and not Path(where).is_file():
         raise fail(f"the feedback ledger {ledger} does not exist", FAILED)
     try:
         parts = _gather(data, config, store, ledger, reference_as_of, window_days, ledger_days,

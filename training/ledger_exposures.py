@@ -21,7 +21,6 @@ contract (``features.loaders.load_exposures``) that training reads beside the ca
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import replace
 from pathlib import Path
 
@@ -38,22 +37,17 @@ PREFIX = "ledger-"  # exposure ids: the decision id, marked as the ledger's
 def read_ledger(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The ledger's ``decisions`` and ``sent`` feedback, read-only (the service may be
     writing): ``decisions`` (decision_id, customer_id, offer_id, propensity, channel,
-    decided_at) and ``sent`` (decision_id, occurred_at), times as UTC timestamps."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"the feedback ledger {path} does not exist")
-    with sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True) as conn:
-        try:
-            decisions = pd.read_sql_query(
-                "SELECT decision_id, customer_id, offer_id, propensity, channel, decided_at "
-                "FROM decisions", conn)  # fmt: skip
-            sent = pd.read_sql_query(
-                "SELECT decision_id, MIN(occurred_at) AS occurred_at FROM feedback "
+    decided_at) and ``sent`` (decision_id, occurred_at), times as UTC timestamps. ``path``:
+    a SQLite file or a ``postgresql://`` URL (``training.ledger_tables.read_tables``)."""
+    from training.ledger_tables import read_tables
+
+    found = read_tables(path, {
+        "decisions": "SELECT decision_id, customer_id, offer_id, propensity, channel, "
+                     "decided_at FROM decisions",
+        "sent": "SELECT decision_id, MIN(occurred_at) AS occurred_at FROM feedback "
                 "WHERE event = 'sent' AND decision_id IS NOT NULL GROUP BY decision_id",
-                conn,
-            )
-        except (sqlite3.DatabaseError, pd.errors.DatabaseError) as err:
-            raise ValueError(f"{path} is not a readable feedback ledger: {err}") from None
+    })  # fmt: skip
+    decisions, sent = found["decisions"], found["sent"]
     for frame, column in ((decisions, "decided_at"), (sent, "occurred_at")):
         frame[column] = pd.to_datetime(frame[column], unit="s", utc=True)
     return decisions, sent

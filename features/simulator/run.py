@@ -69,31 +69,72 @@ class RawSimulation:
     future: dict[str, np.ndarray]  # per customer position: purchases, spend after the log
 
 
-def run(config: SimConfig, progress: bool = False) -> RawSimulation:
-    """Simulate ``config.days`` days for ``config.customers`` customers, and their purchases
-    over the ``config.future_days`` after (ground truth, from a random stream of its own)."""
+@dataclass
+class Running:
+    """A simulation under way: the state, the logs so far and the next day to simulate.
+
+    :func:`run` steps it through the log; :mod:`features.simulator.world` goes on stepping
+    it past the log, with the decision service choosing the campaigns.
+    """
+
+    config: SimConfig
+    pop: Population
+    state: State
+    rng: np.random.Generator
+    static_mult: np.ndarray
+    traits: np.ndarray
+    events: Log = field(default_factory=Log)
+    exposures: Log = field(default_factory=Log)
+    history: Log = field(default_factory=Log)
+    snaps: Log = field(default_factory=Log)
+    day: int = 0
+
+
+def begin(config: SimConfig) -> Running:
+    """Draw the population and its history before day 0; nothing simulated yet."""
     rng = np.random.default_rng(config.seed)
     pop = draw_population(config.customers, config.days, config.initial_share, rng)
     state = _initial_state(pop, rng)
-    events, exposures, history, snaps = Log(), Log(), Log(), Log()
-    _prior_history(pop, state, events, rng)
-    history.add(who=np.arange(pop.n), stage=state.stage.copy(), day=pop.arrival_day)
-    static_mult = dynamics.static_multipliers(pop)
-    traits = trait_multipliers(pop, config.event_rate_scale)
-    for day in tqdm(range(config.days), desc="simulating days", disable=not progress, unit="day"):
-        k = int(np.searchsorted(pop.arrival_day, day, side="right"))
-        who, kind = daily_events(state.stage[:k], traits[:k], rng)
-        _emit(events, who, kind, day, state)
-        if day >= config.campaign_first_day and _is_campaign_day(config, day):
-            _campaign(config, pop, state, k, day, events, exposures, history, rng)
-        new = dynamics.step(state.stage[:k], static_mult[:k], state.tenure(day)[:k], rng)
-        _transition(pop, state, new, day, events, history, rng)
-        if _is_snapshot_day(config, day):
-            _snapshot(config, state, static_mult[:k], day, snaps)
-    future = simulate_future(config, pop, state.stage, state.first_purchase, progress)
+    sim = Running(config, pop, state, rng, dynamics.static_multipliers(pop),
+                  trait_multipliers(pop, config.event_rate_scale))  # fmt: skip
+    _prior_history(pop, state, sim.events, rng)
+    sim.history.add(who=np.arange(pop.n), stage=state.stage.copy(), day=pop.arrival_day)
+    return sim
+
+
+def step(sim: Running) -> None:
+    """Simulate one day (``sim.day``): events, the day's randomised campaign (inside the
+    log's campaign days only), stage moves, the truth snapshot; then move to the next day."""
+    config, pop, state, rng, day = sim.config, sim.pop, sim.state, sim.rng, sim.day
+    k = int(np.searchsorted(pop.arrival_day, day, side="right"))
+    who, kind = daily_events(state.stage[:k], sim.traits[:k], rng)
+    _emit(sim.events, who, kind, day, state)
+    if day >= config.campaign_first_day and _is_campaign_day(config, day):
+        _campaign(config, pop, state, k, day, sim.events, sim.exposures, sim.history, rng)
+    new = dynamics.step(state.stage[:k], sim.static_mult[:k], state.tenure(day)[:k], rng)
+    _transition(pop, state, new, day, sim.events, sim.history, rng)
+    if _is_snapshot_day(config, day):
+        _snapshot(config, state, sim.static_mult[:k], day, sim.snaps)
+    sim.day += 1
+
+
+def run(config: SimConfig, progress: bool = False) -> RawSimulation:
+    """Simulate ``config.days`` days for ``config.customers`` customers, and their purchases
+    over the ``config.future_days`` after (ground truth, from a random stream of its own)."""
+    sim = begin(config)
+    for _ in tqdm(range(config.days), desc="simulating days", disable=not progress, unit="day"):
+        step(sim)
+    return finish(sim, progress)
+
+
+def finish(sim: Running, progress: bool = False) -> RawSimulation:
+    """The raw output so far, with the truth of the ``future_days`` after ``sim.day``."""
+    config = sim.config.model_copy(update={"days": sim.day})
+    future = simulate_future(config, sim.pop, sim.state.stage, sim.state.first_purchase,
+                             progress)  # fmt: skip
     return RawSimulation(
-        config, pop, state, events.columns(), exposures.columns(), history.columns(),
-        snaps.columns(), future,
+        config, sim.pop, sim.state, sim.events.columns(), sim.exposures.columns(),
+        sim.history.columns(), sim.snaps.columns(), future,
     )  # fmt: skip
 
 

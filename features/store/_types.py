@@ -17,6 +17,14 @@ class NoVersionError(RuntimeError):
     """The store has no materialised version yet, so there is nothing to read."""
 
 
+class StoreUnavailableError(NoVersionError):
+    """The store's server cannot be reached (or its client is missing), so nothing can be read.
+
+    A kind of :class:`NoVersionError` on purpose: whoever handles "no version to read" (the
+    service answers 503 with the message) handles an unreachable server the same way.
+    """
+
+
 @dataclass(frozen=True)
 class ColumnSpec:
     """One feature column as it was materialised.

@@ -82,6 +82,11 @@ class OnlineStore:
         self._connections = Connections(self.path)
         self._versions: dict[int, StoreVersion] = {}
 
+    @property
+    def address(self) -> str:
+        """Where the store lives, for messages (the file's path)."""
+        return str(self.path)
+
     def __repr__(self) -> str:
         return f"OnlineStore({str(self.path)!r})"
 

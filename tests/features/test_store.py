@@ -1,9 +1,14 @@
-"""Online feature store: roundtrip, request order, versions, atomicity, processes, errors."""
+"""Online feature store: roundtrip, request order, versions, atomicity, processes, errors.
+
+Every behaviour test runs on each backend (the SQLite file and Redis, through the suite's own
+Redis server: ``tests/services.py``), so the two cannot drift apart.
+"""
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import pickle
 import re
 import sqlite3
 import threading
@@ -13,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.store import NoVersionError, OnlineStore
+from features.store import NoVersionError, OnlineStore, RedisStore, open_store
 from features.store._sqlite import _INHERITED
 
 AS_OF = pd.Timestamp("2024-03-01T00:00Z")
@@ -37,8 +42,20 @@ def vectors(marker: int = 1) -> pd.DataFrame:
     )
 
 
+@pytest.fixture(params=["sqlite", "redis"])
+def store(request, tmp_path):
+    """An empty store on each backend (Redis: under a key prefix of this test's own)."""
+    if request.param == "sqlite":
+        location = str(tmp_path / "online.sqlite")
+    else:
+        location = request.getfixturevalue("redis_store_url")
+    online = open_store(location)
+    yield online
+    online.close()
+
+
 @pytest.fixture
-def store(tmp_path):
+def sqlite_store(tmp_path):
     online = OnlineStore(tmp_path / "online.sqlite")
     yield online
     online.close()
@@ -47,6 +64,20 @@ def store(tmp_path):
 def _raw(store: OnlineStore, sql: str) -> list[tuple]:
     with sqlite3.connect(store.path) as conn:
         return conn.execute(sql).fetchall()
+
+
+def _fresh(store):
+    """The same store as another process would open it (pickled: a path or a URL)."""
+    return pickle.loads(pickle.dumps(store))
+
+
+def _stored_versions(store) -> list[int]:
+    """The versions whose rows are physically in the store (tables, or Redis hashes)."""
+    if isinstance(store, RedisStore):
+        keys = store._redis().scan_iter(match=f"{store.keys.prefix}:v*:rows")
+        return sorted(int(k.decode().rsplit(":", 2)[1][1:]) for k in keys)
+    tables = "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'vectors_v%'"
+    return sorted(int(name[len("vectors_v") :]) for (name,) in _raw(store, tables))
 
 
 def test_roundtrip_keeps_values_and_dtypes(store):
@@ -90,8 +121,10 @@ def test_unknown_ids_are_reported_not_raised(store):
 def test_version_metadata_is_stored_for_a_fresh_reader(store):
     made = store.materialize(vectors(), pd.Timestamp("2024-03-01 13:00", tz="Europe/Paris"), "fs")
     assert made.as_of == pd.Timestamp("2024-03-01T12:00Z") and str(made.as_of.tz) == "UTC"
-    assert _raw(store, "SELECT as_of FROM store_versions") == [("2024-03-01T12:00:00+00:00",)]
-    fresh = OnlineStore(store.path).current()
+    if isinstance(store, OnlineStore):
+        stored = _raw(store, "SELECT as_of FROM store_versions")
+        assert stored == [("2024-03-01T12:00:00+00:00",)]
+    fresh = _fresh(store).current()
     assert fresh == made and fresh.n_customers == 3 and fresh.feature_set == "fs"
     dtypes = [c.dtype for c in fresh.columns]
     assert dtypes == ["float64", "int64", "bool", "Int64", "float32", "category", "str", "int64"]
@@ -109,10 +142,9 @@ def test_new_version_becomes_current_and_old_ones_are_dropped(store):
         store.materialize(vectors(marker=k), AS_OF, f"fs{k}")
     assert store.current().version == 3 and store.lookup(["c1"]).numeric[0, -1] == 3
     assert [v.version for v in store.versions()] == [2, 3]
-    tables = "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'vectors_v%'"
-    assert sorted(_raw(store, tables)) == [("vectors_v2",), ("vectors_v3",)]
+    assert _stored_versions(store) == [2, 3]
     store.materialize(vectors(marker=4), AS_OF, "fs4", keep_versions=1)
-    assert [v.version for v in store.versions()] == [4]
+    assert [v.version for v in store.versions()] == [4] and _stored_versions(store) == [4]
 
 
 def test_activate_rolls_back_to_a_live_version(store):
@@ -159,15 +191,25 @@ def test_materialize_rejects_bad_arguments(store, kwargs, message):
 
 
 def test_lookup_before_any_materialize_is_a_clear_error(store):
-    expected = f"no version materialised yet in {store.path}; run `lifecycle features materialize`"
+    expected = (
+        f"no version materialised yet in {store.address}; run `lifecycle features materialize`"
+    )
     with pytest.raises(NoVersionError, match=re.escape(expected)):
         store.lookup(["c1"])
-    assert not store.path.exists() and store.current() is None and store.versions() == []
-    store.path.touch()
-    with pytest.raises(NoVersionError):
-        store.lookup(["c1"])
+    with pytest.raises(NoVersionError, match=re.escape(expected)):
+        store.customer_ids()
+    assert store.current() is None and store.versions() == []
     with pytest.raises(TypeError, match="not one string"):
         store.lookup("c1")
+
+
+def test_an_empty_sqlite_file_is_no_version_and_readers_never_create_it(sqlite_store):
+    with pytest.raises(NoVersionError):
+        sqlite_store.lookup(["c1"])
+    assert not sqlite_store.path.exists()
+    sqlite_store.path.touch()
+    with pytest.raises(NoVersionError):
+        sqlite_store.lookup(["c1"])
 
 
 def test_readers_always_see_one_complete_version_while_versions_switch(store):
@@ -217,7 +259,10 @@ def test_a_reader_in_another_process_reads_what_was_written(store):
     assert numeric[0] == [0.0, 1, 1, 7, 1.0, 1] and np.isnan(numeric[1]).all()
 
 
-def _child_check(store: OnlineStore, inherited: sqlite3.Connection) -> bytes:
+def _child_check(store: OnlineStore, inherited: sqlite3.Connection | None) -> bytes:
+    if inherited is None:  # Redis: the client's pool notices the new pid and reconnects
+        hit = store.lookup(["c1", "c3"])
+        return b"ok" if hit.numeric[1, 1] == 1 else b"child read a wrong row"
     hit = store.lookup(["c1", "c3"])
     own = store._connections.get()
     ok = own is not inherited and inherited in _INHERITED and hit.numeric[1, 1] == 1
@@ -227,7 +272,8 @@ def _child_check(store: OnlineStore, inherited: sqlite3.Connection) -> bytes:
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_after_fork_the_child_opens_its_own_connection(store):
     store.materialize(vectors(), AS_OF, "churn_v1")
-    inherited = store._connections.get()
+    sqlite = isinstance(store, OnlineStore)
+    inherited = store._connections.get() if sqlite else None
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # child: report through the pipe, never return into pytest
@@ -241,4 +287,5 @@ def test_after_fork_the_child_opens_its_own_connection(store):
     message = os.read(read_end, 1000)
     os.waitpid(pid, 0)
     assert message == b"ok"
-    assert store._connections.get() is inherited and store.lookup(["c2"]).found.all()
+    assert not sqlite or store._connections.get() is inherited
+    assert store.lookup(["c2"]).found.all()

@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 
 from serving.config import ServiceConfig, load_config
-from serving.ledger import Decision, Decisions, FeedbackLedger
+from serving.ledger import Decision, Decisions, FeedbackLedger, open_ledger
 from serving.middleware import TokenAuth
 from serving.state import settle_heap
 
+# ledger_location (tests/ledgers.py): the ledger tests run on each backend
 DAY = 86400.0
 
 
@@ -23,20 +24,20 @@ def decision(i: int, customer: str = "c1", offer: str | None = "up") -> Decision
     return Decisions([f"d{i}"], [customer], [offer], [0.9], [False], [1.0], None, "{}", None)
 
 
-def test_feedback_is_idempotent_on_event_id_and_survives_a_reopen(tmp_path):
-    ledger = FeedbackLedger(tmp_path / "l.sqlite")
+def test_feedback_is_idempotent_on_event_id_and_survives_a_reopen(ledger_location):
+    ledger = open_ledger(ledger_location)
     ledger.record_decisions(decision(1))
     event = {"event_id": "e1", "event": "sent", "decision_id": "d1", "occurred_at": time.time()}
     first = ledger.record_feedback([event, {**event, "event_id": "e2", "event": "converted",
                                             "revenue": 12.5}])  # fmt: skip
     again = ledger.record_feedback([event])
     assert (first.accepted, first.duplicates, again.accepted, again.duplicates) == (2, 0, 0, 1)
-    reopened = FeedbackLedger(tmp_path / "l.sqlite")  # another process would see the same
+    reopened = open_ledger(ledger_location)  # another process would see the same
     assert reopened.counts() == {"decisions": 1, "feedback": 2, "feedback_rejected": 0}
 
 
-def test_decisions_are_written_from_columns_and_read_back_as_rows(tmp_path):
-    ledger = FeedbackLedger(tmp_path / "l.sqlite")
+def test_decisions_are_written_from_columns_and_read_back_as_rows(ledger_location):
+    ledger = open_ledger(ledger_location)
     for channel in (None, "email"):
         logged = Decisions([f"{channel}1", f"{channel}2"], ["c1", "c2"], ["up", None],
                            [0.9, 0.05], [False, True], [4.0, 0.0], channel, '{"churn": "7"}',
@@ -76,8 +77,8 @@ def test_background_checkpoints_move_the_log_into_the_database(tmp_path):
     quiet.close(), background.close()
 
 
-def test_unmatched_and_refused_events_are_kept_with_their_reason(tmp_path):
-    ledger = FeedbackLedger(tmp_path / "l.sqlite")
+def test_unmatched_and_refused_events_are_kept_with_their_reason(ledger_location):
+    ledger = open_ledger(ledger_location)
     ledger.record_decisions(decision(1))
     now = time.time()
     result = ledger.record_feedback(
@@ -93,8 +94,8 @@ def test_unmatched_and_refused_events_are_kept_with_their_reason(tmp_path):
     assert ledger.counts()["feedback_rejected"] == 3
 
 
-def test_contacts_count_sends_in_the_window_and_days_since_each_offer(tmp_path):
-    ledger = FeedbackLedger(tmp_path / "l.sqlite")
+def test_contacts_count_sends_in_the_window_and_days_since_each_offer(ledger_location):
+    ledger = open_ledger(ledger_location)
     now = 1_000 * DAY
     sends = [("c1", "up", now - 2 * DAY), ("c1", "up", now - 40 * DAY), ("c1", "xs", now - DAY),
              ("c2", "xs", now - 50 * DAY)]  # fmt: skip

@@ -104,14 +104,16 @@ def vectors_at(tables: Tables, config, as_of: object, source: str) -> Vectors:
     return Vectors(frame, when, source)
 
 
-def store_current(store: Path, config, notes: list[str]) -> Vectors | None:
+def store_current(store: str | Path, config, notes: list[str]) -> Vectors | None:
     """The online store's current version (None when the file or a version is missing);
     a note when it was built with another config than ``config``."""
-    from features.store import OnlineStore
+    from features.store import open_store
+    from features.store.factory import sqlite_path
 
-    if not store.is_file():
+    path = sqlite_path(store)
+    if path is not None and not path.is_file():
         return None
-    online = OnlineStore(store)
+    online = open_store(store)
     version = online.current()
     if version is None:
         return None

@@ -20,7 +20,6 @@ there is nothing to share out.
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,29 +40,25 @@ class LedgerHealth:
     daily: pd.DataFrame
 
 
-def _read(path: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    if not path.is_file():
-        raise FileNotFoundError(f"the feedback ledger {path} does not exist")
-    with sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True) as conn:
-        try:
-            decisions = pd.read_sql_query(
-                "SELECT decision_id, offer_id, explored, policy, decided_at FROM decisions", conn
-            )
-            feedback = pd.read_sql_query(
-                "SELECT decision_id, event, MIN(occurred_at) AS occurred_at, "
-                "MIN(received_at - occurred_at) AS delay FROM feedback "
-                "WHERE decision_id IS NOT NULL GROUP BY decision_id, event",
-                conn,
-            )
-            rejected = pd.read_sql_query("SELECT received_at FROM feedback_rejected", conn)
-        except (sqlite3.DatabaseError, pd.errors.DatabaseError) as err:
-            raise ValueError(f"{path} is not a readable feedback ledger: {err}") from None
-    return decisions, feedback, rejected  # fmt: skip
+def _read(location: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The ledger's decisions, first feedback per (decision, event) and rejected events, from
+    a SQLite file or a ``postgresql://`` URL (``training.ledger_tables.read_tables``)."""
+    from training.ledger_tables import read_tables
+
+    found = read_tables(location, {
+        "decisions": "SELECT decision_id, offer_id, explored, policy, decided_at FROM decisions",
+        "feedback": "SELECT decision_id, event, MIN(occurred_at) AS occurred_at, "
+                    "MIN(received_at - occurred_at) AS delay FROM feedback "
+                    "WHERE decision_id IS NOT NULL GROUP BY decision_id, event",
+        "rejected": "SELECT received_at FROM feedback_rejected",
+    })  # fmt: skip
+    return found["decisions"], found["feedback"], found["rejected"]
 
 
 def ledger_health(ledger_path: str | Path, now: object, days: int = 7) -> LedgerHealth:
-    """The ledger's health over the ``days`` before ``now`` (module docstring)."""
-    decisions, feedback, rejected = _read(Path(ledger_path))
+    """The ledger's health over the ``days`` before ``now`` (module docstring); the ledger:
+    a SQLite file or a ``postgresql://`` URL."""
+    decisions, feedback, rejected = _read(ledger_path)
     end = to_utc(now).timestamp()
     start = end - days * 86400.0
     recent = decisions[(decisions["decided_at"] > start) & (decisions["decided_at"] <= end)]

@@ -1,0 +1,207 @@
+"""Load shedding (issue 15, point 4): the decision service past its capacity, with and
+without ``max_in_flight``, in one run.
+
+On the world of ``bench_service.py`` (built in ``--workdir`` when it holds none; smaller by
+default) it starts two ``bentoml serve serving.service:LifecycleService`` processes, one
+worker each: one with ``LIFECYCLE_MAX_IN_FLIGHT=--limit`` (the default), one with 0 (no
+limit, BentoML queues). This script is the load generator, in its own process: raw keep-alive
+HTTP/1.1 on asyncio (``bench_service.Connection``, tens of microseconds per request), open
+loop (a request is due at a fixed time whatever happened to the earlier ones; latency counts
+from that time), one known customer per ``POST /decide``; callers give up after
+``--timeout`` seconds and close their connection, as real ones do.
+
+1. Capacity, on the unlimited server: closed-loop throughput at concurrency 4, then open-loop
+   steps at fractions of it; the capacity is the highest rate answered with p99 <=
+   ``--p99-target`` ms and every request answered.
+2. Overload at ``--overload`` x capacity for ``--seconds`` s, the limited server then the
+   unlimited one: goodput (200s per second, and as a share of capacity), p50/p99 of the 200s,
+   shed 503s (count, p99), callers that timed out, and the decisions the ledger gained against
+   the 200s received (no decision may be logged for a shed request or a caller who left).
+
+Goals: at 2x capacity, goodput >= 90% of capacity, p99 of answered requests <= 100 ms, shed
+requests fast. Prints a markdown table and writes ``benchmarks/out/shedding.json``::
+
+    .venv/bin/python benchmarks/bench_shedding.py --workdir /tmp/bench_shedding
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sqlite3
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import httpx
+import numpy as np
+import orjson
+import pandas as pd
+from _common import markdown, run_summary, save
+from bench_service import (
+    Connection,
+    build_world,
+    closed_loop,
+    free_port,
+    ready_after,
+    scores_precomputed,
+    service_env,
+    start,
+    stop_servers,
+    wait_ready,
+)
+
+from serving.config import DEFAULT_MAX_IN_FLIGHT
+
+
+def start_pair(world: dict, folder: Path, limit: int) -> dict:
+    """Two servers on the world, ``limit`` in flight and no limit; ready with the store's
+    scores precomputed. name -> {process, url, log, ledger}."""
+    servers = {}
+    for name, max_in_flight in ((f"max_in_flight={limit}", limit), ("no limit", 0)):
+        sub, port = folder / name.replace(" ", "_").replace("=", "_"), free_port()
+        env = {**service_env(world, sub), "LIFECYCLE_MAX_IN_FLIGHT": str(max_in_flight)}
+        command = [sys.executable, "-m", "bentoml", "serve", "serving.service:LifecycleService",
+                   "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+        sub.mkdir(parents=True, exist_ok=True)
+        servers[name] = {"process": start(command, env, sub / "server.log"), "log": sub /
+                         "server.log", "url": f"http://127.0.0.1:{port}",
+                         "ledger": sub / "ledger.sqlite"}  # fmt: skip
+    for server in servers.values():
+        wait_ready(server["process"], server["url"] + "/readyz", server["log"])
+        models = lambda url=server["url"]: httpx.get(f"{url}/models").json()  # noqa: E731
+        ready_after(models, scores_precomputed)
+    return servers
+
+
+def decisions(ledger: Path) -> int:
+    if not ledger.exists():
+        return 0
+    with sqlite3.connect(ledger) as conn:
+        return conn.execute("SELECT count(*) FROM decisions").fetchone()[0]
+
+
+async def open_loop(url: str, bodies: list[bytes], rate: float, seconds: float,
+                    timeout: float) -> dict:  # fmt: skip
+    """``rate`` requests/s for ``seconds`` on fresh or idle keep-alive connections (as many
+    as needed: the server sees the offered load); each caller waits ``timeout`` s at most."""
+    idle: list[Connection] = []
+    outcomes: list[tuple[str, float]] = []
+
+    async def send(body: bytes, due: float) -> None:
+        conn = idle.pop() if idle else Connection(url)
+        try:
+            status = await asyncio.wait_for(conn.post("/decide", body), timeout)
+        except TimeoutError:
+            conn.close()  # the caller leaves
+            outcomes.append(("timeout", np.nan))
+            return
+        except (OSError, asyncio.IncompleteReadError, ValueError):
+            conn.close()
+            outcomes.append(("error", np.nan))
+            return
+        outcomes.append((str(status), (time.perf_counter() - due) * 1e3))
+        idle.append(conn)
+
+    n = int(rate * seconds)
+    start_at, tasks = time.perf_counter() + 0.05, []
+    for i in range(n):
+        due = start_at + i / rate
+        await asyncio.sleep(max(0.0, due - time.perf_counter()))
+        tasks.append(asyncio.create_task(send(bodies[i % len(bodies)], due)))
+    await asyncio.gather(*tasks)
+    for conn in idle:
+        conn.close()
+    return summarise(outcomes, rate, seconds)
+
+
+def summarise(outcomes: list[tuple[str, float]], rate: float, seconds: float) -> dict:
+    frame = pd.DataFrame(outcomes, columns=["status", "ms"])
+    ok, shed = frame.ms[frame.status == "200"], frame.ms[frame.status == "503"]
+    pct = lambda s, q: float(np.percentile(s, q)) if len(s) else float("nan")  # noqa: E731
+    return {"offered_rps": rate, "requests": len(frame), "ok": len(ok), "shed_503": len(shed),
+            "timed_out": int((frame.status == "timeout").sum()),
+            "other": int((~frame.status.isin(["200", "503", "timeout"])).sum()),
+            "goodput_rps": len(ok) / seconds, "ok_p50_ms": pct(ok, 50), "ok_p99_ms": pct(ok, 99),
+            "shed_p99_ms": pct(shed, 99)}  # fmt: skip
+
+
+def capacity(url: str, bodies: list[bytes], args: argparse.Namespace) -> tuple[float, list]:
+    """The highest open-loop rate answered in full with p99 <= the target; the steps."""
+    framed = [("/decide", b) for b in bodies]
+    peak = asyncio.run(closed_loop(url, framed, 1, 4, args.step_seconds))["requests_per_s"]
+    steps, best = [], 0.0
+    for share in args.steps:
+        rate = round(peak * share)
+        step = asyncio.run(open_loop(url, bodies, rate, args.step_seconds, args.timeout))
+        fine = step["ok"] == step["requests"] and step["ok_p99_ms"] <= args.p99_target
+        steps.append({"share_of_closed_loop_peak": share, **step, "within_target": fine})
+        best = max(best, rate) if fine else best
+        time.sleep(2)
+    return best, [{"closed_loop_peak_rps": peak}, *steps]
+
+
+def overload(servers: dict, bodies: list[bytes], rate: float, cap: float, args) -> list[dict]:
+    rows = []
+    for name, server in servers.items():
+        before = decisions(server["ledger"])
+        result = asyncio.run(open_loop(server["url"], bodies, rate, args.seconds, args.timeout))
+        time.sleep(args.timeout + 1)  # handlers of callers who left finish
+        logged = decisions(server["ledger"]) - before
+        rows.append({"server": name, **result, "goodput_share_of_capacity": result["goodput_rps"]
+                     / cap, "decisions_logged": logged,
+                     "logged_minus_answered": logged - result["ok"]})  # fmt: skip
+        time.sleep(3)
+    return rows
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--workdir", type=Path, default=None, help="reuse/keep the world here")
+    parser.add_argument("--customers", type=int, default=20_000, help="simulated = in the store")
+    parser.add_argument("--train-customers", type=int, default=5_000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--limit", type=int, default=DEFAULT_MAX_IN_FLIGHT)
+    parser.add_argument("--step-seconds", type=float, default=8.0)
+    parser.add_argument("--steps", type=float, nargs="+", default=[0.5, 0.65, 0.8, 0.9, 1.0])
+    parser.add_argument("--seconds", type=float, default=20.0, help="overload duration")
+    parser.add_argument("--overload", type=float, default=2.0, help="x capacity")
+    parser.add_argument("--timeout", type=float, default=2.0, help="callers give up after")
+    parser.add_argument("--p99-target", type=float, default=100.0)
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    args = parse_args(argv)
+    start_time, load0 = time.perf_counter(), os.getloadavg()
+    folder = args.workdir or Path(tempfile.mkdtemp(prefix="bench_shedding_"))
+    folder.mkdir(parents=True, exist_ok=True)
+    world = build_world(folder, args)
+    ids = pd.read_parquet(world["vectors"], columns=["customer_id"])["customer_id"]
+    picked = np.random.default_rng(args.seed).choice(ids.astype(str).to_numpy(), 5_000)
+    bodies = [orjson.dumps({"customer_ids": [c]}) for c in picked]
+    servers = start_pair(world, folder / f"run_{int(time.time())}", args.limit)
+    try:
+        cap, steps = capacity(servers["no limit"]["url"], bodies, args)
+        if cap == 0:
+            raise RuntimeError(f"no step met p99 <= {args.p99_target} ms: {steps}")
+        rows = overload(servers, bodies, args.overload * cap, cap, args)
+    finally:
+        stop_servers(servers)
+    print(f"capacity (no limit): {cap:.0f} requests/s\n\n{markdown(steps[1:])}\n")
+    print(f"at {args.overload:g}x capacity ({args.overload * cap:.0f} requests/s, "
+          f"{args.seconds:g} s, callers time out after {args.timeout:g} s):\n\n"
+          f"{markdown(rows)}\n")  # fmt: skip
+    line, total = run_summary("bench_shedding", start_time, load0)
+    print(line)
+    payload = {"capacity_rps": cap, "steps": steps, "overload": rows, "args": vars(args),
+               "summary": line, "seconds": total}  # fmt: skip
+    save("shedding", payload)
+    return payload
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,346 @@
+"""Request ids, quiet logs and load shedding: the service's outermost middlewares.
+
+``RequestLog`` gives every response an ``X-Request-ID`` (the caller's when it is a sane
+token, else a new one) and writes one line per failed request: client errors (4xx) at INFO
+without a traceback, deliberate server answers (a 503 saying why) at WARNING, an unexpected
+exception at ERROR with its one traceback; every line names the request id.
+:class:`QuietClientErrors` stops BentoML from logging each 4xx at ERROR with a traceback
+(its ``log_exception``), and adds the request id to the tracebacks it still logs.
+
+``LoadShed`` bounds the requests in flight per worker: beyond ``max_in_flight`` a request
+gets a 503 with ``Retry-After`` at once, before anything reads its body, so it never queues
+and never reaches a handler (no decision is logged for it). The probes and ``/metrics`` are
+never shed.
+
+A request whose caller is gone before its decisions are logged (the client disconnected, or
+BentoML's traffic timeout cancelled it) is marked *abandoned*; the service then does not log
+its decisions (:func:`abandoned`), so nothing learns from decisions nobody received, and a
+decision API whose caller left while it waited for the handler thread does no work at all
+(:func:`unless_abandoned`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import re
+import uuid
+from contextvars import ContextVar
+from dataclasses import dataclass
+from pathlib import Path
+
+from starlette.responses import Response
+
+from serving.config import DEFAULT_MAX_IN_FLIGHT
+from serving.middleware import configured, replay
+
+logger = logging.getLogger("serving.requests")
+BENTOML_ERROR_LOGGER = "bentoml._internal.server.http_app"  # its log_exception
+NEVER_SHED = frozenset({"/livez", "/readyz", "/healthz", "/metrics"})
+RETRY_AFTER_SECONDS = 1
+_SANE_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
+_SERVING = str(Path(__file__).resolve().parent)
+_REASON_CHARS = 300
+
+
+@dataclass
+class RequestState:
+    """What the middlewares and the handler share about one request."""
+
+    request_id: str
+    abandoned: bool = False  # the caller will not get the answer: log no decision
+    reason: str | None = None  # why it failed, from the exception BentoML caught
+    traceback_logged: bool = False
+    shed: bool = False
+
+
+_current: ContextVar[RequestState | None] = ContextVar("lifecycle_request", default=None)
+
+
+def current() -> RequestState | None:
+    """The request being served (in its task and in the thread running its handler)."""
+    return _current.get()
+
+
+def abandoned() -> bool:
+    """True when the current request's caller is gone (disconnected or timed out)."""
+    state = _current.get()
+    return state is not None and state.abandoned
+
+
+def unless_abandoned(api):
+    """Skip the work of an API call whose caller left while it waited for the handler thread
+    (under overload without a limit, the queue would otherwise be served to nobody): an
+    empty 499 that no one receives, and no decision."""
+
+    @functools.wraps(api)
+    def run(self, *args, **kwargs):
+        state = _current.get()
+        if state is not None and state.abandoned:
+            state.reason = "the caller left before its handler ran: skipped"
+            return Response(status_code=499)
+        return api(self, *args, **kwargs)
+
+    return run
+
+
+def request_id(headers: dict[bytes, bytes]) -> str:
+    """The caller's ``X-Request-ID`` when it is 1-128 of ``[A-Za-z0-9._-]``, else a new one
+    (a caller's id is echoed in logs and headers: nothing else may pass)."""
+    given = headers.get(b"x-request-id", b"").decode("latin-1")
+    return given if _SANE_ID.fullmatch(given) else uuid.uuid4().hex
+
+
+class RequestLog:
+    """``X-Request-ID`` on every response and one log line per failed request (above)."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        state = RequestState(request_id(dict(scope.get("headers", []))))
+        token = _current.set(state)
+        response = _Response(send, state)
+        watch = _DisconnectWatch(receive, state, response)
+        try:
+            await self.app(scope, watch.receive, response.send)
+        except asyncio.CancelledError:  # BentoML's traffic timeout gave up on it
+            state.abandoned = True
+            raise
+        except Exception:  # a middleware's bug: one traceback, one 500 with the id
+            state.abandoned = True
+            logger.exception("%s %s 500 request_id=%s: unexpected error", scope["method"],
+                             scope["path"], state.request_id)  # fmt: skip
+            state.traceback_logged = True
+            if response.status is None:
+                await _error(response.send, 500, "an unexpected error occurred; the server log "
+                             f"names it with request id {state.request_id}")  # fmt: skip
+        finally:
+            watch.stop()
+            _current.reset(token)
+        _log_outcome(scope, state, response)
+
+
+class _Response:
+    """A ``send`` adding the request id header and keeping the start of an error's body."""
+
+    def __init__(self, send, state: RequestState) -> None:
+        self._send, self._state = send, state
+        self.status: int | None = None
+        self.complete = False
+        self.body = bytearray()
+
+    async def send(self, message: dict) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            headers = [h for h in message.get("headers", []) if h[0].lower() != b"x-request-id"]
+            headers.append((b"x-request-id", self._state.request_id.encode()))
+            message = {**message, "headers": headers}
+        elif message["type"] == "http.response.body":
+            if self.status is not None and self.status >= 400 and len(self.body) < 4096:
+                self.body.extend(message.get("body", b"")[:4096])
+            self.complete = self.complete or not message.get("more_body", False)
+        await self._send(message)
+
+
+class _DisconnectWatch:
+    """Once the app has read the whole body, wait for the caller to disconnect: a caller
+    gone before the response is complete marks the request abandoned."""
+
+    def __init__(self, receive, state: RequestState, response: _Response) -> None:
+        self._receive, self._state, self._response = receive, state, response
+        self._task: asyncio.Task | None = None
+
+    async def receive(self) -> dict:
+        message = await self._receive()
+        if message["type"] == "http.disconnect":
+            self._gone()
+        elif not message.get("more_body", False) and self._task is None:
+            self._task = asyncio.ensure_future(self._watch())
+        return message
+
+    async def _watch(self) -> None:
+        while (await self._receive())["type"] != "http.disconnect":
+            pass
+        self._gone()
+
+    def _gone(self) -> None:
+        if not self._response.complete:
+            self._state.abandoned = True
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+
+def _log_outcome(scope, state: RequestState, response: _Response) -> None:
+    """INFO for a 4xx, WARNING for a 5xx answered on purpose (nothing more when a
+    traceback was logged for it); nothing for a success, nor for the probes (a 503 from
+    ``/readyz`` is their answer while the models load)."""
+    status = response.status
+    if status is None or status < 400 or state.traceback_logged or scope["path"] in NEVER_SHED:
+        return
+    level = logging.INFO if status < 500 or state.shed else logging.WARNING
+    if logger.isEnabledFor(level):
+        reason = state.reason or _body_reason(bytes(response.body))
+        logger.log(level, "%s %s %d request_id=%s: %s", scope["method"], scope["path"], status,
+                   state.request_id, reason)  # fmt: skip
+
+
+def _body_reason(body: bytes) -> str:
+    """The ``error`` of a JSON error body (BentoML's validation errors: the first field and
+    message too), cut to a line."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return _short(body.decode("utf-8", "replace")) or "(no body)"
+    if isinstance(data, list) and data:  # BentoML answers a 4xx BentoMLException as [{...}]
+        data = data[0]
+    if not isinstance(data, dict):
+        return _short(str(data))
+    reason = str(data.get("error", data))
+    detail = data.get("detail")
+    if isinstance(detail, list) and detail and isinstance(detail[0], dict):
+        loc = ".".join(str(part) for part in detail[0].get("loc", ()))
+        reason = f"{reason}; {loc}: {detail[0].get('msg', '')}"
+    return _short(reason)
+
+
+def _short(text: str) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= _REASON_CHARS else line[: _REASON_CHARS - 3] + "..."
+
+
+async def _error(send, status: int, message: str, headers: list | None = None) -> None:
+    body = json.dumps({"error": message}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), *(headers or [])]})  # fmt: skip
+    await send({"type": "http.response.body", "body": body})
+
+
+class LoadShed:
+    """503 + ``Retry-After`` at once for a request beyond ``limit`` in flight in this worker
+    (0 = no limit); the probes and ``/metrics`` always pass. A request counts once its body
+    has arrived (a slow upload holds no slot, so a few slow clients cannot shed everyone);
+    the body is then handed on as received. One event loop per worker: a plain counter is
+    exact."""
+
+    def __init__(self, app, limit: int | None = None) -> None:
+        self.app = app
+        self._limit = limit
+        self.in_flight = 0
+
+    @property
+    def limit(self) -> int:
+        if self._limit is not None:
+            return self._limit
+        return configured("max_in_flight", DEFAULT_MAX_IN_FLIGHT)
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["path"] in NEVER_SHED:
+            await self.app(scope, receive, send)
+            return
+        messages = await _whole_body(receive)
+        limit = self.limit
+        if limit and self.in_flight >= limit:
+            await _shed(send, limit)
+            return
+        self.in_flight += 1
+        try:
+            await self.app(scope, replay(messages, receive), send)
+        finally:
+            self.in_flight -= 1
+
+
+async def _whole_body(receive) -> list[dict]:
+    """The request's messages up to its last body part (or a disconnect)."""
+    messages = [await receive()]
+    while messages[-1]["type"] == "http.request" and messages[-1].get("more_body", False):
+        messages.append(await receive())
+    return messages
+
+
+async def _shed(send, limit: int) -> None:
+    from serving.metrics import count_shed
+
+    message = (f"overloaded: {limit} requests already in flight in this worker "
+               f"(max_in_flight, LIFECYCLE_MAX_IN_FLIGHT); retry after "
+               f"{RETRY_AFTER_SECONDS} s")  # fmt: skip
+    state = current()
+    if state is not None:
+        state.shed, state.reason = True, message
+    count_shed()
+    await _error(send, 503, message, [(b"retry-after", str(RETRY_AFTER_SECONDS).encode())])
+
+
+class QuietClientErrors(logging.Filter):
+    """On BentoML's error logger: a client error (bad input, a 4xx it raised, a 503 said on
+    purpose) loses its ERROR line and traceback (``RequestLog`` writes its one line with the
+    reason); an unexpected exception keeps its traceback and gains the request id."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if error is None:
+            return True
+        state = current()
+        if _expected(error):
+            reason = _exception_reason(error)
+            if state is not None:
+                state.reason = reason
+                return False
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.msg, record.args = f"{record.getMessage()}: {reason}", ()
+            record.exc_info = record.exc_text = None
+            return True
+        if state is not None:
+            state.traceback_logged = True
+            record.msg, record.args = f"{record.getMessage()} request_id=%s", (state.request_id,)
+        return True
+
+
+def _expected(error: BaseException) -> bool:
+    """A status the code chose (a ``BentoMLException`` other than 500), or the caller's
+    input failing validation (a pydantic error raised outside the service's own code)."""
+    from bentoml.exceptions import BentoMLException
+    from pydantic import ValidationError
+
+    if isinstance(error, BentoMLException):
+        return error.error_code.value != 500
+    if isinstance(error, ValidationError):
+        return not _raised_in_serving(error)
+    return False
+
+
+def _raised_in_serving(error: BaseException) -> bool:
+    frame = error.__traceback__
+    while frame is not None:
+        if frame.tb_frame.f_code.co_filename.startswith(_SERVING):
+            return True
+        frame = frame.tb_next
+    return False
+
+
+def _exception_reason(error: BaseException) -> str:
+    from pydantic import ValidationError
+
+    if isinstance(error, ValidationError):
+        first = error.errors(include_url=False, include_input=False)[0]
+        loc = ".".join(str(part) for part in first["loc"]) or "body"
+        return _short(f"{error.error_count()} validation error(s); {loc}: {first['msg']}")
+    return _short(str(error))
+
+
+def install_logging() -> None:
+    """The request logger at INFO (BentoML's logging config disables loggers created before
+    it and leaves the root at WARNING), and :class:`QuietClientErrors` on BentoML's error
+    logger. Idempotent; called when the service starts, never at import."""
+    logger.disabled = False
+    logger.setLevel(logging.INFO)
+    bentoml_errors = logging.getLogger(BENTOML_ERROR_LOGGER)
+    if not any(isinstance(f, QuietClientErrors) for f in bentoml_errors.filters):
+        bentoml_errors.addFilter(QuietClientErrors())
