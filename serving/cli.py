@@ -1,4 +1,5 @@
-"""The ``lifecycle`` command: every training command plus ``serve`` and ``export``.
+"""The ``lifecycle`` command: every training command plus ``serve``, ``export`` and
+``simulate-loop``.
 
 The entry point lives here because serving sits on top of training (imports flow features <-
 training <- serving): this module adds the serving commands to training's Typer app.
@@ -17,6 +18,7 @@ from typing import Annotated
 
 import typer
 
+from serving import cli_loop
 from training.cli import app
 from training.cli_common import ProjectConfigFile, console, fail, project_config
 
@@ -255,6 +257,9 @@ def _print_calls(url: str, store: str, token: str | None) -> None:
         f'print(c.decide(customer_ids={list(ids)!r}))"\n\nCtrl-C stops it.',
         highlight=False,
     )
+
+
+app.command("simulate-loop")(cli_loop.simulate_loop)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -28,15 +28,22 @@ def report(
     panel: Annotated[
         Path | None, typer.Option(help="Also write the main charts as one PNG here.")
     ] = None,
+    loop: Annotated[
+        Path | None,
+        typer.Option(
+            help="A `lifecycle simulate-loop` weeks.json: adds the closed loop's weekly curves."
+        ),
+    ] = None,
 ) -> None:
     """Write the business report: stage funnel, churn risk and reasons, customer lifetime
     value and value at risk by stage with who to save, the offer policy's choices and value
-    by stage, model metrics, and the data's as-of date."""
+    by stage, model metrics, and the data's as-of date; with ``--loop``, the closed loop's
+    weekly curves from a simulation."""
     from features.contracts import ContractError
     from features.project import load_project_config
     from training.data import load_tables
     from training.plots import save_figure
-    from training.report import build_report, load_models, report_panel
+    from training.report import add_loop, build_report, load_models, report_panel
     from training.report_html import write_report
 
     if models not in ("auto", "registry", "train"):
@@ -53,6 +60,11 @@ def report(
         raise fail(str(err)) from None
     console.print(f"models: {loaded.source}")
     built = build_report(tables, loaded)
+    if loop is not None:
+        try:
+            add_loop(built, loop)
+        except ValueError as err:
+            raise fail(str(err)) from None
     path = write_report(built, out)
     console.print(f"[bold]Report[/] written to {path} ({path.stat().st_size / 1024:,.0f} KB)")
     if panel is not None:

@@ -19,16 +19,16 @@ from training.cli_common import (
 TrainConfigFile = ProjectConfigFile
 Experiment = Annotated[str, typer.Option(help="MLflow experiment name.")]
 Ledger = Annotated[
-    Path | None,
+    str | None,
     typer.Option(
-        dir_okay=False,
-        help="The service's feedback ledger: its decisions (with their propensities) become "
-        "exposures beside the campaign logs (offer decisions once reported sent).",
+        help="The service's feedback ledger (a SQLite file or a postgresql:// URL): its "
+        "decisions (with their propensities) become exposures beside the campaign logs "
+        "(offer decisions once reported sent).",
     ),
 ]
 
 
-def _setup(data: Path, config: Path | None, experiment: str, ledger: Path | None = None):
+def _setup(data: Path, config: Path | None, experiment: str, ledger: str | None = None):
     from training.ledger_exposures import with_ledger
     from training.pipeline import check_before_work, resolved
     from training.registry import setup, tracking_uri
@@ -119,31 +119,46 @@ def retrain(
     config: TrainConfigFile = None,
     ledger: Ledger = None,
     store: Annotated[
-        Path, typer.Option("--store", help="The online store to refresh (SQLite file).")
-    ] = Path("store/online.sqlite"),
+        str, typer.Option("--store", help="The online store to refresh: a SQLite file or a URL.")
+    ] = "store/online.sqlite",
     keep_versions: Annotated[int, typer.Option(min=1, help="Store versions to keep.")] = 2,
     experiment: Experiment = "customer-lifecycle",
+    models: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--models",
+            help="Retrain only these (repeat the option): churn, stage, "
+            "clv, offers; default all. E.g. offers weekly, everything monthly.",
+        ),
+    ] = None,
 ) -> None:
     """One scheduled retraining step: train on DATA (and the ledger's decisions), register
     challengers, promote those that win on the same latest holdout, and materialise the store
     with the champions' config. A running service (registry models) picks up new champions
     and the new store version by itself, without a failed request.
 
+    With ``--models``, only those models are retrained and compared (the others' champions
+    stay as they are); the store is refreshed all the same.
+
     Exit codes: 0 a challenger became champion; 3 no challenger won (the champions stay; the
     store is refreshed); 1 the data, the config or the training failed (nothing promoted);
     2 bad usage.
     """
     from features.project import recorded_config
-    from features.store import OnlineStore
-    from training.pipeline import ModelSkipped, fit_and_evaluate, resolved
+    from features.store import StoreUnavailableError, open_store
+    from training.pipeline import MODELS, ModelSkipped, fit_and_evaluate, resolved
     from training.promotion import promote_all
     from training.registry import load_alias
     from training.resolve import store_vectors
     from training.tracking import log_run
 
+    unknown = sorted(set(models or ()) - set(MODELS))
+    if unknown:
+        raise typer.BadParameter(f"unknown model(s) {', '.join(unknown)}; choose among "
+                                 f"{', '.join(MODELS)}", param_hint="--models")  # fmt: skip
     cfg, tables = _setup(data, config, experiment, ledger)
     try:
-        result = fit_and_evaluate(tables, cfg)
+        result = fit_and_evaluate(tables, cfg, models=models or None)
         logged = log_run(result, source=str(data.resolve()), register=True)
         console.print(f"trained: run {logged.run_id}, holdout as of "
                       f"{result.holdout_as_of:%Y-%m-%d}")  # fmt: skip
@@ -156,9 +171,11 @@ def retrain(
         vectors, label = store_vectors(tables, resolved(tables, followed))
     except (ModelSkipped, LookupError, ValueError, KeyError) as err:
         raise fail(str(err), FAILED) from None
-    store.parent.mkdir(parents=True, exist_ok=True)
-    version = OnlineStore(store).materialize(vectors, tables.end, label,
-                                             keep_versions=keep_versions)  # fmt: skip
+    try:  # a SQLite store creates its folder; a server must be reachable
+        version = open_store(store).materialize(vectors, tables.end, label,
+                                                keep_versions=keep_versions)  # fmt: skip
+    except StoreUnavailableError as err:
+        raise fail(str(err), FAILED) from None
     console.print(
         f"store {store}: version {version.version} is current "
         f"({version.n_customers:,} customers, as of {tables.end:%Y-%m-%dT%H:%M:%SZ})"

@@ -90,6 +90,8 @@ def window_purchases(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per (customer, start): whether they bought in ``(start, start + window]`` and the
     amounts they spent there (NaN amounts count as 0)."""
+    if not len(customers):  # nothing to match (an empty merge loses the times' dtype)
+        return np.zeros(0, bool), np.zeros(0)
     buys = events.loc[events["role"].astype("object") == "purchase",
                       ["customer_id", "timestamp", "amount"]]  # fmt: skip
     buys = buys.assign(customer_id=buys["customer_id"].astype(str),

@@ -9,7 +9,7 @@ macro-F1.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -30,6 +30,7 @@ from training.models.stage import StageModel
 
 PRIMARY = {"churn": "roc_auc", "stage": "macro_f1", "offers": "policy_value_dr",
            "clv": "normalized_gini"}  # fmt: skip
+MODELS = ("churn", "stage", "clv", "offers")
 
 
 TrainConfig = ProjectConfig  # the training pipeline reads the one project config
@@ -71,13 +72,20 @@ class TrainResult:
     dropped: list[str] = field(default_factory=list)
 
 
-def fit_and_evaluate(tables: Tables, config: TrainConfig | None = None) -> TrainResult:
+def fit_and_evaluate(
+    tables: Tables, config: TrainConfig | None = None, models: Collection[str] | None = None
+) -> TrainResult:
     """Training set -> time split -> churn and stage models (+ baselines) -> holdout metrics.
 
     Each model is fitted or skipped with its reason (``TrainResult.skipped``); the run fails
-    only when none can be. ``TrainResult.seconds`` holds the wall time of each step
+    only when none can be. ``models``: only these (of :data:`MODELS`; default all the data
+    has the tables for). ``TrainResult.seconds`` holds the wall time of each step
     (``training_set``, ``churn``, ``stage``, ``offers``).
     """
+    unknown = sorted(set(models or ()) - set(MODELS))
+    if unknown:
+        raise ValueError(f"models: unknown {', '.join(unknown)}; choose among "
+                         f"{', '.join(MODELS)}")  # fmt: skip
     config = resolved(tables, config or TrainConfig())
     check_before_work(tables, config)
     seconds: dict[str, float] = {}
@@ -90,6 +98,8 @@ def fit_and_evaluate(tables: Tables, config: TrainConfig | None = None) -> Train
     fit_part, holdout = fit_part.drop(columns=dropped), holdout.drop(columns=dropped)
     reports, skipped = {}, {}
     for name, fit in _fitters(tables):
+        if models is not None and name not in models:
+            continue
         with _timed(seconds, name):
             try:
                 reports[name] = fit(fit_part, holdout, config)

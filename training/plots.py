@@ -193,6 +193,36 @@ def policy_value_plot(values: pd.DataFrame) -> Figure:
     return fig
 
 
+def loop_figure(weeks: pd.DataFrame) -> Figure:
+    """The closed loop's weekly curves (``lifecycle simulate-loop``): each policy's true
+    value per audience member, and the OPE estimate of the live greedy policy with its
+    interval beside its truth. ``weeks``: one row per week with the columns of
+    :class:`serving.closed_loop.Week`."""
+    fig = Figure(figsize=(11, 4.4), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    x = weeks["week"].to_numpy()
+    lines = {"oracle": ("oracle (truth)", ":"), "bound": ("observable bound", "--"),
+             "greedy": ("live service, greedy", "-"), "served": ("live service, as served", "-"),
+             "frozen": ("frozen at week 0", "-."), "random": ("random offers", ":")}  # fmt: skip
+    for column, (label, style) in lines.items():
+        left.plot(x, weeks[column], ls=style, marker="o", ms=3, label=label)
+    promoted = weeks.loc[weeks["promoted"].fillna(False).astype(bool), "week"] + 1
+    for i, w in enumerate(promoted):  # the new champion serves from the next week
+        left.axvline(w, color=MUTED, lw=0.6, alpha=0.5, label="offers promoted" if i == 0 else None)
+    left.axhline(0.0, color=MUTED, lw=0.8)
+    _style(left, "True incremental value per audience member", "week",
+           "value per audience member", True)  # fmt: skip
+    est = weeks["ope_greedy"].to_numpy(float)
+    err = np.vstack([est - weeks["ope_greedy_lo"].to_numpy(float),
+                     weeks["ope_greedy_hi"].to_numpy(float) - est])  # fmt: skip
+    right.errorbar(x, est, yerr=err, fmt="o", capsize=3, label="OPE estimate (IPS, 95%)")
+    right.plot(x, weeks["greedy"], marker="D", ls="", color="C3", label="truth")
+    right.axhline(0.0, color=MUTED, lw=0.8)
+    _style(right, "Off-policy estimate of the greedy policy", "week", "value per audience member",
+           True)  # fmt: skip
+    return fig
+
+
 # --- features and stages --------------------------------------------------------------------
 
 

@@ -181,6 +181,24 @@ def build_report(
     return report
 
 
+def add_loop(report: Report, weeks_file: str | Path) -> None:
+    """Add the closed loop's weekly figures (``lifecycle simulate-loop``'s ``weeks.json``):
+    table ``loop``, figure ``loop`` and the last week's share of the gap closed."""
+    import json
+
+    from training.loop_values import gap_closed, loop_summary
+
+    try:
+        weeks = pd.DataFrame(json.loads(Path(weeks_file).read_text())["weeks"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"--loop {weeks_file}: not a simulate-loop weeks.json ({err})") from None
+    if weeks.empty:
+        raise ValueError(f"--loop {weeks_file}: the loop recorded no week")
+    report.tables["loop"] = loop_summary(weeks)
+    report.figures["loop"] = plots.loop_figure(weeks)
+    report.facts["loop_gap_closed"] = gap_closed(weeks)
+
+
 def add_clv(
     report: Report, tables: Tables, vectors: pd.DataFrame, churn: np.ndarray,
     models: ReportModels, config: ProjectConfig | None, top: int = WHO_TO_SAVE,

@@ -87,6 +87,12 @@ def test_unreported_sends_count_only_when_asked_and_time_is_respected(ledger):
     assert "ledger-d4" in set(late["exposure_id"])  # its window closed by day 39
 
 
+def test_a_ledger_whose_response_windows_are_all_open_gives_no_exposures(ledger):
+    none = ledger_exposures(ledger, events(), 14, as_of=day(10))  # every window still open
+    assert len(none) == 0 and {"converted", "revenue", "sent_at"} <= set(none.columns)
+    assert len(load_exposures(none, offers=load_offers(OFFERS)).data) == 0
+
+
 def test_a_missing_or_damaged_ledger_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="ledger.*nope.sqlite"):
         ledger_exposures(tmp_path / "nope.sqlite", events(), 14)

@@ -149,3 +149,39 @@ def test_report_fails_clearly_without_data_or_champions(workdir, monkeypatch):
     assert result.exit_code == 1 and "no 'champion' churn model" in result.output
     result = runner.invoke(app, ["report", "--data", "data", "--models", "best"])
     assert result.exit_code == 2 and "auto, registry or train" in result.output
+
+
+def loop_weeks(n: int = 3) -> list[dict]:
+    """A simulate-loop weeks.json's weeks: the live greedy policy climbing from the frozen
+    one (1.0) towards the bound (2.0): 0%, 25%, 50% of the gap."""
+    return [{"week": w, "as_of": f"2026-01-{1 + 7 * (w - 1):02d}", "audience": 500,
+             "offers_sent": 300, "served": 0.9 + 0.25 * (w - 1), "greedy": 1.0 + 0.25 * (w - 1),
+             "frozen": 1.0, "random": 0.1, "oracle": 3.0, "bound": 2.0, "exploration_cost": 0.1,
+             "ope_greedy": 1.1, "ope_greedy_lo": 0.5, "ope_greedy_hi": 1.7,
+             "offers_version": str(w), "retrain_exit": 0, "retrain_seconds": 10.0,
+             "promoted": w < n, "vs_previous": None, "vs_previous_lo": None,
+             "vs_previous_hi": None} for w in range(1, n + 1)]  # fmt: skip
+
+
+def test_the_report_shows_a_closed_loop_run_and_refuses_another_file(trained, tmp_path):
+    import json
+
+    from training.report import add_loop
+
+    _, _, report = trained
+    weeks = tmp_path / "weeks.json"
+    weeks.write_text(json.dumps({"config": {}, "weeks": loop_weeks()}))
+    looped = replace(report, tables=dict(report.tables), figures=dict(report.figures),
+                     facts=dict(report.facts))  # fmt: skip
+    add_loop(looped, weeks)
+    assert looped.facts["loop_gap_closed"] == pytest.approx(0.5)
+    table = looped.tables["loop"]
+    assert table["live (greedy)"].tolist() == [1.0, 1.25, 1.5]
+    assert table["promoted"].tolist() == ["yes", "yes", "no"]
+    page = render_html(looped)
+    assert "Closed loop (simulation)</h2>" in page and "closed 50% of the gap" in page
+    assert "Closed loop" not in render_html(report)  # only when asked
+    bad = tmp_path / "other.json"
+    bad.write_text(json.dumps({"rows": []}))
+    with pytest.raises(ValueError, match="not a simulate-loop weeks.json"):
+        add_loop(looped, bad)

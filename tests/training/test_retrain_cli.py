@@ -61,3 +61,23 @@ def test_retrain_on_bad_input_exits_1_and_promotes_nothing(workdir):
     assert gone.exit_code == 1 and "gone.sqlite does not exist" in gone.output
     bad = runner.invoke(app, ["retrain", "nowhere"])
     assert bad.exit_code in (1, 2) and "nowhere" in bad.output
+
+
+def test_retrain_models_retrains_only_those_and_refuses_unknown_names(workdir):
+    client = MlflowClient()
+
+    def versions(name):
+        return len(client.search_model_versions(f"name = '{name}'"))
+
+    before = {n: versions(f"lifecycle-{n}") for n in ("churn", "stage")}
+    store = OnlineStore(workdir / "store" / "online.sqlite")
+    version = store.current().version
+    only = retrain("--models", "stage")
+    assert only.exit_code in (0, 3), only.output
+    assert versions("lifecycle-stage") == before["stage"] + 1  # a new stage challenger
+    assert versions("lifecycle-churn") == before["churn"]  # churn untouched
+    assert "lifecycle-churn" not in only.output.split("trained:")[-1].split("store")[0]
+    assert store.current().version == version + 1  # the store is refreshed all the same
+    unknown = retrain("--models", "stage", "--models", "upsell")
+    assert unknown.exit_code == 2 and "unknown model(s) upsell" in unknown.output
+    assert versions("lifecycle-stage") == before["stage"] + 1  # nothing trained
