@@ -164,10 +164,25 @@ class DatasetConfig(_Strict):
         return load_yaml_model(cls, path)
 
 
+class DaskConfig(_Strict):
+    """Where training and batch scoring run (DESIGN section 9). ``scheduler``: None runs in
+    this process (pandas); ``"local"`` starts a ``LocalCluster`` of ``workers`` processes with
+    one thread each (``memory_limit`` per worker, e.g. ``"2GiB"``); ``"env"`` connects to
+    ``$DASK_SCHEDULER_ADDRESS``; any other value is a scheduler address (``tcp://host:8786``),
+    as ``features.dask_builder.connect`` takes it. ``partitions``: customer partitions of the
+    training set and of ``lifecycle score --all`` (default: 4 per worker)."""
+
+    scheduler: str | None = None
+    workers: int = Field(2, ge=1)
+    memory_limit: str | None = None
+    partitions: int | None = Field(None, ge=1)
+
+
 class ProjectConfig(_Strict):
     """``lifecycle.yaml``: data, roles, dataset (labels, population, stages, calendar,
     features) and the models' parameters (``churn``, ``stage``, ``offers``, ``clv``: keyword
-    arguments of ChurnModel, StageModel, UpliftModel and CLVModel), ``seed``."""
+    arguments of ChurnModel, StageModel, UpliftModel and CLVModel), ``seed``, and where the
+    work runs (``dask``: :class:`DaskConfig`; not part of the fingerprint)."""
 
     data: DataConfig = Field(default_factory=DataConfig)
     roles: RolesConfig = Field(default_factory=RolesConfig)
@@ -177,6 +192,7 @@ class ProjectConfig(_Strict):
     offers: dict = Field(default_factory=dict, description="UpliftModel parameters")
     clv: dict = Field(default_factory=dict, description="CLVModel parameters")
     seed: int = 0
+    dask: DaskConfig = Field(default_factory=DaskConfig)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> ProjectConfig:

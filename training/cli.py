@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from training import cli_features, cli_monitor, cli_report, cli_train, cli_tune
+from training import cli_features, cli_monitor, cli_report, cli_score, cli_train, cli_tune
 from training.cli_common import DataDir, ProjectConfigFile, console, fail, project_config
 
 app = typer.Typer(
@@ -28,6 +28,7 @@ app.command()(cli_train.retrain)
 app.command()(cli_tune.tune)
 app.command()(cli_report.report)
 app.command()(cli_monitor.monitor)
+app.command()(cli_score.score)
 
 
 OutDir = Annotated[Path, typer.Option("--out", "-o", help="Folder to write the data set into.")]

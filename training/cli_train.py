@@ -57,12 +57,13 @@ def train(
     ledger: Ledger = None,
 ) -> None:
     """Train churn and stage models with baselines; log to MLflow; register as challengers."""
-    from training.pipeline import PRIMARY, ModelSkipped, fit_and_evaluate
+    from training.pipeline import PRIMARY, ModelSkipped
+    from training.scale.pipeline import train as run_training
     from training.tracking import log_run
 
     cfg, tables = _setup(data, config, experiment, ledger)
     try:
-        result = fit_and_evaluate(tables, cfg)
+        result = run_training(tables, cfg)  # on the Dask cluster when dask.scheduler is set
     except ModelSkipped as err:
         raise fail(str(err)) from None
     logged = log_run(result, source=str(data.resolve()), register=register)
@@ -146,10 +147,11 @@ def retrain(
     """
     from features.project import recorded_config
     from features.store import StoreUnavailableError, open_store
-    from training.pipeline import MODELS, ModelSkipped, fit_and_evaluate, resolved
+    from training.pipeline import MODELS, ModelSkipped, resolved
     from training.promotion import promote_all
     from training.registry import load_alias
     from training.resolve import store_vectors
+    from training.scale.pipeline import train as run_training
     from training.tracking import log_run
 
     unknown = sorted(set(models or ()) - set(MODELS))
@@ -158,7 +160,7 @@ def retrain(
                                  f"{', '.join(MODELS)}", param_hint="--models")  # fmt: skip
     cfg, tables = _setup(data, config, experiment, ledger)
     try:
-        result = fit_and_evaluate(tables, cfg, models=models or None)
+        result = run_training(tables, cfg, models or None)  # on Dask when configured
         logged = log_run(result, source=str(data.resolve()), register=True)
         console.print(f"trained: run {logged.run_id}, holdout as of "
                       f"{result.holdout_as_of:%Y-%m-%d}")  # fmt: skip

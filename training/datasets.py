@@ -60,10 +60,18 @@ def build_snapshot(tables: Tables, as_of: pd.Timestamp, config: DatasetConfig) -
     return _snapshot(tables, to_utc(as_of), resolve(tables, config))
 
 
-def _snapshot(tables: Tables, as_of: pd.Timestamp, config: DatasetConfig) -> pd.DataFrame:
+def _snapshot(
+    tables: Tables, as_of: pd.Timestamp, config: DatasetConfig, options: dict | None = None,
+    later: dict | None = None,
+) -> pd.DataFrame:  # fmt: skip
+    """``options`` / ``later``: the ``build_features`` keywords at ``as_of`` / for the stage
+    after the horizon (default: ``vector_options``; the cluster path passes BG/NBD parameters
+    fitted on every customer, not on one partition's)."""
+    options = vector_options(tables, config) if options is None else options
+    later = options if later is None else later
     frame = build_features(tables.events, as_of, config.feature_set, tables.customers,
                            tables.exposures, tables.offers, config.response_window_days,
-                           **vector_options(tables, config))  # fmt: skip
+                           **options)  # fmt: skip
     ids = frame["customer_id"]
     frame.insert(0, "as_of", as_of)
     frame["stage"] = assign_stages(frame, config.stages).to_numpy()
@@ -74,7 +82,7 @@ def _snapshot(tables: Tables, as_of: pd.Timestamp, config: DatasetConfig) -> pd.
     frame["in_churn_population"] = in_population(frame, config.population, applies)
     frame["stage_next"] = future_stage(
         tables.events, ids, as_of, config.stage_horizon_days, tables.customers,
-        config.stages, **vector_options(tables, config),
+        config.stages, **later,
     ).to_numpy()  # fmt: skip
     return frame
 
