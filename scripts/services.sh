@@ -5,6 +5,9 @@
 #                                wait until both accept connections, print their URLs
 #   scripts/services.sh stop     stop both and remove the data directory
 #   scripts/services.sh status   print the URLs of the running ones (exit 1 if none)
+#   scripts/services.sh stop-redis | stop-postgres
+#                                stop one server, keeping its data (`start` restarts it):
+#                                failure tests; PostgreSQL stops as if it crashed (immediate)
 #
 # stdout carries only the URL lines (REDIS_URL=..., POSTGRES_URL=...), so callers can
 # `eval "$(scripts/services.sh start)"`; everything else goes to stderr.
@@ -13,6 +16,8 @@
 # persistence on ${LIFECYCLE_REDIS_PORT:-6390}; PostgreSQL on ${LIFECYCLE_PG_PORT:-5440}
 # (trust auth on loopback, superuser and database "lifecycle", fsync off). As root,
 # PostgreSQL runs as the "postgres" system user (created when absent).
+# LIFECYCLE_REDIS_PERSIST=1: Redis keeps its data across restarts (append-only file, fsynced
+# every second and on shutdown), as a production server would.
 set -euo pipefail
 
 DIR="${LIFECYCLE_SERVICES_DIR:-/tmp/lifecycle-services}"
@@ -22,6 +27,8 @@ WAIT_SECONDS="${LIFECYCLE_SERVICES_WAIT:-30}"
 REDIS_URL="redis://127.0.0.1:${REDIS_PORT}/0"
 POSTGRES_URL="postgresql://lifecycle@127.0.0.1:${PG_PORT}/lifecycle"
 PG_USER=postgres
+REDIS_PERSIST=(--save "" --appendonly no)
+[ "${LIFECYCLE_REDIS_PERSIST:-0}" = 1 ] && REDIS_PERSIST=(--save "" --appendonly yes --appendfsync everysec)
 
 say() { echo "services: $*" >&2; }
 die() { say "error: $*"; exit 1; }
@@ -105,7 +112,7 @@ start_redis() {
     port_taken "$REDIS_PORT" && die "port $REDIS_PORT is taken by another program (set LIFECYCLE_REDIS_PORT)"
     mkdir -p "$DIR/redis"
     redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --protected-mode yes \
-        --save "" --appendonly no --dir "$DIR/redis" \
+        "${REDIS_PERSIST[@]}" --dir "$DIR/redis" \
         --daemonize yes --pidfile "$DIR/redis.pid" --logfile "$DIR/redis.log" >&2 9>&- \
         || die "redis-server failed to start; see $DIR/redis.log"
     wait_for redis redis_up "$DIR/redis.log"
@@ -147,7 +154,7 @@ pg_up_any() {  # the server answers (the database "lifecycle" may not exist yet)
     "$(pg_bindir)/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -d postgres -U lifecycle
 }
 
-stop_all() {
+stop_redis() {  # SIGTERM: Redis closes its clients (and, persisting, fsyncs its file)
     if pid_alive "$DIR/redis.pid"; then
         local pid
         pid="$(head -1 "$DIR/redis.pid")"
@@ -155,10 +162,18 @@ stop_all() {
         for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
         say "redis stopped"
     fi
+}
+
+stop_pg() {  # immediate: no checkpoint, the next start recovers from the WAL (as after a crash)
     if pid_alive "$DIR/pg/postmaster.pid"; then
         as_pg "$(pg_bindir)/pg_ctl" stop -D "$DIR/pg" -m immediate -w >&2 || true
         say "postgresql stopped"
     fi
+}
+
+stop_all() {
+    stop_redis
+    stop_pg
     rm -rf "$DIR"
 }
 
@@ -189,6 +204,8 @@ start() {
 case "${1:-}" in
     start) with_lock start ;;
     stop) with_lock stop_all ;;
+    stop-redis) with_lock stop_redis ;;
+    stop-postgres) with_lock stop_pg ;;
     status) status ;;
-    *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+    *) echo "usage: $0 start|stop|status|stop-redis|stop-postgres" >&2; exit 2 ;;
 esac

@@ -35,6 +35,7 @@ ENV_FIELDS = {  # env var -> config field (override the YAML file)
     "LIFECYCLE_FEEDBACK_MAX_AGE_DAYS": "feedback_max_age_days",
     "LIFECYCLE_FEEDBACK_MAX_FUTURE_SECONDS": "feedback_max_future_seconds",
     "LIFECYCLE_CLOCK_FILE": "clock_file",
+    "LIFECYCLE_RESERVE_CONTACTS": "reserve_contacts",
 }
 POLICY_FIELDS = ("exploration", "cold_start_control_share")  # env fields of ``policy``
 
@@ -90,6 +91,12 @@ class ServiceConfig(BaseModel):
         Path("store/ledger.sqlite"), description="the feedback ledger: a SQLite file (a path "
         "or sqlite:///PATH) or postgresql://USER[:PASSWORD]@HOST:PORT/DATABASE, shared by "
         "replicas (serving/ledger.py)",
+    )  # fmt: skip
+    reserve_contacts: bool | None = Field(
+        None, description="read the contacts, decide and record the decisions in one ledger "
+        "transaction holding a lock per customer, counting offers decided but not yet reported "
+        "sent, so that replicas sharing the ledger cannot both pass a contact cap; None = on "
+        "for a PostgreSQL ledger (shared by replicas), off for SQLite",
     )  # fmt: skip
     offers: Path | None = Field(
         None, description="offer catalog (.parquet/.csv); default: the one exported with models"
@@ -163,6 +170,16 @@ class ServiceConfig(BaseModel):
     @property
     def exploration(self) -> float:
         return self.policy.exploration
+
+    @property
+    def reserves_contacts(self) -> bool:
+        """Whether ``/decide`` reserves contacts (``reserve_contacts``, None resolved by the
+        ledger's kind: a PostgreSQL ledger is the one replicas share)."""
+        if self.reserve_contacts is not None:
+            return self.reserve_contacts
+        from training.ledger_tables import parse_location
+
+        return parse_location(self.ledger)[0] == "postgresql"
 
 
 def load_config(environ: dict[str, str] | None = None) -> ServiceConfig:

@@ -123,6 +123,10 @@ class LedgerBase:
     def close(self) -> None:
         """Release what the backend holds (threads, connections)."""
 
+    def ping(self) -> None:
+        """Raise :class:`LedgerUnavailable` unless the ledger can be written (a server
+        backend asks its server; a SQLite file is always there: nothing to check)."""
+
     def record_decisions(self, decisions: Decisions, decided_at: float | None = None) -> None:
         """Log one request's decisions, all decided at ``decided_at`` (seconds since the
         epoch; default now, by the system clock), not waiting for the disk."""

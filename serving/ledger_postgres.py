@@ -18,6 +18,9 @@ behaviour is ``serving/ledger_common.py``), with what many writers need.
 - **Errors**: a server that cannot be reached raises :class:`LedgerUnavailable` (a 503 in the
   service) naming the URL with its password elided; a connection that broke (a restarted
   server) is replaced and the work retried once.
+- **Nothing hangs**: connecting gives up after ``CONNECT_TIMEOUT``; a statement after
+  ``STATEMENT_TIMEOUT`` (server side); a server that vanished without closing its sockets is
+  noticed by TCP keepalives and ``tcp_user_timeout`` within ``DEAD_PEER_SECONDS``.
 """
 
 from __future__ import annotations
@@ -46,6 +49,8 @@ except ImportError:  # pragma: no cover - the scale extra installs it
 
 T = TypeVar("T")
 CONNECT_TIMEOUT = 5  # seconds to reach the server before a request gets its 503
+STATEMENT_TIMEOUT = "30s"  # longest statement (a 10,000-event feedback batch takes ~0.1 s)
+DEAD_PEER_SECONDS = 10  # a silent server (no RST): the connection is declared broken
 LOCK_TIMEOUT = "10s"  # longest wait for another request's customer locks
 LOCK_CLASS = 0x4C454447  # "LEDG": the first key of this ledger's advisory locks
 _DDL = (
@@ -90,6 +95,17 @@ _LOCK = """SELECT pg_advisory_xact_lock(%(cls)s, k) FROM (SELECT DISTINCT hashte
     FROM unnest(%(ids)s::text[]) AS c ORDER BY k) AS keys"""
 
 
+_DEAD_PEER = {  # libpq: probe an idle connection after 3 s, every 2 s, give up after 3 misses;
+    "keepalives": 1, "keepalives_idle": 3, "keepalives_interval": 2, "keepalives_count": 3,
+    "tcp_user_timeout": DEAD_PEER_SECONDS * 1000,  # ms: sent data unacknowledged this long
+}  # fmt: skip
+
+
+# durable commits whatever the server's default (the tests' servers run with it off); decisions
+# turn it off per transaction
+_SESSION = f"-c synchronous_commit=on -c statement_timeout={STATEMENT_TIMEOUT}"
+
+
 def connect(url: str, autocommit: bool = True) -> Any:
     """A psycopg connection to ``url``, or :class:`LedgerUnavailable` naming it."""
     if psycopg is None:
@@ -97,7 +113,8 @@ def connect(url: str, autocommit: bool = True) -> Any:
                                 "pip install 'customer-lifecycle[scale]'")  # fmt: skip
     try:
         return psycopg.connect(url, autocommit=autocommit, connect_timeout=CONNECT_TIMEOUT,
-                               application_name="lifecycle-ledger")  # fmt: skip
+                               application_name="lifecycle-ledger", **_DEAD_PEER,
+                               options=_SESSION)  # fmt: skip
     except psycopg.OperationalError as err:
         raise unavailable(url, err) from None
 
@@ -121,12 +138,23 @@ class PostgresLedger(LedgerBase):
             conn = connect(self.location)
             self._local.conn = conn
         if not self._schema_ready:
-            with self._schema_lock, conn.transaction():
-                conn.execute("SELECT pg_advisory_xact_lock(%s, 0)", (LOCK_CLASS,))
-                for ddl in _DDL:
-                    conn.execute(ddl)
-                self._schema_ready = True
+            try:
+                self._create_tables(conn)
+            except psycopg.OperationalError as err:  # the server went away meanwhile
+                self.close()
+                raise unavailable(self.location, err) from None
         return conn
+
+    def _create_tables(self, conn: Any) -> None:
+        with self._schema_lock, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s, 0)", (LOCK_CLASS,))
+            for ddl in _DDL:
+                conn.execute(ddl)
+            self._schema_ready = True
+
+    def ping(self) -> None:
+        """Raise :class:`LedgerUnavailable` unless the server answers (readiness probes)."""
+        self._run(lambda conn: conn.execute("SELECT 1").fetchone(), False)
 
     def close(self) -> None:
         """Close this thread's connection (other threads' close with them)."""

@@ -17,13 +17,15 @@ from bentoml.exceptions import InvalidArgument, ServiceUnavailable
 from pydantic import Field
 from starlette.responses import JSONResponse, Response
 
-from features.store import NoVersionError
+from features.store import NoVersionError, StoreUnavailableError
 from serving import cold_start, metric_labels
 from serving.config import load_config
 from serving.engine import Contacts, DecisionEngine, Scores
 from serving.inputs import FeatureRows
+from serving.ledger_common import Decisions
 from serving.metrics import count_decisions, count_feedback, count_unlogged
 from serving.middleware import BodyLimit, JsonOnly, ModelsEndpoint, TokenAuth
+from serving.readiness import ReadyzSaysWhy
 from serving.schemas import (
     BatchFilter,
     ColdCustomer,
@@ -67,6 +69,7 @@ class LifecycleService:
         self.state.start_monitor_metrics()
         self._rng = np.random.default_rng(self.config.seed)
         self._rng_lock = threading.Lock()
+        self._reserves = self.config.reserves_contacts  # decide inside the customers' locks
 
     def __is_ready__(self) -> bool:
         return self.state.ready()
@@ -142,6 +145,7 @@ class LifecycleService:
         return self._respond(engine, rows, channel, max_offers, explain, scores)
 
     @bentoml.api(route="/feedback")
+    @unavailable_says_why  # the ledger's server down: a 503 naming it, nothing acknowledged
     def feedback(
         self, events: Annotated[list[FeedbackEvent], Field(min_length=1, max_length=10_000)]
     ) -> FeedbackResponse:
@@ -181,6 +185,8 @@ class LifecycleService:
         self._store_agrees()
         try:
             return self.state.lookup_scored(ids, engine)
+        except StoreUnavailableError as err:  # went down since _store_agrees: names its server
+            raise ServiceUnavailable(str(err)) from None
         except NoVersionError as err:
             raise ServiceUnavailable(f"{err}; run `lifecycle features materialize`") from None
 
@@ -220,23 +226,16 @@ class LifecycleService:
             known = rows
         else:
             known, scores = rows.take(found), None if scores is None else scores.take(found)
-        contacts, draws = self._contacts(engine, known), np.zeros(len(found))
-        if engine.offer_policy is not None:  # the policy's randomness (no policy: no decision)
-            with self._rng_lock:
-                draws = self._rng.random(len(found))
         explain = explain and len(found) <= self.config.explain_max
-        decided, logged = [], None
-        if len(found):
-            try:
-                decided, logged = engine.decide(known, contacts, draws, channel or None,
-                                                max_offers, explain, scores)  # fmt: skip
-            except ValueError as err:  # the store does not hold what the models need
-                self.state.error = str(err)
-                raise ServiceUnavailable(str(err)) from None
-        if logged and abandoned():  # nobody will get them: nothing may learn from them
-            count_unlogged(len(logged.decision_id))
-        elif logged:  # decisions with their propensities (none without an offer policy)
-            self.state.ledger.record_decisions(logged, self.state.clock.now())
+        decide = functools.partial(self._decide, engine, known, self._draws(engine, len(found)),
+                                   channel or None, max_offers, explain, scores)  # fmt: skip
+        if len(found) and self._reserves and engine.offer_policy is not None:
+            decided, logged = self._reserve(engine, known, decide)
+        else:
+            decided, logged = decide(self._contacts(engine, known))
+            if logged:  # decisions with their propensities (none without an offer policy)
+                self.state.ledger.record_decisions(logged, self.state.clock.now())
+        if logged:
             count_decisions(logged)
         results: list[dict] = [{}] * len(rows.customer_ids)
         for i, out in zip(found, decided, strict=True):
@@ -250,6 +249,49 @@ class LifecycleService:
             "store_version": rows.layout[1] if rows.layout[0] == "store" else None,
             "offers_status": engine.offers_status,
         })  # fmt: skip
+
+    def _draws(self, engine: DecisionEngine, n: int) -> np.ndarray:
+        """The offer policy's randomness, one uniform number per customer (no policy: no
+        decision, no draw)."""
+        if engine.offer_policy is None:
+            return np.zeros(n)
+        with self._rng_lock:
+            return self._rng.random(n)
+
+    def _decide(
+        self, engine: DecisionEngine, rows: FeatureRows, draws: np.ndarray, channel, max_offers,
+        explain, scores: Scores | None, contacts: Contacts,
+    ) -> tuple[list[dict], Decisions | None]:  # fmt: skip
+        """The engine's answers for ``rows`` (all found) and the decisions to log: none when
+        the caller left (nobody will get them, so nothing may learn from them)."""
+        if not len(rows.customer_ids):
+            return [], None
+        try:
+            decided, logged = engine.decide(rows, contacts, draws, channel, max_offers, explain,
+                                            scores)  # fmt: skip
+        except ValueError as err:  # the store does not hold what the models need
+            self.state.error = str(err)
+            raise ServiceUnavailable(str(err)) from None
+        if logged and abandoned():
+            count_unlogged(len(logged.decision_id))
+            return decided, None
+        return decided, logged
+
+    def _reserve(
+        self, engine: DecisionEngine, rows: FeatureRows, decide
+    ) -> tuple[list[dict], Decisions | None]:
+        """``decide(contacts)`` inside the ledger's :meth:`reserve_contacts`: the contacts
+        (counting offers decided but not reported sent), the decision and its record are one
+        transaction holding the customers' locks, so that no other request or replica passes
+        a contact cap meanwhile (``reserve_contacts`` in the config)."""
+
+        def locked(sends: np.ndarray, days_since: np.ndarray):
+            decided, logged = decide(Contacts(sends, days_since))
+            return (decided, logged), logged
+
+        return self.state.ledger.reserve_contacts(
+            rows.customer_ids, engine.catalog.ids, self.state.clock.now(),
+            self.config.policy.contact_window_days, locked)  # fmt: skip
 
     def _contacts(self, engine: DecisionEngine, rows: FeatureRows) -> Contacts:
         """Sends and days since each catalog offer, from the ledger (no catalog: no query)."""
@@ -319,4 +361,5 @@ LifecycleService.add_asgi_middleware(TokenAuth)
 LifecycleService.add_asgi_middleware(LoadShed)  # after the token check: only callers count
 LifecycleService.add_asgi_middleware(ModelsEndpoint)
 LifecycleService.add_asgi_middleware(JsonOnly)
+LifecycleService.add_asgi_middleware(ReadyzSaysWhy)
 metric_labels.install(frozenset(api.route for api in LifecycleService.apis.values()))

@@ -26,6 +26,7 @@ from serving.consistency import agreeing_clv, missing_columns, models_config, st
 from serving.engine import DecisionEngine, Scores
 from serving.inputs import FeatureRows
 from serving.ledger import open_ledger
+from serving.ledger_common import LedgerUnavailable
 from serving.scoring import limit_lightgbm_threads
 
 
@@ -49,6 +50,8 @@ class ServiceState:
         self.compile_error: str | None = None
         self.precompute_error: str | None = None
         self.monitor_error: str | None = None
+        self._catalog_file: Path | None = None  # the loaded catalog, its (mtime, size)
+        self._catalog_stamp: tuple | None = None
 
     # ---- loading ------------------------------------------------------------------
 
@@ -88,6 +91,7 @@ class ServiceState:
         if path is None and self.config.models != "registry":
             shipped = Path(self.config.models) / "offers.json"
             path = shipped if shipped.exists() else None
+        self._catalog_file, self._catalog_stamp = path, file_stamp(path)
         if path is None:
             shipped = "" if self.config.models == "registry" else ", or export one with the models"
             return None, f"no offer catalog configured (set offers / LIFECYCLE_OFFERS{shipped})"
@@ -113,11 +117,31 @@ class ServiceState:
             self.error = str(err)
 
     def ready(self) -> bool:
+        return self.not_ready() is None
+
+    def not_ready(self) -> str | None:
+        """Why the service cannot decide now (None: it can): the models are not loaded; the
+        store's server is down, the store is empty or built for other models; the ledger's
+        server is down. ``/readyz`` answers it with its 503."""
+        engine = self.engine
+        if engine is None:
+            return f"models are not loaded: {self.error or 'still loading'}"
         try:
-            engine, version = self.engine, self.store.current()
-        except StoreUnavailableError:  # its server is down: not ready (store_problem says why)
-            return False
-        return engine is not None and version is not None and self._problem(engine, version) is None
+            version = self.store.current()
+        except StoreUnavailableError as err:
+            return str(err)
+        if version is None:
+            return (f"no version materialised yet in the online store {self.store.address}; "
+                    "run `lifecycle features materialize`")  # fmt: skip
+        return self._problem(engine, version) or self.ledger_problem()
+
+    def ledger_problem(self) -> str | None:
+        """Why the ledger cannot be written (its server is down), or None (SQLite: never)."""
+        try:
+            self.ledger.ping()
+        except LedgerUnavailable as err:
+            return str(err)
+        return None
 
     def store_problem(self) -> str | None:
         """Why the current store version cannot serve the loaded models (another config), or
@@ -176,14 +200,17 @@ class ServiceState:
             self.reload_if_changed()
 
     def reload_if_changed(self) -> bool:
-        """Reload when the registry's alias points at other versions than the loaded ones."""
+        """Reload when the registry's alias points at other versions than the loaded ones, or
+        the configured offer catalog file changed (an offer added: served without a restart;
+        an offer the offers model has not seen is explored until a retrain learns it)."""
         try:
             latest = bundles.registry_versions(self.config.alias, self.tracking_uri)
         except Exception as err:  # noqa: BLE001 - a registry hiccup must not kill the poller
             self.error = f"registry poll failed: {err}"
             return False
         current = None if self.engine is None else self.engine.versions
-        if latest is None or latest == current:
+        same_catalog = self._catalog_stamp == file_stamp(self._catalog_file)
+        if latest is None or (latest == current and same_catalog):
             return False
         self.try_load()
         self.reloads += self.engine is not None and self.engine.versions == latest
@@ -297,6 +324,15 @@ NOT_LOADED = {"available": False, "policy": None, "reason": "the models are not 
               "catalog": []}  # fmt: skip
 
 
+def file_stamp(path: str | Path | None) -> tuple[int, int] | None:
+    """``(mtime_ns, size)`` of a file, None when there is none: cheap enough to poll."""
+    try:
+        found = Path(path).stat() if path is not None else None
+    except OSError:
+        return None
+    return None if found is None else (found.st_mtime_ns, found.st_size)
+
+
 def models_summary(state: ServiceState) -> dict:
     """What ``GET /models`` answers."""
     from dataclasses import asdict
@@ -314,7 +350,7 @@ def models_summary(state: ServiceState) -> dict:
         offers = {**engine.offers_status, "catalog": engine.catalog.ids}
     return {
         "ready": state.ready(),
-        "error": state.error or state.store_problem(),
+        "error": state.error or state.store_problem() or state.ledger_problem(),
         "source": None if engine is None else engine.bundle.source,
         "models": {} if engine is None else {n: asdict(i) for n, i in engine.bundle.info.items()},
         "offers": offers,

@@ -9,11 +9,16 @@ share them through lease files); servers started by hand (``make services``) are
 Per-test isolation: ``redis_prefix`` (a fresh key prefix, its keys deleted after) and
 ``redis_store_url`` (an online-store URL under that prefix); ``postgres_db_url`` (a fresh
 database, dropped after).
+
+Tests that stop and start servers must not touch the shared ones: ``dedicated_services``
+starts a pair of their own (own data directory, free ports, Redis persisting its data) that
+only the module using it stops, restarts and finally removes.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -37,10 +42,14 @@ def parse_urls(stdout: str) -> dict[str, str]:
     return {name.strip(): url.strip() for name, url in pairs}
 
 
-def run_script(command: str, timeout: float = 900) -> subprocess.CompletedProcess:
-    """Run ``scripts/services.sh COMMAND`` and return its completed process (text output)."""
+def run_script(
+    command: str, timeout: float = 900, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run ``scripts/services.sh COMMAND`` (with extra ``env`` vars) and return its completed
+    process (text output)."""
     return subprocess.run([str(SCRIPT), command], capture_output=True, text=True,
-                          timeout=timeout, check=False)  # fmt: skip
+                          timeout=timeout, check=False,
+                          env={**os.environ, **(env or {})})  # fmt: skip
 
 
 def _alive(pid: int) -> bool:
@@ -126,3 +135,59 @@ def postgres_db_url(postgres_url) -> Iterator[str]:
     yield postgres_url.rsplit("/", 1)[0] + f"/{name}"
     with psycopg.connect(postgres_url, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class DedicatedServices:
+    """A Redis and a PostgreSQL of one test module's own, through ``scripts/services.sh``
+    with its own data directory and ports; Redis persists (``LIFECYCLE_REDIS_PERSIST``), so a
+    restart keeps the store, as a production server would."""
+
+    def __init__(self, folder: Path) -> None:
+        self.env = {
+            "LIFECYCLE_SERVICES_DIR": str(folder),
+            "LIFECYCLE_REDIS_PORT": str(_free_port()),
+            "LIFECYCLE_PG_PORT": str(_free_port()),
+            "LIFECYCLE_REDIS_PERSIST": "1",
+        }
+        self.urls: dict[str, str] = {}
+
+    def run(self, command: str) -> str:
+        """``services.sh COMMAND`` on this pair; its stdout (fails the test on an error)."""
+        result = run_script(command, timeout=300, env=self.env)
+        if result.returncode != 0:
+            pytest.fail(f"scripts/services.sh {command} failed (exit {result.returncode}):\n"
+                        f"{result.stderr}", pytrace=False)  # fmt: skip
+        return result.stdout
+
+    def start(self) -> dict[str, str]:
+        """Start whichever of the two is not running (keeping its data); their URLs."""
+        self.urls = parse_urls(self.run("start"))
+        return self.urls
+
+    def stop_redis(self) -> None:
+        self.run("stop-redis")
+
+    def stop_postgres(self) -> None:
+        self.run("stop-postgres")
+
+    def stop(self) -> None:
+        """Stop both and delete their data."""
+        self.run("stop")
+
+
+@pytest.fixture(scope="module")
+def dedicated_services() -> Iterator[DedicatedServices]:
+    """A started :class:`DedicatedServices` pair, stopped and removed after the module."""
+    pair = DedicatedServices(Path(f"/tmp/lifecycle-services-failover-{os.getpid()}"))
+    pair.start()
+    try:
+        yield pair
+    finally:
+        pair.stop()
+        Path(f"{pair.env['LIFECYCLE_SERVICES_DIR']}.lock").unlink(missing_ok=True)

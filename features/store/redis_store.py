@@ -41,6 +41,11 @@ WRITE_BATCH = 5000  # rows per HSET / RPUSH while materialising
 MAX_RETRIES = 20  # pointer moves survived by one read (each a version switch meanwhile)
 CONNECT_TIMEOUT_S = 5.0
 SOCKET_TIMEOUT_S = 60.0  # a 1M-id LRANGE or a large pipeline must not time out
+# A command that fails on a broken connection (a restarted server) is sent again on a new one,
+# at most RETRIES times within ~0.2 s: enough to reconnect, short enough that a server that is
+# down costs a request a fraction of a second before its 503 (redis-py's default: 10 retries,
+# backoff up to 1 s, seconds per command)
+RETRIES, RETRY_CAP_S = 2, 0.1
 
 
 def _batches(rows: Iterable[tuple], size: int) -> Iterator[list[tuple]]:
@@ -94,9 +99,7 @@ class RedisStore:
                     f"the online store {self.address} needs the redis package: "
                     "pip install 'customer-lifecycle[scale]'"
                 ) from err
-            client = redis.Redis.from_url(self._location.client_url,
-                                          socket_connect_timeout=CONNECT_TIMEOUT_S,
-                                          socket_timeout=SOCKET_TIMEOUT_S)  # fmt: skip
+            client = _client(redis, self._location.client_url)
             self._activate = client.register_script(ACTIVATE_LUA)
             self._client = client
         return self._client
@@ -291,6 +294,17 @@ class RedisStore:
         return NoVersionError(
             f"no version materialised yet in {self.address}; run `lifecycle features materialize`"
         )
+
+
+def _client(redis: Any, url: str) -> Any:
+    """A client of ``url`` with the timeouts and the short retry above (a thread-safe pool)."""
+    from redis.backoff import ExponentialWithJitterBackoff
+    from redis.retry import Retry
+
+    retry = Retry(ExponentialWithJitterBackoff(cap=RETRY_CAP_S, base=0.01), RETRIES)
+    return redis.Redis.from_url(url, retry=retry, socket_connect_timeout=CONNECT_TIMEOUT_S,
+                                socket_timeout=SOCKET_TIMEOUT_S,
+                                socket_keepalive=True)  # fmt: skip
 
 
 def _number(version: StoreVersion) -> int:
