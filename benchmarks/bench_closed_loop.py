@@ -46,8 +46,19 @@ def main() -> None:
     parser.add_argument("--weeks", type=int, default=12)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/bench_loop"))
+    parser.add_argument("--price-change", metavar="WEEK:FACTOR", default=None,
+                        help="drift: prices x FACTOR from WEEK on, e.g. 5:1.5")  # fmt: skip
+    parser.add_argument("--new-offer", metavar="WEEK:OFFER", default=None,
+                        help="drift: OFFER held back from the log, added at WEEK")  # fmt: skip
     args = parser.parse_args()
-    config = LoopConfig(customers=args.customers, weeks=args.weeks, seed=args.seed)
+    drift = {}
+    if args.price_change:
+        week, factor = args.price_change.split(":")
+        drift["price_change"] = (int(week), float(factor))
+    if args.new_offer:
+        week, offer = args.new_offer.split(":")
+        drift["new_offer"] = (int(week), offer)
+    config = LoopConfig(customers=args.customers, weeks=args.weeks, seed=args.seed, **drift)
     start, load0 = time.perf_counter(), os.getloadavg()
     weeks = run_loop(config, args.workdir)
     minutes = (time.perf_counter() - start) / 60
@@ -59,10 +70,12 @@ def main() -> None:
     swaps = frame[frame["vs_previous"].notna()]
     worse = swaps[swaps["vs_previous_hi"] < 0]
     save_figure(loop_figure(frame), args.workdir / "weeks.png")
-    save_figure(loop_figure(frame), DOCS_PLOT)
+    if not drift:
+        save_figure(loop_figure(frame), DOCS_PLOT)
     cols = ["week", "as_of", "audience", "offers_sent", "served", "greedy", "frozen", "random",
             "bound", "oracle", "exploration_cost", "ope_greedy", "ope_greedy_lo",
-            "ope_greedy_hi", "offers_version", "promoted", "retrain_seconds"]  # fmt: skip
+            "ope_greedy_hi", "offers_version", "promoted", "retrain_seconds", "drift",
+            "monitor_exit", "monitor_crossed", "feature_psi", "score_psi"]  # fmt: skip
     print(f"\nClosed loop, {args.customers:,} customers, {args.weeks} weeks, seed {args.seed}\n")
     print(markdown(frame[cols].to_dict("records")))
     if len(swaps):
@@ -78,7 +91,7 @@ def main() -> None:
           f"{'met' if minutes <= GOAL_MINUTES else 'NOT met'}")  # fmt: skip
     line, _ = run_summary("closed loop", start, load0)
     print(line)
-    save("closed_loop", {"config": config.model_dump(mode="json"),
+    save("closed_loop_drift" if drift else "closed_loop", {"config": config.model_dump(mode="json"),
                          "weeks": frame.to_dict("records"), "gap_closed": [share, lo, hi],
                          "gap_closed_last2": [share2, lo2, hi2], "worse_promotions": len(worse),
                          "minutes": minutes})  # fmt: skip

@@ -68,6 +68,19 @@ class LoopConfig(BaseModel):
         20_000, ge=500, description="customers the observable bound's regressions learn from"
     )
     reload_seconds: float = Field(1.0, gt=0, description="the services' registry poll")
+    price_change: tuple[int, float] | None = Field(
+        None, description="(week, factor): from that week on, prices are the log's x factor "
+        "(a rise sends paying customers at risk: World.change_prices)",
+    )  # fmt: skip
+    new_offer: tuple[int, str] | None = Field(
+        None, description="(week, offer id): an offer of the simulator's catalog held back "
+        "from the log and added to the catalog that week (World.add_offer)",
+    )  # fmt: skip
+    monitor: bool = Field(True, description="run `lifecycle monitor` after every retrain")
+    monitor_reference_days: int = Field(
+        14, ge=7, description="the monitor compares the store with the vectors this many days "
+        "earlier (--reference-as-of): a shift shows against the recent past",
+    )  # fmt: skip
     project: dict = Field(
         default_factory=dict, description="project config for every `lifecycle retrain` "
         "(lifecycle.yaml's content), e.g. {'offers': {'min_arm_size': 50}} for a small world",
@@ -76,8 +89,10 @@ class LoopConfig(BaseModel):
     def sim_config(self) -> SimConfig:
         window = SimConfig().response_window_days
         first = self.history_days - window - 7 * self.pilot_weeks
+        held = () if self.new_offer is None else (self.new_offer[1],)
         return SimConfig(customers=self.customers, seed=self.seed, days=self.history_days,
-                         campaign_first_day=max(first, 0), future_days=0)  # fmt: skip
+                         campaign_first_day=max(first, 0), future_days=0,
+                         held_back_offers=held)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -145,6 +160,11 @@ class Week:
     vs_previous: float | None = None  # greedy - previous champion's, when they differ
     vs_previous_lo: float | None = None
     vs_previous_hi: float | None = None
+    drift: str = ""  # what changed in the world at this week's start
+    monitor_exit: int | None = None  # lifecycle monitor after the retrain: 0 within, 4 crossed
+    monitor_crossed: str = ""  # the checks over their threshold
+    feature_psi: float | None = None  # the largest feature PSI against the reference
+    score_psi: float | None = None
 
 
 def run_loop(
@@ -200,11 +220,15 @@ def run_loop(
             service.start(wait=False)
         for service in services.values():
             service.wait_ready()
-        offers = world.history.offers
-        offer_ids = list(offers["offer_id"].astype("str"))
         pending, rows = pd.DataFrame(), []
         for w in range(1, config.weeks + 1):
-            wait_for(services, roles, paths)
+            drift = apply_drift(world, config, w)
+            if drift:
+                world.export(paths.data)  # a new offer's catalog: the services reload it
+                progress(f"week {w:2d}: {drift}")
+            offers = world.offers
+            offer_ids = list(offers["offer_id"].astype("str"))
+            wait_for(services, roles, paths, offer_ids)
             audience = pick_audience(world, config, w)
             answers = {name: decide(s.url, audience, offer_ids) for name, s in services.items()}
             live = answers["live"]
@@ -224,6 +248,9 @@ def run_loop(
                 paths, ledger=True, models=None if full else ["offers"]
             )
             week.promoted = offers_promoted(paths, aliases)
+            week.drift = drift
+            if config.monitor:
+                monitor_week(week, paths, world, config)
             weeks.append(week)
             write_weeks(paths.workdir / "weeks.json", weeks, config)
             pd.concat(rows, ignore_index=True).to_parquet(paths.workdir / "values.parquet")
@@ -248,13 +275,8 @@ def retrain(paths: Paths, ledger: bool, models: list[str] | None) -> tuple[int, 
         command += ["--config", str(paths.project_config)]
     for name in models or ():
         command += ["--models", name]
-    env = {**os.environ, "MLFLOW_TRACKING_URI": paths.tracking_uri}
     start = time.perf_counter()
-    with (paths.workdir / "retrain.log").open("a") as log:
-        log.write(f"\n$ {' '.join(command)}\n")
-        log.flush()
-        code = subprocess.run(command, cwd=paths.workdir, env=env, stdout=log,
-                              stderr=subprocess.STDOUT, check=False).returncode  # fmt: skip
+    code = _logged_run(command, paths, "retrain.log")
     return code, time.perf_counter() - start
 
 
@@ -288,10 +310,13 @@ def offers_promoted(paths: Paths, before: dict[str, dict[str, str]]) -> bool:
     return now.get(offers, {}).get("champion") != before.get(offers, {}).get("champion")
 
 
-def wait_for(services: dict, roles: dict[str, str], paths: Paths, timeout: float = 300.0) -> None:
+def wait_for(
+    services: dict, roles: dict[str, str], paths: Paths, offer_ids: list[str],
+    timeout: float = 300.0,
+) -> None:  # fmt: skip
     """Block until every service serves the versions its alias (``roles``: service -> alias)
-    names and the current store version (each picks them up by itself, through its registry
-    poll)."""
+    names, the current store version and the catalog's ``offer_ids`` (each picks them up by
+    itself, through its registry and catalog poll)."""
     from features.store import OnlineStore
 
     wanted_store = OnlineStore(paths.store).current().version
@@ -304,17 +329,19 @@ def wait_for(services: dict, roles: dict[str, str], paths: Paths, timeout: float
             summary = httpx.get(f"{service.url}/models", timeout=30).json()
             have = {m: str(info.get("version")) for m, info in summary["models"].items()}
             store = (summary.get("store") or {}).get("version")
+            catalog = (summary.get("offers") or {}).get("catalog") or []
             ready = httpx.get(f"{service.url}/readyz", timeout=30).status_code == 200
             if (
                 ready
                 and store == wanted_store
+                and sorted(catalog) == sorted(offer_ids)
                 and all(have.get(_short(m)) == str(v) for m, v in want.items())
             ):
                 break
             if time.monotonic() > deadline:
-                raise RuntimeError(f"service {name} did not pick up {want} and store version "
-                                   f"{wanted_store} in {timeout:.0f}s: it has {have}, store "
-                                   f"{store}")  # fmt: skip
+                raise RuntimeError(f"service {name} did not pick up {want}, store version "
+                                   f"{wanted_store} and offers {offer_ids} in {timeout:.0f}s: "
+                                   f"it has {have}, store {store}, offers {catalog}")  # fmt: skip
             time.sleep(0.5)
 
 
@@ -398,6 +425,52 @@ def post_feedback(url: str, events: list[dict], chunk: int = 5000) -> None:
                             timeout=120).raise_for_status().json()  # fmt: skip
         if answer["rejected"]:
             raise RuntimeError(f"feedback rejected: {answer['rejected'][:3]}")
+
+
+# ---- drift and monitoring -----------------------------------------------------------
+
+
+def apply_drift(world: World, config: LoopConfig, week: int) -> str:
+    """Change the world at the start of ``week`` as the config says; what changed ("" none)."""
+    said = []
+    if config.price_change is not None and config.price_change[0] == week:
+        world.change_prices(config.price_change[1])
+        said.append(f"prices x{config.price_change[1]:g}")
+    if config.new_offer is not None and config.new_offer[0] == week:
+        world.add_offer(config.new_offer[1])
+        said.append(f"new offer {config.new_offer[1]}")
+    return ", ".join(said)
+
+
+def monitor_week(week: Week, paths: Paths, world: World, config: LoopConfig) -> None:
+    """``lifecycle monitor`` on the week's data, store and ledger, against the vectors
+    ``monitor_reference_days`` earlier, as a scheduler runs it; its verdict into ``week``."""
+    out = paths.workdir / "monitor" / f"week-{week.week:02d}"
+    reference = world.now - pd.Timedelta(days=config.monitor_reference_days)
+    command = [str(Path(sys.executable).with_name("lifecycle")), "monitor", str(paths.data),
+               "--store", str(paths.store), "--ledger", str(paths.ledger("live")), "-o", str(out),
+               "--reference-as-of", reference.isoformat(),
+               "--now", world.now.isoformat()]  # fmt: skip
+    if paths.project_config.is_file():
+        command += ["--config", str(paths.project_config)]
+    week.monitor_exit = _logged_run(command, paths, "monitor.log")
+    found = out / "monitor.json"
+    if found.is_file():
+        result = json.loads(found.read_text())
+        value = {c["name"]: c["value"] for c in result["checks"]}
+        week.monitor_crossed = ", ".join(result["crossed"])
+        week.feature_psi, week.score_psi = value.get("feature_psi"), value.get("score_psi")
+
+
+def _logged_run(command: list[str], paths: Paths, log_name: str) -> int:
+    """Run a ``lifecycle`` command in the workdir with the loop's MLflow, its output appended
+    to ``log_name``; its exit code."""
+    env = {**os.environ, "MLFLOW_TRACKING_URI": paths.tracking_uri}
+    with (paths.workdir / log_name).open("a") as log:
+        log.write(f"\n$ {' '.join(command)}\n")
+        log.flush()
+        return subprocess.run(command, cwd=paths.workdir, env=env, stdout=log,
+                              stderr=subprocess.STDOUT, check=False).returncode  # fmt: skip
 
 
 # ---- the week's figures --------------------------------------------------------------
@@ -501,6 +574,9 @@ def _features(frame: pd.DataFrame) -> pd.DataFrame:
 
 def week_line(week: Week) -> str:
     promoted = {None: "", True: ", offers promoted", False: ""}[week.promoted]
+    if week.monitor_exit is not None:
+        flagged = f"flagged {week.monitor_crossed}" if week.monitor_crossed else "no flag"
+        promoted += f"; monitor exit {week.monitor_exit} ({flagged})"
     return (f"week {week.week:2d} ({week.as_of}): served {week.served:.3f}, greedy "
             f"{week.greedy:.3f}, frozen {week.frozen:.3f}, bound {week.bound:.3f}, oracle "
             f"{week.oracle:.3f}, random {week.random:.3f}; OPE of greedy {week.ope_greedy:.3f} "

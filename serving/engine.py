@@ -73,11 +73,13 @@ class Contacts:
 
 
 class Catalog:
-    """The offers the policy may choose, as arrays (those of ``offers`` in ``scored``: with
-    an offers model, the ones it scores)."""
+    """The offers the policy may choose, as arrays: every offer of ``offers``, in its order.
+    ``model_column``: each offer's column among the offers model's (``scored``), -1 for an
+    offer the model has never seen (new to the catalog): no uplift estimate, so the policy
+    only explores it (``serving/policies.py``) until a retrain learns it."""
 
     def __init__(self, offers: pd.DataFrame, scored: list[str]) -> None:
-        known = offers[offers["offer_id"].astype("str").isin(scored)].reset_index(drop=True)
+        known = offers.reset_index(drop=True)
         self.ids = list(known["offer_id"].astype("str"))
         self.kind = list(known["kind"].astype("str"))
         self.value = known["value"].to_numpy(float)
@@ -89,7 +91,8 @@ class Catalog:
             None if pd.isna(f) or not f or pd.isna(p) else str(p)
             for f, p in zip(known["exclude_if_owned"], known["product"], strict=True)
         ]
-        self.model_column = np.array([scored.index(i) for i in self.ids], dtype=np.intp)
+        column = {o: j for j, o in enumerate(scored)}
+        self.model_column = np.array([column.get(i, -1) for i in self.ids], dtype=np.intp)
         self._stage_masks: dict[str, np.ndarray] = {}
         self._owned_masks: dict[str | None, np.ndarray] = {}
 
@@ -219,8 +222,11 @@ class DecisionEngine:
                           np.ones(shape, bool), value, p_alive)  # fmt: skip
         uplift, supported = self._offers.uplift_and_support(x("offers"))
         cols = self.catalog.model_column
-        return Scores(churn, stage_proba, current_stage(rows), uplift[:, cols], supported[:, cols],
-                      value, p_alive)  # fmt: skip
+        uplift, supported = uplift[:, cols], supported[:, cols]
+        if (cols < 0).any():  # offers new to the model: unknown uplift, explored only
+            uplift[:, cols < 0], supported[:, cols < 0] = np.nan, True
+        return Scores(churn, stage_proba, current_stage(rows), uplift, supported, value,
+                      p_alive)  # fmt: skip
 
     def _clv(self, rows: FeatureRows, x: Callable[[str], np.ndarray]) -> np.ndarray:
         """The CLV per row: the learned model's, else the probabilistic column's (NaN where
@@ -253,7 +259,10 @@ class DecisionEngine:
 
     def _rules(self, rows: FeatureRows, scores: Scores, channel, contacts) -> list:
         """(failed mask, broadcastable to ``(n, offers)``; reason for row i and offer j) of
-        each rule, in the order shown; the last two only with an offers model."""
+        each rule, in the order shown; the last only with an offers model. An offer without an
+        uplift estimate (new to the model, or an arm too small to estimate) stays eligible:
+        the policy never chooses it greedily, only by exploration, which is how the ledger
+        gathers the sends a retrain learns it from."""
         c, p, days = self.catalog, self.policy, contacts.days_since
         wrong_channel = [channel is not None and ch not in (None, channel) for ch in c.channel]
         rules = [
@@ -273,7 +282,6 @@ class DecisionEngine:
         return [
             *rules,
             (~scores.supported, lambda i, j: "outside what the campaign logs cover"),
-            (np.isnan(scores.uplift), lambda i, j: "no uplift model for this offer"),
         ]
 
     def choose(
@@ -319,6 +327,8 @@ class DecisionEngine:
         if self.offer_policy == MODEL:
             offered = expected[np.arange(n), np.maximum(chosen - 1, 0)] if expected.size else 0.0
             value = np.where(chosen > 0, offered, 0.0).tolist()  # arm 0 (no offer): 0
+            if np.isnan(offered).any():  # an explored offer without an estimate: unknown
+                value = [None if v != v else v for v in value]
         logged = Decisions(
             decision_ids(n), rows.customer_ids, self._arm_offer[chosen].tolist(),
             propensity.tolist(), explored.tolist(), value, channel, self._versions_json, as_of,

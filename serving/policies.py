@@ -5,7 +5,9 @@ so that the ledger can be evaluated off-policy and learnt from like a campaign l
 - ``model`` (an offers model and a catalog): epsilon-greedy on the model's expected incremental
   value ``uplift x value - cost``: the best eligible offer with a positive value, else no offer,
   with probability ``1 - e + e/m``; any other of the ``m`` actions (the eligible offers and no
-  offer) with ``e/m`` each.
+  offer) with ``e/m`` each. An eligible offer without an expected value (new to the catalog,
+  or an arm the model had too few sends of) is among the ``m`` but never the greedy choice:
+  exploration alone sends it, and the ledger's sends of it teach the next retrain.
 - ``cold_start`` (a catalog but no offers model: no campaign logs to learn from yet): no offer
   (the control arm) with probability ``c`` (``policy.cold_start_control_share``), else one of
   the ``m`` eligible offers uniformly at random, ``(1 - c) / m`` each; no offer with
@@ -65,7 +67,7 @@ def greedy_choice(
     """The ``model`` policy: arm per row (0 = no offer, ``j + 1`` = offer ``j``), its
     propensity and whether exploration chose it (not the greedy rule); ``expected`` and
     ``eligible``: ``(n, offers)``."""
-    value = np.where(eligible, expected, -np.inf)
+    value = np.where(eligible & ~np.isnan(expected), expected, -np.inf)  # NaN: explore only
     best = value.argmax(axis=1) if value.shape[1] else np.zeros(len(value), np.intp)
     greedy = np.where(value.max(axis=1, initial=-np.inf) > 0, best + 1, 0)
     ok = np.ones((len(value), value.shape[1] + 1), bool)  # no offer (column 0): always

@@ -10,6 +10,7 @@ the next one gets the new one.
 from __future__ import annotations
 
 import gc
+import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,8 @@ from serving.inputs import FeatureRows
 from serving.ledger import open_ledger
 from serving.ledger_common import LedgerUnavailable
 from serving.scoring import limit_lightgbm_threads
+
+logger = logging.getLogger("serving.state")
 
 
 class ServiceState:
@@ -111,10 +114,13 @@ class ServiceState:
             self.precompute(engine)  # with the compiled trees: ~2.5 s per 100k customers
 
     def try_load(self) -> None:
+        """:meth:`load`; a failure is kept in ``error`` (not ready, ``GET /models`` says why)
+        and logged."""
         try:
             self.load()
         except (bundles.ModelsUnavailable, OSError, ValueError) as err:
             self.error = str(err)
+            logger.warning("models not loaded: %s", self.error)
 
     def ready(self) -> bool:
         return self.not_ready() is None
@@ -196,8 +202,16 @@ class ServiceState:
         self.ledger.close()
 
     def _poll(self) -> None:
+        """Check for new champions until stopped. Nothing may end this thread: a load failing
+        in any way (a registry busy under a retrain's writes, an artifact half-written) is
+        logged and kept in ``error`` (``GET /models``), the current models keep serving, and
+        the next poll tries again."""
         while not self._stop.wait(self.config.reload_seconds):
-            self.reload_if_changed()
+            try:
+                self.reload_if_changed()
+            except Exception as err:  # noqa: BLE001 - see the docstring
+                self.error = f"reloading the models failed (retrying): {err!r}"
+                logger.warning("%s", self.error)
 
     def reload_if_changed(self) -> bool:
         """Reload when the registry's alias points at other versions than the loaded ones, or

@@ -339,8 +339,9 @@ def install_logging() -> None:
     """The request logger at INFO (BentoML's logging config disables loggers created before
     it and leaves the root at WARNING), and :class:`QuietClientErrors` on BentoML's error
     logger. Idempotent; called when the service starts, never at import."""
-    logger.disabled = False
-    logger.setLevel(logging.INFO)
+    for ours in (logger, logging.getLogger("serving.state")):  # requests; model reloads
+        ours.disabled = False
+        ours.setLevel(logging.INFO)
     bentoml_errors = logging.getLogger(BENTOML_ERROR_LOGGER)
     if not any(isinstance(f, QuietClientErrors) for f in bentoml_errors.filters):
         bentoml_errors.addFilter(QuietClientErrors())

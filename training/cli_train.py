@@ -132,11 +132,26 @@ def retrain(
             "clv, offers; default all. E.g. offers weekly, everything monthly.",
         ),
     ] = None,
+    redefine: Annotated[
+        bool,
+        typer.Option(
+            "--redefine",
+            help="Derive the features afresh from the data and the config (churn definition, "
+            "stage rules, BG/NBD parameters) instead of keeping the champions'. The service "
+            "serves the new definition only once every model of it is champion.",
+        ),
+    ] = False,
 ) -> None:
     """One scheduled retraining step: train on DATA (and the ledger's decisions), register
     challengers, promote those that win on the same latest holdout, and materialise the store
     with the champions' config. A running service (registry models) picks up new champions
     and the new store version by itself, without a failed request.
+
+    The challengers keep the champions' feature definition (the resolved dataset config they
+    recorded: churn definition, stage rules, the BG/NBD parameters fitted when they were
+    trained), so that any of them can replace its champion and still be served beside the
+    others (the service serves only models that share one definition). ``--redefine``
+    derives it afresh.
 
     With ``--models``, only those models are retrained and compared (the others' champions
     stay as they are); the store is refreshed all the same.
@@ -159,6 +174,12 @@ def retrain(
         raise typer.BadParameter(f"unknown model(s) {', '.join(unknown)}; choose among "
                                  f"{', '.join(MODELS)}", param_hint="--models")  # fmt: skip
     cfg, tables = _setup(data, config, experiment, ledger)
+    champion, _ = load_alias("lifecycle-churn", "champion")
+    kept = None if redefine or champion is None else recorded_config(champion)
+    if kept is not None:  # challengers comparable with, and servable beside, the champions
+        cfg = cfg.model_copy(update={"dataset": kept.dataset, "roles": kept.roles})
+        console.print(f"features as the champions define them (fingerprint "
+                      f"{kept.fingerprint()}; --redefine derives them afresh)")  # fmt: skip
     try:
         result = run_training(tables, cfg, models or None)  # on Dask when configured
         logged = log_run(result, source=str(data.resolve()), register=True)

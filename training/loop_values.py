@@ -139,4 +139,10 @@ def loop_summary(weeks: pd.DataFrame) -> pd.DataFrame:
         "offers model": weeks["offers_version"],
         "promoted": weeks["promoted"].map({True: "yes", False: "no"}).fillna(""),
     })  # fmt: skip
+    if "drift" in weeks:
+        out["world changed"] = weeks["drift"].fillna("")
+    if "monitor_exit" in weeks:
+        crossed = weeks.get("monitor_crossed", pd.Series("", index=weeks.index)).fillna("")
+        ran = weeks["monitor_exit"].notna()
+        out["monitor"] = np.where(~ran, "", np.where(crossed != "", "flagged: " + crossed, "ok"))
     return out.round(3)

@@ -209,6 +209,10 @@ def loop_figure(weeks: pd.DataFrame) -> Figure:
     promoted = weeks.loc[weeks["promoted"].fillna(False).astype(bool), "week"] + 1
     for i, w in enumerate(promoted):  # the new champion serves from the next week
         left.axvline(w, color=MUTED, lw=0.6, alpha=0.5, label="offers promoted" if i == 0 else None)
+    if "drift" in weeks:  # the world changed at these weeks' start
+        changed = weeks[weeks["drift"].fillna("").astype(str) != ""]
+        for w, what in zip(changed["week"], changed["drift"], strict=True):
+            left.axvline(w - 0.5, color="C3", ls="--", lw=1.0, label=f"world: {what}")
     left.axhline(0.0, color=MUTED, lw=0.8)
     _style(left, "True incremental value per audience member", "week",
            "value per audience member", True)  # fmt: skip

@@ -45,10 +45,15 @@ def segments(purchases: np.ndarray, days_since_purchase: np.ndarray) -> np.ndarr
     return np.where(purchases == 0, 0, seg)
 
 
-def logging_propensities(seg: np.ndarray, plan: np.ndarray) -> np.ndarray:
-    """Probability of each arm per customer under the logging policy, ``(m, len(ARMS))``."""
+def logging_propensities(
+    seg: np.ndarray, plan: np.ndarray, held_back: tuple[str, ...] = ()
+) -> np.ndarray:
+    """Probability of each arm per customer under the logging policy, ``(m, len(ARMS))``;
+    never an offer ``held_back`` (not in the catalog yet)."""
     w = arm_weight_table()[seg]
     w[:, A["upsell_premium"]] *= plan != PLANS.index("premium")  # exclude_if_owned
+    for offer in held_back:
+        w[:, A[offer]] = 0.0
     return w / w.sum(axis=1, keepdims=True)
 
 
@@ -120,13 +125,15 @@ def draw_campaign(
     share: float,
     window: int,
     rng: np.random.Generator,
+    held_back: tuple[str, ...] = (),
 ) -> CampaignDraw:
-    """Sample a share of the contactable ``candidates``, randomise arms, draw outcomes.
+    """Sample a share of the contactable ``candidates``, randomise arms (never one
+    ``held_back``), draw outcomes.
 
     ``stage``, ``seg`` and ``tenure`` are full-population arrays indexed by position.
     """
     idx = candidates[rng.random(len(candidates)) < share]
-    prop = logging_propensities(seg[idx], pop.plan[idx])
+    prop = logging_propensities(seg[idx], pop.plan[idx], held_back)
     cum = np.cumsum(prop, axis=1)
     arm = ((rng.random(len(idx)) * cum[:, -1])[:, None] >= cum).sum(axis=1)
     p = true_probabilities(pop, idx, stage[idx], seg[idx], tenure[idx])

@@ -51,6 +51,10 @@ class SimConfig(BaseModel):
         description="days simulated after the log for the truth only (no campaigns, no "
         "arrivals): each customer's purchases_next_<d>d and spend_next_<d>d in truth/customers",
     )
+    held_back_offers: tuple[str, ...] = Field(
+        (), description="offers of the catalog the log's campaigns never send and the written "
+        "catalog lacks until the closed loop adds them (World.add_offer): a new offer mid-run",
+    )  # fmt: skip
     profile: Literal["default", "purchase_only", "subscription"] = Field(
         "default",
         description="data shape: 'default' (rich lifecycle events, campaigns, truth snapshots), "
@@ -62,6 +66,12 @@ class SimConfig(BaseModel):
     def _check_windows(self) -> SimConfig:
         if self.profile != "default":
             return self  # the windows below shape the default profile only
+        from features.simulator.catalog import ARMS
+
+        unknown = sorted(set(self.held_back_offers) - set(ARMS[1:]))
+        if unknown:
+            raise ValueError(f"held_back_offers: {unknown} are not offers of the catalog "
+                             f"({', '.join(ARMS[1:])})")  # fmt: skip
         if not self.churn_horizons_days or min(self.churn_horizons_days) < 1:
             raise ValueError("churn_horizons_days must list horizons >= 1 day")
         if self.campaign_first_day >= self.days - self.response_window_days:

@@ -17,24 +17,36 @@ _ABSORBING = BASE_RATES.copy()
 _ABSORBING[S["churned"]] = 0.0  # for "churned at least once within h days"
 RISK_CENTER = 0.6
 MAX_MULTIPLIER = 20.0
+PRICE_SHOCK = 1.0  # how strongly paying customers react to a price rise (static_multipliers)
 
 
-def static_multipliers(pop: Population) -> np.ndarray:
-    """Per-customer multiplier of each target stage's hazard, without the tenure effect.
+def static_multipliers(pop: Population, price_factor: float = 1.0) -> np.ndarray:
+    """Per-customer multiplier of each target stage's hazard, without the tenure effect;
+    ``price_factor``: a price change from the log's prices (1 = none): a rise by ``f`` adds
+    ``PRICE_SHOCK x log(f) x (1 + max(sensitivity, 0))`` to the log-hazard of falling at risk
+    of every paying customer (half of it off their purchase hazard): everyone who pays feels
+    it, the price-sensitive most.
 
     Returns an ``(n, len(STAGES))`` float array; column ``at_risk`` holds the risk score that
     :func:`stage_multipliers` scales by tenure.
     """
+    paying = pop.price_index > 0
+    rise = np.log(price_factor) * paying * (1.0 + np.maximum(pop.price_sensitivity, 0.0))
     m = np.ones((pop.n, N_STAGES))
     m[:, S["engagement"]] = np.exp(0.4 * pop.interest)
     m[:, S["evaluation"]] = np.exp(0.4 * pop.interest)
-    m[:, S["purchase"]] = np.exp(0.5 * pop.interest - 0.3 * pop.price_index * pop.price_sensitivity)
+    m[:, S["purchase"]] = np.exp(
+        0.5 * pop.interest
+        - 0.3 * pop.price_index * pop.price_sensitivity
+        - 0.5 * PRICE_SHOCK * rise
+    )
     m[:, S["retention"]] = np.exp(0.4 * pop.frequency + 0.3 * pop.satisfaction)
     m[:, S["advocacy"]] = np.exp(0.8 * pop.satisfaction)
     m[:, S["at_risk"]] = np.exp(
         -0.7 * pop.satisfaction
         + 0.5 * pop.problems
         + 0.6 * pop.price_index * pop.price_sensitivity
+        + PRICE_SHOCK * rise
         - 0.4 * pop.engagement
         + 0.5 * pop.noise
         - RISK_CENTER

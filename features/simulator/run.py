@@ -260,7 +260,7 @@ def _campaign(
     seg = segments(state.purchases, since)
     draw = draw_campaign(
         pop, candidates, state.stage, seg, state.tenure(day), config.campaign_share,
-        config.response_window_days, rng,
+        config.response_window_days, rng, config.held_back_offers,
     )  # fmt: skip
     first_id = sum(len(p) for p in exposures.parts.get("who", []))
     ids = first_id + np.arange(len(draw.idx))

@@ -64,7 +64,7 @@ def build_tables(raw: RawSimulation) -> Simulation:
     return Simulation(
         events=events,
         customers=_customers(raw, ids, start),
-        offers=OFFERS.copy(),
+        offers=OFFERS[~OFFERS["offer_id"].isin(raw.config.held_back_offers)].reset_index(drop=True),
         exposures=_exposures(raw, ids, start, revenue, rng),
         truth_customers=_truth_customers(raw, ids, start),
         stage_history=_stage_history(raw, ids, start),

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from features.simulator import dynamics
 from features.simulator.campaigns import segments, true_probabilities
 from features.simulator.catalog import ARMS, OFFERS, STAGES
 from features.simulator.config import SimConfig
@@ -68,6 +69,8 @@ class World:
     events: list[pd.DataFrame] = field(default_factory=list)  # exported after the log
     exported_day: int = 0
     response_rng: np.random.Generator | None = None
+    added_offers: list[str] = field(default_factory=list)  # held back, added since
+    price_factor: float = 1.0
 
     @classmethod
     def start(cls, config: SimConfig, progress: bool = False) -> World:
@@ -127,9 +130,15 @@ class World:
     def send(self, customer: np.ndarray | list, offer: np.ndarray | list) -> Sends:
         """Send ``offer[i]`` (an offer id, or None for no offer) to ``customer[i]`` now; draw
         each response from the truth. A conversion is a purchase of the offer's product some
-        days later (inside the response window) and moves the customer on from tomorrow."""
+        days later (inside the response window) and moves the customer on from tomorrow. An
+        offer still held back raises."""
         customer = np.asarray(customer, dtype=object)
         offer = np.asarray(offer, dtype=object)
+        held = set(self.config.held_back_offers) - set(self.added_offers)
+        early = held & set(offer[pd.notna(offer)])
+        if early:
+            raise ValueError(f"send: {sorted(early)} held back: not in the catalog yet "
+                             "(World.add_offer)")  # fmt: skip
         pos = self.positions(customer)
         arm = _arms(offer)
         p = self._probabilities(pos)[np.arange(len(pos)), arm]
@@ -146,6 +155,31 @@ class World:
         return Sends(customer[sent], offer[sent], self.now, p[sent], converted[sent],
                      pd.DatetimeIndex(when[sent]).where(converted[sent]))  # fmt: skip
 
+    @property
+    def offers(self) -> pd.DataFrame:
+        """The catalog as of now: the log's, with the held-back offers added since."""
+        held = set(self.config.held_back_offers) - set(self.added_offers)
+        return OFFERS[~OFFERS["offer_id"].isin(held)].reset_index(drop=True)
+
+    def add_offer(self, offer_id: str) -> None:
+        """Put a held-back offer (``SimConfig.held_back_offers``) into the catalog from now:
+        a new offer, which no campaign log has ever sent."""
+        if offer_id not in self.config.held_back_offers:
+            held = list(self.config.held_back_offers)
+            raise ValueError(f"add_offer: {offer_id!r} is not held back (held_back_offers: "
+                             f"{held})")  # fmt: skip
+        if offer_id not in self.added_offers:
+            self.added_offers.append(offer_id)
+
+    def change_prices(self, factor: float) -> None:
+        """Scale every plan's price index by ``factor`` from now on (relative to the log's
+        prices): fewer purchases and more churn risk for price-sensitive customers
+        (:func:`dynamics.static_multipliers`)."""
+        if not factor > 0:
+            raise ValueError(f"change_prices: factor must be > 0; got {factor}")
+        self.price_factor = factor
+        self.running.static_mult = dynamics.static_multipliers(self.running.pop, factor)
+
     def advance(self, days: int) -> None:
         """Let ``days`` days pass: events, stage moves and truth snapshots, no campaigns."""
         for _ in range(days):
@@ -160,7 +194,7 @@ class World:
         tables = {
             "events": pd.concat([self.history.events, *self.events], ignore_index=True),
             "customers": self._customers(),
-            "offers": OFFERS.copy(),
+            "offers": self.offers,
             "exposures": self.history.exposures,
         }
         paths = {}

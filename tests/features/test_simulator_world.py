@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from features.simulator import SimConfig, simulate
+from features.simulator.catalog import STAGES
 from features.simulator.world import World
 
 CONFIG = SimConfig(customers=1500, seed=5, days=150, campaign_first_day=60, future_days=0)
@@ -92,3 +93,43 @@ def test_the_same_seed_and_sends_give_the_same_world(tmp_path):
 def test_the_loop_needs_the_default_profile():
     with pytest.raises(ValueError, match="needs the default profile"):
         World.start(SimConfig(profile="purchase_only", customers=100, days=60))
+
+
+def test_a_held_back_offer_is_absent_from_the_log_until_added(tmp_path):
+    config = CONFIG.model_copy(update={"held_back_offers": ("xsell_services",)})
+    w = World.start(config)
+    assert "xsell_services" not in set(w.history.exposures["offer_id"].dropna().astype(str))
+    assert "xsell_services" not in set(w.history.offers["offer_id"])
+    assert len(w.history.exposures) > 500  # the other offers were still sent
+    ids = w.contactable()[:200]
+    with pytest.raises(ValueError, match="held back: not in the catalog yet"):
+        w.send(ids, ["xsell_services"] * len(ids))
+    offers = pd.read_parquet(w.export(tmp_path / "before")["offers"])
+    assert "xsell_services" not in set(offers["offer_id"])
+    w.add_offer("xsell_services")
+    sends = w.send(ids, ["xsell_services"] * len(ids))
+    assert len(sends.customer_id) == len(ids) and sends.converted.any()
+    offers = pd.read_parquet(w.export(tmp_path / "after")["offers"])
+    assert "xsell_services" in set(offers["offer_id"])
+    with pytest.raises(ValueError, match="not held back"):
+        w.add_offer("xsell_starter")
+    with pytest.raises(ValueError, match="held_back_offers: \\['nope'\\] are not offers"):
+        SimConfig(**{**CONFIG.model_dump(), "held_back_offers": ("nope",)})
+
+
+def test_a_price_rise_sends_more_paying_customers_at_risk_than_the_same_world_without_it():
+    active = [STAGES.index(s) for s in ("purchase", "retention", "advocacy")]
+    lost = [STAGES.index("at_risk"), STAGES.index("churned")]
+
+    def lost_after(factor: float) -> int:
+        w = World.start(CONFIG)
+        if factor != 1.0:
+            w.change_prices(factor)
+        before = w.running.state.stage.copy()
+        w.advance(42)
+        return int((np.isin(before, active) & np.isin(w.running.state.stage, lost)).sum())
+
+    base, raised = lost_after(1.0), lost_after(2.0)  # the same draws: only the prices differ
+    assert raised > 1.3 * base, (base, raised)
+    with pytest.raises(ValueError, match="factor must be > 0"):
+        World.start(CONFIG).change_prices(0.0)

@@ -228,8 +228,40 @@ def test_offer_values_are_rounded_and_unknown_uplift_is_none():
     assert offers["up"]["expected_value"] == round(x2 * 50 - 1, 6)
     assert offers["xs"]["uplift"] == round(2 * x2, 6)
     assert offers["wb"]["uplift"] is None and offers["wb"]["expected_value"] is None
-    assert offers["wb"]["ineligible_reason"] == "no uplift model for this offer"
+    assert offers["wb"]["eligible"] and offers["wb"]["ineligible_reason"] is None  # explored only
     assert not math.isnan(out[0]["decision"]["expected_value"])
+
+
+def test_an_offer_new_to_the_model_is_explored_never_chosen_greedily():
+    class WithoutXs(Fixed):  # an offers model that never saw "xs" (added to the catalog since)
+        offers_ = ["up", "wb"]
+
+        def uplift_and_support(self, X):
+            return X[:, [2]] * np.array([[1.0, 3.0]]), np.ones((len(X), 2), bool)
+
+    info = {
+        n: ModelInfo(n, f"lifecycle-{n}", "7", None, None) for n in ("churn", "stage", "offers")
+    }
+    n = 4000
+    r = rows([[0.1, 0.0, 0.4]] * n, ["retention"] * n, [""] * n)  # up and xs eligible
+    for exploration in (0.0, 0.3):
+        e = DecisionEngine(ModelBundle(Fixed(), Stage(), WithoutXs(), info, "test"), OFFERS,
+                           PolicyConfig(exploration=exploration))  # fmt: skip
+        assert e.catalog.ids == ["up", "xs", "wb"] and e.catalog.model_column.tolist() == [0, -1, 1]
+        out, logged = e.decide(r, no_contacts(n), draws(n, 1))
+        offer = np.array([d["decision"]["offer_id"] for d in out], object)
+        xs = offer == "xs"
+        shown = {o["offer_id"]: o for o in out[0]["offers"]}
+        assert shown["xs"]["eligible"] and shown["xs"]["expected_value"] is None
+        if exploration == 0:
+            assert not xs.any() and (offer == "up").all()  # greedy: the best known offer
+            continue
+        # three actions (no offer, up, xs): xs only by exploration, with e/3 each
+        assert abs(xs.mean() - 0.1) < 0.02
+        assert all(d["decision"]["explored"] for d in np.array(out, object)[xs])
+        assert {round(p, 6) for p in np.array(logged.propensity)[xs]} == {0.1}
+        assert {v for v in np.array(logged.expected_value, object)[xs]} == {None}
+        assert all(d["decision"]["expected_value"] is None for d in np.array(out, object)[xs])
 
 
 def test_owned_products_are_parsed_once_per_distinct_value(monkeypatch):

@@ -160,7 +160,9 @@ def loop_weeks(n: int = 3) -> list[dict]:
              "ope_greedy": 1.1, "ope_greedy_lo": 0.5, "ope_greedy_hi": 1.7,
              "offers_version": str(w), "retrain_exit": 0, "retrain_seconds": 10.0,
              "promoted": w < n, "vs_previous": None, "vs_previous_lo": None,
-             "vs_previous_hi": None} for w in range(1, n + 1)]  # fmt: skip
+             "vs_previous_hi": None, "drift": "prices x1.5" if w == 2 else "",
+             "monitor_exit": 4 if w == 3 else 0, "monitor_crossed": "score_psi" if w == 3 else ""}
+            for w in range(1, n + 1)]  # fmt: skip
 
 
 def test_the_report_shows_a_closed_loop_run_and_refuses_another_file(trained, tmp_path):
@@ -178,6 +180,8 @@ def test_the_report_shows_a_closed_loop_run_and_refuses_another_file(trained, tm
     table = looped.tables["loop"]
     assert table["live (greedy)"].tolist() == [1.0, 1.25, 1.5]
     assert table["promoted"].tolist() == ["yes", "yes", "no"]
+    assert table["world changed"].tolist() == ["", "prices x1.5", ""]
+    assert table["monitor"].tolist() == ["ok", "ok", "flagged: score_psi"]
     page = render_html(looped)
     assert "Closed loop (simulation)</h2>" in page and "closed 50% of the gap" in page
     assert "Closed loop" not in render_html(report)  # only when asked

@@ -81,3 +81,22 @@ def test_retrain_models_retrains_only_those_and_refuses_unknown_names(workdir):
     unknown = retrain("--models", "stage", "--models", "upsell")
     assert unknown.exit_code == 2 and "unknown model(s) upsell" in unknown.output
     assert versions("lifecycle-stage") == before["stage"] + 1  # nothing trained
+
+
+def test_challengers_keep_the_champions_feature_definition_unless_redefined(workdir):
+    from training.registry import load_alias
+
+    cfg = SimConfig(customers=900, days=340, seed=8)  # 40 more days: the BG/NBD fit moves
+    write_simulation(simulate(cfg), workdir / "later", cfg)
+    champion, _ = load_alias("lifecycle-churn", "champion")
+    kept = runner.invoke(app, ["retrain", "later", "--config", "train.yaml", "--store",
+                               "store/later.sqlite", "--models", "stage"])  # fmt: skip
+    assert kept.exit_code in (0, 3), kept.output
+    assert "features as the champions define them" in kept.output
+    stage, _ = load_alias("lifecycle-stage", "challenger")
+    assert stage.lifecycle_fingerprint_ == champion.lifecycle_fingerprint_  # servable together
+    args = ["retrain", "later", "--config", "train.yaml", "--store", "store/later.sqlite"]
+    fresh = runner.invoke(app, [*args, "--models", "stage", "--redefine"])
+    assert fresh.exit_code in (0, 3), fresh.output
+    redefined, _ = load_alias("lifecycle-stage", "challenger")
+    assert redefined.lifecycle_fingerprint_ != champion.lifecycle_fingerprint_
