@@ -10,12 +10,12 @@
 from __future__ import annotations
 
 import hmac
-import json
 
 import bentoml
 from starlette.responses import JSONResponse
 
 from serving.config import DEFAULT_MAX_BODY_BYTES
+from serving.errors import send_error
 from serving.state import models_summary
 
 OPEN_PATHS = ("/livez", "/readyz", "/healthz", "/metrics", "/", "/docs.json")
@@ -66,16 +66,9 @@ def _open(path: str) -> bool:
 
 
 async def _unauthorised(send) -> None:
-    body = json.dumps(
-        {
-            "error": "missing or invalid API token: send 'Authorization: Bearer "
-            "<token>' (the service's LIFECYCLE_API_TOKEN)"
-        }
-    ).encode()
-    await send({"type": "http.response.start", "status": 401,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"www-authenticate", b"Bearer")]})  # fmt: skip
-    await send({"type": "http.response.body", "body": body})
+    await send_error(send, 401, "missing or invalid API token: send 'Authorization: Bearer "
+                     "<token>' (the service's LIFECYCLE_API_TOKEN)",
+                     [(b"www-authenticate", b"Bearer")])  # fmt: skip
 
 
 class BodyLimit:
@@ -132,13 +125,9 @@ def replay(messages: list[dict], then=None):
 
 
 async def _too_large(send, limit: int) -> None:
-    body = json.dumps({"error": f"request body larger than max_body_bytes={limit:,} bytes "
-                                "(LIFECYCLE_MAX_BODY_BYTES); send fewer customers or events "
-                                "per request"}).encode()  # fmt: skip
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"connection", b"close")]})  # fmt: skip
-    await send({"type": "http.response.body", "body": body})
+    await send_error(send, 413, f"request body larger than max_body_bytes={limit:,} bytes "
+                     "(LIFECYCLE_MAX_BODY_BYTES); send fewer customers or events per request",
+                     [(b"connection", b"close")])  # fmt: skip
 
 
 class JsonOnly:
@@ -152,8 +141,7 @@ class JsonOnly:
             kind = dict(scope["headers"]).get(b"content-type", b"application/json")
             if not kind.split(b";")[0].strip().lower().endswith(b"json"):
                 got = kind.decode("latin-1")
-                body = {"error": f"content-type must be application/json; got {got!r}"}
-                await JSONResponse(body, status_code=415)(scope, receive, send)
+                await send_error(send, 415, f"content-type must be application/json; got {got!r}")
                 return
         await self.app(scope, receive, send)
 
@@ -167,6 +155,10 @@ class ModelsEndpoint:
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "http" and scope["path"] in ("/models", "/models/"):
+            if scope["method"] not in ("GET", "HEAD"):
+                await send_error(send, 405, f"{scope['method']} /models: only GET",
+                                 [(b"allow", b"GET")])  # fmt: skip
+                return
             service = bentoml.get_current_service()
             await JSONResponse(models_summary(service.state))(scope, receive, send)
             return

@@ -2,15 +2,34 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from serving.ledger import EVENTS
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A request model: unknown fields are refused (a 422 naming them, not silently dropped)
+    and types are strict (``"yes"`` is not a boolean, ``"3"`` not an integer: JSON's own
+    types only; an integer is a number)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+def _integral(value: object) -> object:
+    """``20.0`` as ``20``: JSON (and JSON Schema) make no difference between them; anything
+    else is left to the strict check (``"20"`` and ``20.5`` are refused)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def json_int(**bounds) -> object:
+    """An integer field type with ``bounds`` (``ge``, ``le``) that takes ``20.0`` for ``20``."""
+    return Annotated[int, Field(**bounds), BeforeValidator(_integral)]
+
+
+CustomerId = Annotated[str, Field(min_length=1, max_length=200)]
+MaxOffers = Annotated[json_int(ge=1, le=20), Field(description="ranked offers returned")]
 
 
 class Reason(BaseModel):
@@ -164,7 +183,7 @@ class BatchFilter(Strict):
         description="the order of the audience, highest first (value_at_risk: how a "
         "retention audience is chosen)",
     )
-    limit: int = Field(1000, ge=1, le=10_000)
+    limit: json_int(ge=1, le=10_000) = 1000  # type: ignore[valid-type]
 
 
 class FeedbackEvent(Strict):
@@ -182,12 +201,90 @@ class FeedbackEvent(Strict):
 class FeedbackResponse(BaseModel):
     accepted: int
     duplicates: int
-    rejected: list[dict]
+    rejected: list[dict] = Field(description="{event_id, error}: events refused, and why")
 
 
 class ModelsResponse(BaseModel):
-    source: str
-    models: dict[str, dict]
-    store: dict | None
-    offers: dict = Field(description="offers_status (available, policy, reason) and catalog")
-    policy: dict
+    """``GET /models``: what is loaded and why the service is not ready (the README lists
+    every field; more may be added)."""
+
+    ready: bool
+    error: str | None = Field(description="why the service cannot decide; null when ready")
+    source: str | None = Field(description="where the models came from; null before a load")
+    models: dict[str, dict[str, Any]]
+    offers: dict[str, Any] = Field(description="offers_status (available, policy, reason), catalog")
+    clv: dict[str, Any] | None
+    store: dict[str, Any] | None
+    policy: dict[str, Any]
+
+
+class DecideRequest(Strict):
+    """``POST /decide``: customers in the online store."""
+
+    customer_ids: list[CustomerId] = Field(
+        min_length=1, description="at most max_ids (default 1,000); more: POST /batch"
+    )
+    channel: str | None = None
+    explain: bool = False
+    max_offers: MaxOffers = 3
+
+
+class ScoreRequest(Strict):
+    """``POST /score``: cold start, customers the store does not know, from their events."""
+
+    customers: list[ColdCustomer] = Field(min_length=1, max_length=100)
+    as_of: str | None = Field(None, description="ISO-8601; default: now")
+    channel: str | None = None
+    explain: bool = False
+    max_offers: MaxOffers = 3
+
+
+def _exactly_one_of_ids_or_filter(schema: dict) -> None:
+    """Absent is how ``customer_ids`` and ``filter`` are left out (null is refused), and
+    the schema says that exactly one is sent."""
+    for name in ("customer_ids", "filter"):
+        schema["properties"][name].pop("default", None)
+    schema["oneOf"] = [{"required": ["customer_ids"]}, {"required": ["filter"]}]
+
+
+class BatchRequest(Strict):
+    """``POST /batch``: a campaign audience, by ids or by a filter (exactly one)."""
+
+    model_config = ConfigDict(json_schema_extra=_exactly_one_of_ids_or_filter)
+
+    customer_ids: list[CustomerId] = Field(
+        None, min_length=1, description="at most batch_max_ids (default 10,000)"
+    )  # type: ignore[assignment] - absent, never null
+    filter: BatchFilter = None  # type: ignore[assignment]
+    channel: str | None = None
+    explain: bool = False
+    max_offers: MaxOffers = 1
+
+    @model_validator(mode="after")
+    def _one_audience(self) -> BatchRequest:
+        if (self.customer_ids is None) == (self.filter is None):
+            raise ValueError("send exactly one of customer_ids or filter")
+        return self
+
+
+class FeedbackRequest(Strict):
+    """``POST /feedback``: sends, opens, clicks and conversions of decided offers."""
+
+    events: list[FeedbackEvent] = Field(min_length=1, max_length=10_000)
+
+
+class ErrorItem(BaseModel):
+    """One field that failed validation."""
+
+    loc: list[str | int] = Field(description="path to the field in the body, e.g. [customers, 0]")
+    msg: str = Field(description="the rule it broke")
+    type: str = Field(description="pydantic's error type, e.g. extra_forbidden, bool_type")
+
+
+class ErrorBody(BaseModel):
+    """Every error the service answers (4xx and 5xx), in one shape."""
+
+    error: str = Field(description="what went wrong and, when the caller can, what to do")
+    details: list[ErrorItem] | None = Field(
+        description="for a 422: every field that failed validation; null otherwise"
+    )

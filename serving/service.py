@@ -7,37 +7,40 @@ from __future__ import annotations
 
 import functools
 import threading
-from typing import Annotated
 
 import bentoml
 import numpy as np
 import orjson
 import pandas as pd
 from bentoml.exceptions import InvalidArgument, ServiceUnavailable
-from pydantic import Field
 from starlette.responses import JSONResponse, Response
 
 from features.store import NoVersionError, StoreUnavailableError
 from serving import cold_start, metric_labels
 from serving.config import load_config
 from serving.engine import Contacts, DecisionEngine, Scores
+from serving.errors import ErrorShape
 from serving.inputs import FeatureRows
 from serving.ledger_common import Decisions
 from serving.metrics import count_decisions, count_feedback, count_unlogged
 from serving.middleware import BodyLimit, JsonOnly, ModelsEndpoint, TokenAuth
+from serving.openapi import OpenApiSpec
 from serving.readiness import ReadyzSaysWhy
 from serving.schemas import (
     BatchFilter,
+    BatchRequest,
     ColdCustomer,
+    CustomerId,
+    DecideRequest,
     DecideResponse,
     FeedbackEvent,
+    FeedbackRequest,
     FeedbackResponse,
+    MaxOffers,
+    ScoreRequest,
 )
 from serving.state import ServiceState
 from serving.traffic import LoadShed, RequestLog, abandoned, install_logging, unless_abandoned
-
-CustomerId = Annotated[str, Field(min_length=1, max_length=200)]
-MaxOffers = Annotated[int, Field(ge=1, le=20, description="ranked offers returned")]
 
 
 def unavailable_says_why(api):
@@ -50,7 +53,7 @@ def unavailable_says_why(api):
         try:
             return api(self, *args, **kwargs)
         except ServiceUnavailable as err:
-            return JSONResponse({"error": str(err)}, status_code=503,
+            return JSONResponse({"error": str(err), "details": None}, status_code=503,
                                 headers={"retry-after": "30"})  # fmt: skip
 
     return answer
@@ -58,7 +61,10 @@ def unavailable_says_why(api):
 
 @bentoml.service(name="lifecycle", traffic={"timeout": 120}, workers=1)
 class LifecycleService:
-    """Stage, churn risk with reasons and the next-best offer for each customer."""
+    """Stage, churn risk with reasons and the next-best offer for each customer.
+
+    Each API validates its body with its request model (``input_spec``, strict, unknown
+    fields refused: :mod:`serving.schemas`); the parameters below receive its fields."""
 
     def __init__(self) -> None:
         install_logging()
@@ -78,12 +84,12 @@ class LifecycleService:
     def _stop_reloader(self) -> None:
         self.state.stop()
 
-    @bentoml.api(route="/decide")
+    @bentoml.api(route="/decide", input_spec=DecideRequest)
     @unavailable_says_why
     @unless_abandoned
     def decide(
         self,
-        customer_ids: Annotated[list[CustomerId], Field(min_length=1)],
+        customer_ids: list[CustomerId],
         channel: str | None = None,
         explain: bool = False,
         max_offers: MaxOffers = 3,
@@ -94,12 +100,12 @@ class LifecycleService:
         rows, scores = self._lookup(customer_ids, engine)
         return self._respond(engine, rows, channel, max_offers, explain, scores)
 
-    @bentoml.api(route="/score")
+    @bentoml.api(route="/score", input_spec=ScoreRequest)
     @unavailable_says_why
     @unless_abandoned
     def score(
         self,
-        customers: Annotated[list[ColdCustomer], Field(min_length=1, max_length=100)],
+        customers: list[ColdCustomer],
         as_of: str | None = None,
         channel: str | None = None,
         explain: bool = False,
@@ -119,7 +125,7 @@ class LifecycleService:
             raise InvalidArgument(str(err)) from None
         return self._respond(engine, rows, channel, max_offers, explain)
 
-    @bentoml.api(route="/batch")
+    @bentoml.api(route="/batch", input_spec=BatchRequest)
     @unavailable_says_why
     @unless_abandoned
     def batch(
@@ -131,24 +137,18 @@ class LifecycleService:
         max_offers: MaxOffers = 1,
     ) -> DecideResponse:
         """A campaign audience: up to ``batch_max_ids`` ids, or a filter on stage and churn."""
-        if (customer_ids is None) == (filter is None):
-            raise InvalidArgument("send exactly one of customer_ids or filter")
         engine = self._engine()
         scores = None
         if customer_ids is not None:
             _limit("customer_ids", customer_ids, self.config.batch_max_ids, "split the audience")
-            if not customer_ids:
-                raise InvalidArgument("customer_ids: send at least one id (or a filter)")
             rows, scores = self._lookup(customer_ids, engine)
         else:
             rows, scores = self._audience(engine, filter)
         return self._respond(engine, rows, channel, max_offers, explain, scores)
 
-    @bentoml.api(route="/feedback")
+    @bentoml.api(route="/feedback", input_spec=FeedbackRequest)
     @unavailable_says_why  # the ledger's server down: a 503 naming it, nothing acknowledged
-    def feedback(
-        self, events: Annotated[list[FeedbackEvent], Field(min_length=1, max_length=10_000)]
-    ) -> FeedbackResponse:
+    def feedback(self, events: list[FeedbackEvent]) -> FeedbackResponse:
         """Sends, opens, clicks and conversions; idempotent on event_id, on disk before 200."""
         records, refused = [], []
         now, c = self.state.clock.timestamp(), self.state.config
@@ -362,4 +362,6 @@ LifecycleService.add_asgi_middleware(LoadShed)  # after the token check: only ca
 LifecycleService.add_asgi_middleware(ModelsEndpoint)
 LifecycleService.add_asgi_middleware(JsonOnly)
 LifecycleService.add_asgi_middleware(ReadyzSaysWhy)
+LifecycleService.add_asgi_middleware(OpenApiSpec)  # GET /docs.json: serving/openapi.py
+LifecycleService.add_asgi_middleware(ErrorShape)  # innermost: BentoML's errors, one shape
 metric_labels.install(frozenset(api.route for api in LifecycleService.apis.values()))

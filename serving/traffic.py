@@ -34,6 +34,7 @@ from pathlib import Path
 from starlette.responses import Response
 
 from serving.config import DEFAULT_MAX_IN_FLIGHT
+from serving.errors import send_error
 from serving.middleware import configured, replay
 
 logger = logging.getLogger("serving.requests")
@@ -118,7 +119,7 @@ class RequestLog:
                              scope["path"], state.request_id)  # fmt: skip
             state.traceback_logged = True
             if response.status is None:
-                await _error(response.send, 500, "an unexpected error occurred; the server log "
+                await send_error(response.send, 500, "an unexpected error occurred; the server log "
                              f"names it with request id {state.request_id}")  # fmt: skip
         finally:
             watch.stop()
@@ -193,34 +194,20 @@ def _log_outcome(scope, state: RequestState, response: _Response) -> None:
 
 
 def _body_reason(body: bytes) -> str:
-    """The ``error`` of a JSON error body (BentoML's validation errors: the first field and
-    message too), cut to a line."""
+    """The ``error`` of a JSON error body (the one shape, :mod:`serving.errors`), cut to a
+    line."""
     try:
         data = json.loads(body)
     except ValueError:
         return _short(body.decode("utf-8", "replace")) or "(no body)"
-    if isinstance(data, list) and data:  # BentoML answers a 4xx BentoMLException as [{...}]
-        data = data[0]
     if not isinstance(data, dict):
         return _short(str(data))
-    reason = str(data.get("error", data))
-    detail = data.get("detail")
-    if isinstance(detail, list) and detail and isinstance(detail[0], dict):
-        loc = ".".join(str(part) for part in detail[0].get("loc", ()))
-        reason = f"{reason}; {loc}: {detail[0].get('msg', '')}"
-    return _short(reason)
+    return _short(str(data.get("error", data)))  # a validation error's message names its fields
 
 
 def _short(text: str) -> str:
     line = " ".join(text.split())
     return line if len(line) <= _REASON_CHARS else line[: _REASON_CHARS - 3] + "..."
-
-
-async def _error(send, status: int, message: str, headers: list | None = None) -> None:
-    body = json.dumps({"error": message}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), *(headers or [])]})  # fmt: skip
-    await send({"type": "http.response.body", "body": body})
 
 
 class LoadShed:
@@ -275,7 +262,7 @@ async def _shed(send, limit: int) -> None:
     if state is not None:
         state.shed, state.reason = True, message
     count_shed()
-    await _error(send, 503, message, [(b"retry-after", str(RETRY_AFTER_SECONDS).encode())])
+    await send_error(send, 503, message, [(b"retry-after", str(RETRY_AFTER_SECONDS).encode())])
 
 
 class QuietClientErrors(logging.Filter):

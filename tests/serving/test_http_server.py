@@ -1,7 +1,8 @@
 """Against a real ``bentoml serve`` subprocess on a free localhost port: readiness, the Python
-client, curl-style HTTP, Prometheus metrics, a schemathesis fuzz of the OpenAPI spec that
-must produce no server error, and operations (quiet logs with request ids, load shedding, no
-decision logged for a caller who left). The server runs ``tests/serving/fault_service.py``:
+client, curl-style HTTP, Prometheus metrics, a schemathesis fuzz of the OpenAPI spec with
+every check that must find no failure, the one error shape and strict request bodies, and
+operations (quiet logs with request ids, load shedding, no decision logged for a caller who
+left). The server runs ``tests/serving/fault_service.py``:
 the service plus two faults that only sentinel customer ids trigger."""
 
 from __future__ import annotations
@@ -20,9 +21,12 @@ import bentoml
 import httpx
 import pytest
 
+from serving.schemas import ErrorBody
+
 ROOT = Path(__file__).resolve().parents[2]
 IN_FLIGHT = 4  # LIFECYCLE_MAX_IN_FLIGHT of the server (the fuzz runs 2 workers)
 FAULT_ID, SLOW_PREFIX = "fault-injected-by-the-tests", "slow-"  # as in fault_service.py
+SCHEMATHESIS_CONFIG = Path(__file__).with_name("schemathesis.toml")  # why /score may answer 400
 
 
 def free_port() -> int:
@@ -117,17 +121,94 @@ def test_probes_and_metrics_stay_open(server, world):
     assert huge.status_code == 413 and "max_body_bytes" in huge.text  # before the token check
 
 
-def test_fuzzing_the_openapi_spec_finds_no_server_error(server, tmp_path):
+def test_fuzzing_the_openapi_spec_finds_no_failure_of_any_check(server, tmp_path):
+    """Schemathesis with every check (server errors, status codes, content types, headers and
+    bodies conforming to the spec, invalid data refused, valid data accepted, auth enforced,
+    undeclared methods 405) against the running server: zero failures."""
     result = subprocess.run(
-        [str(Path(sys.executable).parent / "st"), "run", f"{server['url']}/docs.json",
-         "--checks", "not_a_server_error", "--max-examples", "25", "--seed", "1",
-         "--header", "Authorization: Bearer t0ken", "--phases", "examples,coverage,fuzzing",
-         "--workers", "2"],
-        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+        [str(Path(sys.executable).parent / "st"), "--config-file", str(SCHEMATHESIS_CONFIG),
+         "run", f"{server['url']}/docs.json", "--checks", "all", "--max-examples", "25",
+         "--seed", "1", "--header", "Authorization: Bearer t0ken",
+         "--phases", "examples,coverage,fuzzing", "--workers", "2"],
+        capture_output=True, text=True, timeout=900, cwd=tmp_path,
     )  # fmt: skip
-    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
+    assert result.returncode == 0, result.stdout[-8000:] + result.stderr[-2000:]
     generated = re.search(r"(\d+) generated", result.stdout)
     assert generated and int(generated.group(1)) >= 100, result.stdout[-2000:]
+
+
+def one_error_shape(response: httpx.Response, status: int) -> ErrorBody:
+    """The answer's status is ``status`` and its body the one error shape, nothing more."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    assert set(response.json()) == {"error", "details"}, response.text
+    body = ErrorBody.model_validate(response.json())
+    assert body.error and (body.details is not None) == (status == 422), response.text
+    return body
+
+
+def test_strict_types_and_unknown_fields_are_a_422_naming_the_field(server):
+    """ "yes" is not a boolean, "3" not an integer, a misspelt field is refused rather than
+    ignored, at the top of the body and inside it; 20.0 is the integer 20 (as in JSON)."""
+    url, headers = server["url"], server["headers"]
+    feedback = {"event_id": "e1", "event": "sent", "customer_id": "c", "revenue": "5"}
+    cases = [
+        ("/decide", {"customer_ids": ["a"], "explain": "yes"}, ["explain"], "bool_type"),
+        ("/decide", {"customer_ids": ["a"], "max_offers": "3"}, ["max_offers"], "int_type"),
+        ("/decide", {"customer_ids": ["a"], "explian": True}, ["explian"], "extra_forbidden"),
+        ("/batch", {"filter": {"limt": 5}}, ["filter", "limt"], "extra_forbidden"),
+        ("/batch", {"customer_ids": ["a"], "filter": {}}, [], "value_error"),
+        ("/feedback", {"events": [feedback]}, ["events", 0, "revenue"], "float_type"),
+    ]
+    for route, body, loc, kind in cases:
+        answer = httpx.post(url + route, json=body, headers=headers)
+        error = one_error_shape(answer, 422)
+        assert [(d.loc, d.type) for d in error.details] == [(loc, kind)], (route, answer.text)
+        assert ".".join(map(str, loc)) in error.error  # the message names the field too
+    integral = httpx.post(f"{url}/decide", json={"customer_ids": ["a"], "max_offers": 20.0},
+                          headers=headers)  # fmt: skip
+    assert integral.status_code == 200, integral.text
+
+
+def test_every_error_answers_the_one_shape(server):
+    url, headers = server["url"], server["headers"]
+    one_error_shape(httpx.post(f"{url}/decide", json={"customer_ids": ["a"]}), 401)
+    huge = httpx.post(f"{url}/batch", content=b"[" * (9 * 1024 * 1024),
+                      headers={"content-type": "application/json"})  # fmt: skip
+    one_error_shape(huge, 413)
+    text = httpx.post(
+        f"{url}/decide", content=b"a", headers={**headers, "content-type": "text/plain"}
+    )
+    one_error_shape(text, 415)
+    assert one_error_shape(httpx.post(f"{url}/decide", content=b"{", headers=headers),
+                           422).details[0].type == "json_invalid"  # fmt: skip
+    many = httpx.post(f"{url}/decide", json={"customer_ids": [f"x{i}" for i in range(1001)]},
+                      headers=headers)  # fmt: skip
+    assert "at most 1000" in one_error_shape(many, 400).error  # InvalidArgument: a 400
+    one_error_shape(httpx.post(f"{url}/nowhere", json={}, headers=headers), 404)
+    wrong_method = httpx.get(f"{url}/decide", headers=headers)
+    assert "POST" in wrong_method.headers["allow"]
+    one_error_shape(wrong_method, 405)
+    assert httpx.request("TRACE", f"{url}/models", headers=headers).status_code == 405
+    fault = httpx.post(f"{url}/decide", json={"customer_ids": [FAULT_ID]}, headers=headers)
+    assert fault.headers["x-request-id"] in one_error_shape(fault, 500).error
+
+
+def test_the_spec_declares_auth_every_status_and_the_models_endpoint(server):
+    spec = httpx.get(f"{server['url']}/docs.json").json()
+    assert spec["openapi"].startswith("3.1") and "bearer" in spec["components"]["securitySchemes"]
+    decide = spec["paths"]["/decide"]["post"]
+    assert {"bearer": []} in decide["security"] and decide["requestBody"]["required"]
+    assert set(decide["responses"]) == {"200", "400", "401", "413", "415", "422", "500", "503"}
+    for status, answer in decide["responses"].items():
+        schema = answer["content"]["application/json"]["schema"]
+        assert (schema == {"$ref": "#/components/schemas/ErrorBody"}) == (status != "200")
+    request = spec["components"]["schemas"]["DecideRequest"]
+    assert request["additionalProperties"] is False and "customer_ids" in request["required"]
+    assert request["properties"]["customer_ids"]["maxItems"] == 1000  # the running config's
+    assert {"type": "null"} in request["properties"]["channel"]["anyOf"]
+    assert spec["paths"]["/models"]["get"]["responses"]["401"]
+    assert spec["paths"]["/livez"]["get"]["security"] == []
 
 
 def log_after(log: Path, offset: int, needle: str, timeout: float = 10.0) -> str:
@@ -208,6 +289,7 @@ def test_past_max_in_flight_requests_are_shed_at_once_and_log_no_decision(server
         probe = httpx.get(f"{server['url']}/readyz")  # never shed
         answers = [future.result() for future in slow]
     assert shed.status_code == 503 and shed.headers["retry-after"] == "1", shed.text
+    one_error_shape(shed, 503)
     assert "max_in_flight" in shed.json()["error"] and waited < 0.5
     assert probe.status_code == 200
     assert [a.status_code for a in answers] == [200] * IN_FLIGHT

@@ -345,11 +345,11 @@ def test_feedback_refuses_impossible_times_and_revenue(client, world, monkeypatc
     infinite = json.dumps({"events": [event]})  # Python's json writes Infinity
     response = client.post("/feedback", content=infinite,
                            headers={"content-type": "application/json"})  # fmt: skip
-    assert response.status_code == 400 and "revenue" in response.text
+    assert response.status_code == 422 and "revenue" in response.text
     negative = {"events": [{"event_id": "neg", "event": "converted", "customer_id": customer,
                             "revenue": -1.0}]}  # fmt: skip
     response = client.post("/feedback", json=negative)
-    assert response.status_code == 400 and "revenue" in response.text
+    assert response.status_code == 422 and "revenue" in response.text
 
 
 def test_a_body_above_the_limit_is_refused_before_it_is_read(app, service_env, monkeypatch):
