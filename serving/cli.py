@@ -18,7 +18,7 @@ from typing import Annotated
 
 import typer
 
-from serving import cli_loop
+from serving import cli_ledger, cli_loop
 from training.cli import app
 from training.cli_common import ProjectConfigFile, console, fail, project_config
 
@@ -55,7 +55,7 @@ def serve(
     LIFECYCLE_CONFIG, DATA/lifecycle.yaml) says where the data folder's tables are."""
     from serving.preflight import problems
 
-    found = problems(store, ledger)
+    found = problems(store, ledger, models)
     if found:
         for problem in found:
             console.print(f"[red]error:[/] {problem}", highlight=False)
@@ -260,6 +260,7 @@ def _print_calls(url: str, store: str, token: str | None) -> None:
 
 
 app.command("simulate-loop")(cli_loop.simulate_loop)
+app.add_typer(cli_ledger.app, name="ledger")
 
 
 def main() -> None:  # pragma: no cover - console entry point

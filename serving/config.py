@@ -36,6 +36,7 @@ ENV_FIELDS = {  # env var -> config field (override the YAML file)
     "LIFECYCLE_FEEDBACK_MAX_FUTURE_SECONDS": "feedback_max_future_seconds",
     "LIFECYCLE_CLOCK_FILE": "clock_file",
     "LIFECYCLE_RESERVE_CONTACTS": "reserve_contacts",
+    "LIFECYCLE_LEDGER_DURABILITY": "ledger_durability",
 }
 POLICY_FIELDS = ("exploration", "cold_start_control_share")  # env fields of ``policy``
 
@@ -91,6 +92,12 @@ class ServiceConfig(BaseModel):
         Path("store/ledger.sqlite"), description="the feedback ledger: a SQLite file (a path "
         "or sqlite:///PATH) or postgresql://USER[:PASSWORD]@HOST:PORT/DATABASE, shared by "
         "replicas (serving/ledger.py)",
+    )  # fmt: skip
+    ledger_durability: Literal["normal", "full"] = Field(
+        "normal", description="how decisions are committed to the ledger: 'normal' (SQLite "
+        "synchronous=NORMAL, PostgreSQL synchronous_commit=off: a power loss or an OS crash "
+        "may lose the last decisions, a crash of the service never) or 'full' (on disk before "
+        "the answer; README, 'Durability'). Feedback is always on disk before its 200",
     )  # fmt: skip
     reserve_contacts: bool | None = Field(
         None, description="read the contacts, decide and record the decisions in one ledger "

@@ -47,8 +47,17 @@ def agreeing_clv(bundle, fingerprint: str | None):
     return replace(bundle, clv=None, info=info, absent={**bundle.absent, "clv": why})
 
 
-def store_problem(models_fingerprint: str | None, store_label: str, version: int) -> str | None:
-    """Why the store version cannot serve these models, or None when it can."""
+def _version(version: int, address: str) -> str:
+    """The store's version for messages, with where the store lives when known."""
+    return f"the online store {address} (version {version})" if address else \
+        f"the online store's version {version}"  # fmt: skip
+
+
+def store_problem(
+    models_fingerprint: str | None, store_label: str, version: int, address: str = ""
+) -> str | None:
+    """Why the store version cannot serve these models, or None when it can (``address``:
+    where the store lives, named in the message)."""
     if models_fingerprint is None:
         return None  # models from before configs were recorded: nothing to compare
     built = label_fingerprint(store_label)
@@ -56,16 +65,17 @@ def store_problem(models_fingerprint: str | None, store_label: str, version: int
         return None
     how = f"config fingerprint {built}" if built else "no recorded config (an older store)"
     return (
-        f"the online store's version {version} was built with {how}, but the models were "
+        f"{_version(version, address)} was built with {how}, but the models were "
         f"trained with config fingerprint {models_fingerprint}: their vectors would not mean "
         "the same; re-materialise with `lifecycle features materialize DATA` (it builds with "
         "the champions' recorded config)"
     )
 
 
-def missing_columns(inputs: dict[str, list[str]], version) -> str | None:
+def missing_columns(inputs: dict[str, list[str]], version, address: str = "") -> str | None:
     """Which model inputs the store ``version`` lacks (``inputs``: model -> its columns), or
-    None when it holds them all: such a store cannot serve those models."""
+    None when it holds them all: such a store cannot serve those models (``address``: where
+    the store lives, named in the message)."""
     held = {c.name for c in version.columns}
     absent = {name: [c for c in columns if c not in held] for name, columns in inputs.items()}
     absent = {name: cols for name, cols in absent.items() if cols}
@@ -73,7 +83,7 @@ def missing_columns(inputs: dict[str, list[str]], version) -> str | None:
         return None
     listed = "; ".join(f"{name} model: {cols[:10]}" for name, cols in absent.items())
     return (
-        f"the online store's version {version.version} lacks column(s) the models read "
+        f"{_version(version.version, address)} lacks column(s) the models read "
         f"({listed}); re-materialise it with the models' feature set (`lifecycle features "
         "materialize DATA`)"
     )

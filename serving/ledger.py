@@ -14,11 +14,21 @@ or ``sqlite:///PATH`` is this module's SQLite file, for one machine; ``postgresq
 
 SQLite (WAL): feedback is committed with ``synchronous=FULL`` (on disk before the service
 answers 200); decisions with ``NORMAL`` (safe across a crash of the service, not of the
-machine), which keeps ``/decide`` fast.
+machine), which keeps ``/decide`` fast, or with ``FULL`` too (``durability="full"``, the
+service's ``ledger_durability``; README, "Durability").
+
+Nothing waits forever and nothing fails with a bare SQLite error: a lock held by another
+process longer than ``LOCK_TIMEOUT_SECONDS``, a damaged file or a failing disk raise
+:class:`LedgerUnavailable` naming the file and what to do (a 503 in the service). A damaged
+file is written no more (every later call raises the same) until the service is restarted
+after ``lifecycle ledger repair``; :meth:`FeedbackLedger.ping` (readiness) also opens the file
+afresh and takes its write lock, so a file damaged, replaced or locked while the service
+runs turns readiness off with the reason.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -43,6 +53,12 @@ from training.ledger_tables import read_tables
 __all__ = ["EVENTS", "Decision", "Decisions", "FeedbackLedger", "FeedbackResult",
            "LedgerBase", "LedgerUnavailable", "open_ledger", "read_tables"]  # fmt: skip
 T = TypeVar("T")
+LOCK_TIMEOUT_SECONDS = 5.0  # longest wait for another connection's lock, then a 503
+PING_TIMEOUT_SECONDS = 2.0  # readiness: longest wait for the write lock
+SYNCHRONOUS = {"normal": "NORMAL", "full": "FULL"}  # durability of decisions -> SQLite's level
+_DAMAGED = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
+_LOCKED = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
+_BUGS = (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError)
 _DDL = (
     """CREATE TABLE IF NOT EXISTS decisions (
         decision_id TEXT PRIMARY KEY, customer_id TEXT NOT NULL, offer_id TEXT,
@@ -76,16 +92,24 @@ _INSERT_DECISIONS = """
     VALUES (?,?,?,?,?,?,?,?,?,{expected_value},{channel})"""
 
 
-def open_ledger(location: str | Path, checkpoint_seconds: float | None = None) -> LedgerBase:
+def open_ledger(
+    location: str | Path, checkpoint_seconds: float | None = None, durability: str = "normal"
+) -> LedgerBase:
     """The ledger at ``location``: a file path or ``sqlite:///PATH`` (:class:`FeedbackLedger`,
     ``checkpoint_seconds`` as there) or ``postgresql://USER[:PASSWORD]@HOST:PORT/DATABASE``
-    (:class:`serving.ledger_postgres.PostgresLedger`, which connects on first use)."""
+    (:class:`serving.ledger_postgres.PostgresLedger`, which connects on first use).
+    ``durability``: how decisions are committed, ``"normal"`` (on disk soon after: a power
+    loss may lose the last ones) or ``"full"`` (on disk before the answer); feedback is
+    always ``"full"``."""
+    if durability not in SYNCHRONOUS:
+        raise ValueError(f"ledger durability must be one of {sorted(SYNCHRONOUS)}; "
+                         f"got {durability!r}")  # fmt: skip
     kind, target = parse_location(location)
     if kind == "postgresql":
         from serving.ledger_postgres import PostgresLedger
 
-        return PostgresLedger(target)
-    return FeedbackLedger(target, checkpoint_seconds)
+        return PostgresLedger(target, durability)
+    return FeedbackLedger(target, checkpoint_seconds, durability)
 
 
 class FeedbackLedger(LedgerBase):
@@ -97,20 +121,29 @@ class FeedbackLedger(LedgerBase):
     commit crosses 1,000 log pages: every few 1,000-id ``/batch`` requests one of them
     waited 40-55 ms for it (and its fsync). Durability does not change: a commit is
     complete once in the log. None: SQLite's automatic checkpoints (one-off tools, tests).
+    ``durability``: ``"normal"`` or ``"full"``, the ``synchronous`` level of decisions.
     """
 
-    def __init__(self, path: str | Path, checkpoint_seconds: float | None = None) -> None:
+    def __init__(
+        self, path: str | Path, checkpoint_seconds: float | None = None, durability: str = "normal"
+    ) -> None:
         self.path = Path(path)
         self.location = str(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.checkpoint_seconds = checkpoint_seconds
+        self.decisions_synchronous = SYNCHRONOUS[durability]
         self._reservations_indexed = False
         self._local = threading.local()
         self._closed = threading.Event()
-        with self._conn("FULL") as conn:
+        self._damaged: str | None = None  # why the file is written no more
+
+        def create(conn: sqlite3.Connection) -> None:
             for ddl in _DDL:
                 conn.execute(ddl)
             _add_policy_column(conn)
+
+        self._run(create, True)
+        self._file = _identity(self.path)  # the file the connections opened
         if checkpoint_seconds:
             threading.Thread(target=self._checkpoints, name="ledger-checkpoints",
                              daemon=True).start()  # fmt: skip
@@ -119,7 +152,8 @@ class FeedbackLedger(LedgerBase):
         key = f"conn_{synchronous}"
         conn = getattr(self._local, key, None)
         if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False)
+            conn = sqlite3.connect(self.path, timeout=LOCK_TIMEOUT_SECONDS,
+                                   check_same_thread=False)  # fmt: skip
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={synchronous}")
             if self.checkpoint_seconds:
@@ -128,7 +162,7 @@ class FeedbackLedger(LedgerBase):
         return conn
 
     def _checkpoints(self) -> None:
-        conn = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False)
+        conn = sqlite3.connect(self.path, timeout=LOCK_TIMEOUT_SECONDS, check_same_thread=False)
         try:
             while not self._closed.wait(self.checkpoint_seconds):
                 try:  # PASSIVE: copies what it can without waiting for readers or writers
@@ -142,23 +176,78 @@ class FeedbackLedger(LedgerBase):
         """Stop the background checkpoints (connections close with their threads)."""
         self._closed.set()
 
+    def ping(self) -> None:
+        """Raise :class:`LedgerUnavailable` unless the ledger can be written now: not found
+        damaged by a request, still the file the service opened (not moved or deleted), and,
+        opened afresh (no cached pages), a ledger whose write lock can be taken within
+        ``PING_TIMEOUT_SECONDS``."""
+        if self._damaged:
+            raise LedgerUnavailable(self._damaged)
+        if _identity(self.path) != self._file:
+            raise LedgerUnavailable(
+                f"the feedback ledger {self.path} was moved, replaced or deleted while the "
+                "service ran (its connections still write to the old file): restart the service"
+            )
+        try:
+            with contextlib.closing(sqlite3.connect(self.path, timeout=PING_TIMEOUT_SECONDS,
+                                                    isolation_level=None)) as conn:  # fmt: skip
+                conn.execute("BEGIN IMMEDIATE")
+                names = {row[0] for row in conn.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table'")}  # fmt: skip
+                conn.execute("ROLLBACK")
+        except sqlite3.Error as err:
+            raise self._unavailable(err, PING_TIMEOUT_SECONDS) from None
+        missing = sorted({"decisions", "feedback", "feedback_rejected"} - names)
+        if missing:
+            raise LedgerUnavailable(f"the feedback ledger {self.path} lacks the tables {missing} "
+                                    "(replaced by another file?): restart the service")  # fmt: skip
+
     def _run(self, work: Callable[[Any], T], durable: bool, lock: Sequence[str] = ()) -> T:
-        """``work`` in a transaction on this thread's connection (``FULL`` when ``durable``).
+        """``work`` in a transaction on this thread's connection (``FULL`` when ``durable``,
+        else the decisions' level); a SQLite failure (not a bug of ours) is rolled back and
+        raised as :class:`LedgerUnavailable` (:meth:`_unavailable`).
 
         ``lock``: ``BEGIN IMMEDIATE`` takes the file's write lock before ``work`` reads, so
         that no other thread or process writes until the commit (SQLite locks the whole file,
         so every customer's lock)."""
-        conn = self._conn("FULL" if durable else "NORMAL")
-        with conn:  # commits on return, rolls back on an error
-            if lock:
-                conn.execute("BEGIN IMMEDIATE")
-            return work(conn)
+        if self._damaged:
+            raise LedgerUnavailable(self._damaged)
+        try:
+            conn = self._conn("FULL" if durable else self.decisions_synchronous)
+            with conn:  # commits on return, rolls back on an error
+                if lock:
+                    conn.execute("BEGIN IMMEDIATE")
+                return work(conn)
+        except _BUGS:
+            raise
+        except sqlite3.Error as err:
+            raise self._unavailable(err, LOCK_TIMEOUT_SECONDS) from None
+
+    def _unavailable(self, err: sqlite3.Error, waited: float) -> LedgerUnavailable:
+        """What is wrong with the file, and what to do; a damaged file is written no more."""
+        code = getattr(err, "sqlite_errorcode", 0) & 0xFF
+        if code in _LOCKED:
+            return LedgerUnavailable(
+                f"the feedback ledger {self.path} stayed locked by another connection for more "
+                f"than {waited:g} s ({err}); nothing was written: retry, and if it lasts find "
+                f"the process holding it (`fuser {self.path}`)"
+            )
+        if code in _DAMAGED:
+            self._damaged = (
+                f"the feedback ledger {self.path} is damaged ({err}); nothing more is written "
+                f"to it: stop the service, run `lifecycle ledger check {self.path}` and "
+                f"`lifecycle ledger repair {self.path}` (it keeps the damaged file aside), or "
+                "restore it from a backup, then start the service again"
+            )
+            return LedgerUnavailable(self._damaged)
+        return LedgerUnavailable(
+            f"the feedback ledger {self.path} cannot be written ({err}); nothing was written: "
+            "check the disk (space, permissions) and the file"
+        )
 
     def reserve_contacts(self, customer_ids, offer_ids, now, window_days, decide):  # noqa: D102
         if not self._reservations_indexed:
-            with self._conn("FULL") as conn:
-                for ddl in _RESERVATION_DDL:
-                    conn.execute(ddl)
+            self._run(lambda conn: [conn.execute(ddl) for ddl in _RESERVATION_DDL], True)
             self._reservations_indexed = True
         return super().reserve_contacts(customer_ids, offer_ids, now, window_days, decide)
 
@@ -201,6 +290,15 @@ class FeedbackLedger(LedgerBase):
 
     def _count(self, conn: sqlite3.Connection, table: str) -> int:
         return conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """The file at ``path`` (device, inode), None when there is none."""
+    try:
+        found = path.stat()
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
 
 
 def _add_policy_column(conn: sqlite3.Connection) -> None:

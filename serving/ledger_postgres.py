@@ -10,7 +10,7 @@ behaviour is ``serving/ledger_common.py``), with what many writers need.
   writers posting the same event at once, the second waits for the first's commit and then
   counts a duplicate. Feedback commits with ``synchronous_commit=on`` (on disk before 200),
   decisions with ``off`` (like SQLite's ``NORMAL``: a crash of the server may lose the last
-  decisions, never acknowledged feedback).
+  decisions, never acknowledged feedback), or ``on`` with ``durability="full"``.
 - **Contact caps across replicas**: :meth:`LedgerBase.reserve_contacts` holds a transaction
   advisory lock per customer (taken in one order, so overlapping requests cannot deadlock)
   while it reads the contacts, decides and records: a second request for the same customer
@@ -126,8 +126,9 @@ def unavailable(url: str, err: Exception) -> LedgerUnavailable:
 class PostgresLedger(LedgerBase):
     """The ledger in the PostgreSQL database at ``url`` (module docstring)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, durability: str = "normal") -> None:
         self.location = url
+        self.durable_decisions = durability == "full"  # else synchronous_commit=off for them
         self._local = threading.local()
         self._schema_ready = False
         self._schema_lock = threading.Lock()
@@ -171,7 +172,7 @@ class PostgresLedger(LedgerBase):
             conn = self._conn()
             try:
                 with conn.transaction():
-                    if not durable:
+                    if not (durable or self.durable_decisions):
                         conn.execute("SET LOCAL synchronous_commit = off")
                     if lock:
                         conn.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")

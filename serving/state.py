@@ -39,7 +39,8 @@ class ServiceState:
         self.config = config
         self.clock = Clock(config.clock_file)
         self.store = open_store(config.store)
-        self.ledger = open_ledger(config.ledger, checkpoint_seconds=1.0)
+        self.ledger = open_ledger(config.ledger, checkpoint_seconds=1.0,
+                                  durability=config.ledger_durability)  # fmt: skip
         self.engine: DecisionEngine | None = None
         self.error: str | None = None
         self._scored: StoreScores | None = None
@@ -142,7 +143,8 @@ class ServiceState:
         return self._problem(engine, version) or self.ledger_problem()
 
     def ledger_problem(self) -> str | None:
-        """Why the ledger cannot be written (its server is down), or None (SQLite: never)."""
+        """Why the ledger cannot be written now (its server down; its file damaged, locked,
+        replaced), or None."""
         try:
             self.ledger.ping()
         except LedgerUnavailable as err:
@@ -164,8 +166,10 @@ class ServiceState:
             return None
         key = (id(engine), version.version)
         if self._checked[0] != key:
-            found = store_problem(engine.fingerprint, version.feature_set, version.version)
-            self._checked = (key, found or missing_columns(engine.input_columns(), version))
+            where = self.store.address
+            found = store_problem(engine.fingerprint, version.feature_set, version.version, where)
+            found = found or missing_columns(engine.input_columns(), version, where)
+            self._checked = (key, found)
         return self._checked[1]
 
     def start_reloader(self) -> None:
@@ -255,7 +259,12 @@ class ServiceState:
                 if rows.layout != ("store", version):  # materialised meanwhile: score that
                     key = (rows.layout[1], key[1])
                 position = {c: i for i, c in enumerate(rows.customer_ids)}
-                cached = StoreScores(key, rows, engine.score(rows), position)
+                try:
+                    scores = engine.score(rows)
+                except ValueError as err:  # a version materialised meanwhile lacks columns
+                    raise StoreUnavailableError(f"the online store {self.store.address}: "
+                                                f"{err}") from None  # fmt: skip
+                cached = StoreScores(key, rows, scores, position)
                 self._scored = cached
         return cached
 

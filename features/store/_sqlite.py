@@ -5,10 +5,16 @@ each connection remembers the pid that opened it; a thread that finds a differen
 a new one. An inherited connection is never closed in the child either (closing runs
 SQLite's lock and WAL clean-up against the parent's state): it is parked in
 ``_INHERITED`` for the life of the child process.
+
+Waits for a lock are bounded: a reader (the service) waits at most ``READ_TIMEOUT_S`` for a
+file another process holds locked, then fails with :func:`unreadable` naming the file; a
+writer (``materialize``) waits up to ``BUSY_TIMEOUT_S``, as another writer may be busy that
+long.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
@@ -16,7 +22,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-BUSY_TIMEOUT_S = 30.0
+from features.store._types import StoreUnavailableError
+
+BUSY_TIMEOUT_S = 30.0  # a writer waiting for another writer
+READ_TIMEOUT_S = 5.0  # a reader waiting for a lock: then the service answers 503 naming the file
+_DAMAGED = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
+_LOCKED = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
 _PRAGMAS = (
     "PRAGMA journal_mode=WAL",
     "PRAGMA synchronous=NORMAL",
@@ -30,8 +41,9 @@ _INHERITED: list[sqlite3.Connection] = []
 
 
 def connect(path: Path) -> sqlite3.Connection:
-    """Open ``path`` in autocommit mode (transactions are explicit) with the store pragmas."""
-    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+    """Open ``path`` in autocommit mode (transactions are explicit) with the store pragmas,
+    waiting at most ``READ_TIMEOUT_S`` for a lock (writers wait longer: :func:`write_txn`)."""
+    conn = sqlite3.connect(path, timeout=READ_TIMEOUT_S, isolation_level=None)
     for pragma in _PRAGMAS:
         conn.execute(pragma)
     return conn
@@ -76,26 +88,57 @@ class Connections:
 
 @contextmanager
 def read_txn(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """One read transaction: every statement inside sees the same snapshot (WAL)."""
+    """One read transaction: every statement inside sees the same snapshot (WAL). On an
+    error it is rolled back (quietly: a damaged file may fail that too) and the error raised."""
     conn.execute("BEGIN")
     try:
         yield conn
-    finally:
+    except BaseException:
         if conn.in_transaction:  # some errors (I/O, out of memory) end it already
-            conn.execute("COMMIT")
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+        raise
+    if conn.in_transaction:
+        conn.execute("COMMIT")
 
 
 @contextmanager
 def write_txn(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """One write transaction, taking the write lock up front; rolled back on any error."""
-    conn.execute("BEGIN IMMEDIATE")
+    """One write transaction, taking the write lock up front (waiting up to
+    ``BUSY_TIMEOUT_S`` for another writer); rolled back on any error."""
+    with patient(conn):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+
+@contextmanager
+def patient(conn: sqlite3.Connection) -> Iterator[None]:
+    """Wait up to ``BUSY_TIMEOUT_S`` for locks inside (writes), ``READ_TIMEOUT_S`` after."""
+    conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
     try:
-        yield conn
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
+        yield
+    finally:
+        conn.execute(f"PRAGMA busy_timeout={int(READ_TIMEOUT_S * 1000)}")
+
+
+def unreadable(path: Path, err: sqlite3.Error) -> StoreUnavailableError:
+    """The error a reader gets for a store file it cannot read: what is wrong, what to do."""
+    code = getattr(err, "sqlite_errorcode", 0) & 0xFF
+    if code in _DAMAGED:
+        what = (f"is damaged ({err}); move it aside and re-materialise it (`lifecycle features "
+                f"materialize DATA --store {path}`)")  # fmt: skip
+    elif code in _LOCKED:
+        what = (f"stayed locked by another process for more than {READ_TIMEOUT_S:g} s ({err}); "
+                "retry, and if it lasts find the process holding it (`fuser FILE`)")  # fmt: skip
+    else:
+        what = f"cannot be read ({err}); check the disk, the file and its permissions"
+    return StoreUnavailableError(f"the online store {path} {what}")
 
 
 def checkpoint(conn: sqlite3.Connection) -> None:
@@ -106,4 +149,5 @@ def checkpoint(conn: sqlite3.Connection) -> None:
     version. Waits (up to the busy timeout) only for readers that began before the last
     commit; if they outlast it the checkpoint stays partial and the next write finishes it.
     """
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    with patient(conn):
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()

@@ -4,15 +4,20 @@ Writers materialise a whole version into a new table and move the ``current_vers
 in the same transaction; readers read the pointer and the rows inside one read transaction.
 In WAL mode a read transaction sees one snapshot of the database for its whole life, so a
 reader sees either the old version or the new one, complete, and never a mix.
+
+A file that cannot be read (damaged, locked longer than ``READ_TIMEOUT_S``, gone) raises
+:class:`StoreUnavailableError` naming it and what to do (the service answers 503 with it);
+the thread's connection is then dropped, so a file re-materialised in its place is read anew.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 
@@ -29,8 +34,27 @@ from features.store._schema import (
     read_versions,
     set_current,
 )
-from features.store._sqlite import Connections, checkpoint, read_txn, write_txn
+from features.store._sqlite import Connections, checkpoint, read_txn, unreadable, write_txn
 from features.store._types import Lookup, NoVersionError, StoreVersion
+
+R = TypeVar("R")
+
+
+def _reading(method: Callable[..., R]) -> Callable[..., R]:
+    """``method`` of :class:`OnlineStore` with SQLite errors turned into
+    :class:`StoreUnavailableError` (:func:`unreadable`), after dropping this thread's
+    connection and the cached versions (the file may be replaced before the next call)."""
+
+    @functools.wraps(method)
+    def reading(self: OnlineStore, *args: Any, **kwargs: Any) -> R:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as err:
+            self._connections.close()
+            self._versions.clear()
+            raise unreadable(self.path, err) from None
+
+    return reading
 
 
 def _no_table(exc: sqlite3.OperationalError) -> bool:
@@ -158,6 +182,7 @@ class OnlineStore:
             set_current(conn, version)
         return live[version]
 
+    @_reading
     def current(self) -> StoreVersion | None:
         """Return the current version's metadata, or None if nothing was materialised."""
         if not self._readable():
@@ -166,6 +191,7 @@ class OnlineStore:
         with read_txn(conn):
             return self._current(conn)
 
+    @_reading
     def versions(self) -> list[StoreVersion]:
         """Return the live versions, oldest first (empty if nothing was materialised)."""
         if not self._readable():
@@ -178,6 +204,7 @@ class OnlineStore:
                     return []
                 raise
 
+    @_reading
     def lookup(self, customer_ids: Sequence[str]) -> Lookup:
         """Return the vectors of ``customer_ids`` from the current version.
 
@@ -199,6 +226,7 @@ class OnlineStore:
             rows = conn.execute(sql, (json.dumps(ids),)).fetchall()
         return decode_rows(rows, ids, version)
 
+    @_reading
     def customer_ids(self) -> list[str]:
         """Every customer id of the current version, in storage order.
 

@@ -3,7 +3,14 @@ a damaged file stops the start once, naming the file, what is wrong and what to 
 
 from __future__ import annotations
 
+import os
+import shutil
+import socket
 import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -11,6 +18,7 @@ from typer.testing import CliRunner
 
 from features.store import OnlineStore
 from serving.cli import app
+from serving.client import free_port
 from serving.ledger import _DDL
 from serving.preflight import problems
 
@@ -74,3 +82,126 @@ def test_lifecycle_serve_refuses_to_start_on_a_damaged_ledger(sound):
                                       "--port", "1"])  # fmt: skip
     assert result.exit_code == 1
     assert "is not a readable SQLite database" in result.output and "starting" not in result.output
+
+
+# ---- through `lifecycle serve`, a real process (issue 15, point 1) --------------------------
+
+LIFECYCLE = Path(sys.executable).with_name("lifecycle")
+
+
+@pytest.fixture
+def served(world, tmp_path):
+    """A copy of the trained world's store, a ledger with rows and the export folder."""
+    store = tmp_path / "online.sqlite"
+    shutil.copy(world["folder"] / "store" / "online.sqlite", store)
+    ledger = tmp_path / "ledger.sqlite"
+    fill_ledger(ledger)
+    return store, ledger, world["folder"] / "export"
+
+
+def fill_ledger(ledger: Path, rows: int = 200) -> None:
+    """A ledger with ``rows`` rejected events (enough pages for a truncation to hurt), its
+    log checkpointed into the file and no connection left open."""
+    conn = sqlite3.connect(ledger)
+    for ddl in _DDL:
+        conn.execute(ddl)
+    conn.executemany("INSERT INTO feedback_rejected VALUES (?,?,?,?)",
+                     [(1.0, f"e{i}", "r", "x" * 500) for i in range(rows)])  # fmt: skip
+    conn.commit()
+    conn.close()
+
+
+def serve_once(store: Path, ledger: Path, models: Path, tmp_path: Path) -> tuple[int, str, bool]:
+    """Run `lifecycle serve` on a free port until it exits (at most 120 s); its exit code,
+    its output (whitespace folded) and whether the port ever accepted a connection."""
+    port = free_port()
+    env = {**os.environ, "COLUMNS": "500", "BENTOML_HOME": str(tmp_path / "bentoml")}
+    process = subprocess.Popen(
+        [str(LIFECYCLE), "serve", "--store", str(store), "--ledger", str(ledger),
+         "--models", str(models), "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    opened = False
+    try:
+        deadline = time.monotonic() + 120
+        while process.poll() is None and time.monotonic() < deadline:
+            with socket.socket() as s:
+                s.settimeout(0.2)
+                opened = opened or s.connect_ex(("127.0.0.1", port)) == 0
+            time.sleep(0.05)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        output = process.communicate(timeout=30)[0]
+    return process.returncode, " ".join(output.split()), opened
+
+
+DAMAGE = {  # case -> (file damaged, damage, what the message says is wrong, what to do)
+    "ledger random bytes": ("ledger", "random bytes", "not a readable SQLite database",
+                            "lifecycle ledger repair"),
+    "ledger truncated": ("ledger", "truncated", "feedback ledger", "lifecycle ledger repair"),
+    "ledger another schema": ("ledger", "another schema", "a SQLite file of something else",
+                              "lifecycle ledger repair"),
+    "store garbage": ("store", "random bytes", "not a readable SQLite database",
+                      "lifecycle features materialize"),
+    "store lacking three model columns": ("store", "columns", "lacks column(s) the models read",
+                                          "lifecycle features materialize"),
+}  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", list(DAMAGE))
+def test_lifecycle_serve_exits_once_naming_the_file_the_problem_and_the_fix(
+    served, world, tmp_path, case
+):
+    store, ledger, models = served
+    which, how, wrong, fix = DAMAGE[case]
+    path = store if which == "store" else ledger
+    if how == "columns":
+        vectors = world["vectors"]
+        dropped = [c for c in vectors.columns if c != "customer_id"][:3]
+        OnlineStore(store).materialize(vectors.drop(columns=dropped), world["tables"].end,
+                                       world["label"])  # fmt: skip
+        wrong = f"{wrong} (churn model: {dropped}"
+    else:
+        damage(path, how)
+    code, output, opened = serve_once(store, ledger, models, tmp_path)
+    assert code == 1, output
+    assert str(path) in output and wrong in output and fix in output, output
+    assert output.count("error:") == 1 and "starting the decision API" not in output
+    assert not opened  # the port never opened
+
+
+# ---- `lifecycle ledger check|repair` --------------------------------------------------------
+
+
+def test_ledger_check_names_the_damage_and_repair_keeps_the_readable_rows(tmp_path):
+    ledger = tmp_path / "ledger.sqlite"
+    fill_ledger(ledger, rows=2000)
+    runner = CliRunner()
+    sound = runner.invoke(app, ["ledger", "check", str(ledger)], env={"COLUMNS": "500"})
+    assert sound.exit_code == 0 and "feedback_rejected 2,000" in sound.output
+    size = ledger.stat().st_size
+    with ledger.open("r+b") as f:  # a stretch of pages in the middle overwritten
+        f.seek(size // 2)
+        f.write(os.urandom(4096 * 8))
+    found = runner.invoke(app, ["ledger", "check", str(ledger)], env={"COLUMNS": "500"})
+    assert found.exit_code == 1 and str(ledger) in found.output and "damaged" in found.output
+    repaired = runner.invoke(app, ["ledger", "repair", str(ledger)], env={"COLUMNS": "500"})
+    assert repaired.exit_code == 0, repaired.output
+    aside = list(tmp_path.glob("ledger.sqlite.damaged-*"))
+    assert len(aside) == 1 and aside[0].stat().st_size == size  # kept as it was
+    assert problems(tmp_path / "none.sqlite", ledger) == []  # the new one is sound
+    with sqlite3.connect(ledger) as conn:
+        kept = conn.execute("SELECT COUNT(*) FROM feedback_rejected").fetchone()[0]
+    assert 1000 < kept < 2000  # what the damaged pages held is gone, the rest is there
+    assert f"feedback_rejected {kept:,}" in repaired.output
+
+
+def test_ledger_repair_of_a_garbage_file_keeps_it_aside_and_starts_empty(tmp_path):
+    ledger = tmp_path / "ledger.sqlite"
+    ledger.write_bytes(bytes(range(256)) * 64)
+    result = CliRunner().invoke(app, ["ledger", "repair", str(ledger)], env={"COLUMNS": "500"})
+    assert result.exit_code == 0 and "decisions 0" in result.output
+    assert problems(tmp_path / "none.sqlite", ledger) == []
+    assert len(list(tmp_path.glob("ledger.sqlite.damaged-*"))) == 1
