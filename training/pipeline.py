@@ -267,6 +267,15 @@ def fit_churn(fit_part: pd.DataFrame, holdout: pd.DataFrame, config: TrainConfig
     cols = feature_columns(train)
     params = {"random_state": config.seed, **config.churn}
     model = ChurnModel(**params).fit(train[cols], train["churned"], time=train["as_of"])
+    return churn_report(model, params, train, test, cols, config)
+
+
+def churn_report(
+    model: ChurnModel, params: dict, train: pd.DataFrame, test: pd.DataFrame, cols: list[str],
+    config: TrainConfig,
+) -> ModelReport:  # fmt: skip
+    """A fitted churn ``model`` on the holdout ``test`` beside its baselines (logistic, RFM,
+    BG/NBD when present) fitted on ``train``: metrics and figures (both training paths)."""
     y = test["churned"].to_numpy()
     curves = {"lightgbm": (y, model.predict_proba(test[cols])[:, 1])}
     baselines = {}

@@ -28,9 +28,9 @@ from features.project import DaskConfig
 from features.stages import STAGE_DTYPE
 from training import plots
 from training.datasets import Tables
-from training.metrics import churn_metrics, confusion, stage_metrics
+from training.metrics import confusion, stage_metrics
 from training.models._lgbm import feature_columns
-from training.models.baselines import LogisticChurn, RFMChurnHeuristic, StayInStage
+from training.models.baselines import StayInStage
 from training.models.churn import ChurnModel
 from training.models.stage import StageModel
 from training.pipeline import (
@@ -43,6 +43,7 @@ from training.pipeline import (
     _two_classes,
     check_before_work,
     churn_population,
+    churn_report,
     constant_columns,
     fit_and_evaluate,
     fit_clv,
@@ -205,24 +206,7 @@ def fit_churn(client, fits, holdout: pd.DataFrame, config: TrainConfig) -> Model
     )
     params = {"random_state": config.seed, **config.churn}
     model = fit_churn_on_cluster(client, parts, ChurnModel(**params))
-    y = test["churned"].to_numpy()
-    curves = {"lightgbm": (y, model.predict_proba(test[cols])[:, 1])}
-    baselines = {}
-    for name, base in (("logistic", LogisticChurn()), ("rfm", RFMChurnHeuristic())):
-        p = base.fit(train[cols], train["churned"]).predict_proba(test[cols])[:, 1]
-        curves[name], baselines[name] = (y, p), churn_metrics(y, p)
-    btyd = f"btyd_p_purchase_{config.dataset.churn_horizon_days}d"
-    if btyd in test.columns and test[btyd].notna().all():
-        p = 1.0 - test[btyd].to_numpy(dtype=float)
-        curves["bgnbd"], baselines["bgnbd"] = (y, p), churn_metrics(y, p)
-    figures = {
-        "reliability.png": plots.reliability_diagrams(curves),
-        "gains.png": plots.gains_chart(curves),
-        "feature_importance.png": plots.feature_importance_plot(model.feature_importance()),
-        "risk_histogram.png": plots.risk_histogram(curves["lightgbm"][1]),
-    }
-    return ModelReport("churn", model, params, churn_metrics(*curves["lightgbm"]), baselines,
-                       figures, test[cols].head(100))  # fmt: skip
+    return churn_report(model, params, train, test, cols, config)
 
 
 def fit_stage(client, fits, holdout: pd.DataFrame, config: TrainConfig) -> ModelReport:
