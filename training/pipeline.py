@@ -82,10 +82,7 @@ def fit_and_evaluate(
     has the tables for). ``TrainResult.seconds`` holds the wall time of each step
     (``training_set``, ``churn``, ``stage``, ``offers``).
     """
-    unknown = sorted(set(models or ()) - set(MODELS))
-    if unknown:
-        raise ValueError(f"models: unknown {', '.join(unknown)}; choose among "
-                         f"{', '.join(MODELS)}")  # fmt: skip
+    check_models(models)
     config = resolved(tables, config or TrainConfig())
     check_before_work(tables, config)
     seconds: dict[str, float] = {}
@@ -96,13 +93,32 @@ def fit_and_evaluate(
     holdout = parts["test"] if len(parts["test"]) else parts["validation"]
     dropped = constant_columns(fit_part) if config.dataset.drop_constant_features else []
     fit_part, holdout = fit_part.drop(columns=dropped), holdout.drop(columns=dropped)
+    reports, skipped = fit_models(_fitters(tables), (fit_part, holdout), config, models, seconds)
+    return TrainResult(config, frame, holdout["as_of"].max(), reports, seconds, skipped, dropped)
+
+
+def check_models(models: Collection[str] | None) -> None:
+    """A ValueError naming any of ``models`` that is not one of :data:`MODELS`."""
+    unknown = sorted(set(models or ()) - set(MODELS))
+    if unknown:
+        raise ValueError(f"models: unknown {', '.join(unknown)}; choose among "
+                         f"{', '.join(MODELS)}")  # fmt: skip
+
+
+def fit_models(
+    fitters: list[tuple[str, object]], data: tuple, config: TrainConfig,
+    models: Collection[str] | None, seconds: dict[str, float],
+) -> tuple[dict[str, ModelReport], dict[str, str]]:  # fmt: skip
+    """Each fitter (of ``models``, default all) called with ``*data, config``: its report, or
+    why it was skipped; wall times into ``seconds``; every report stamped with ``config``.
+    Raises ModelSkipped when none could be trained (both training paths)."""
     reports, skipped = {}, {}
-    for name, fit in _fitters(tables):
+    for name, fit in fitters:
         if models is not None and name not in models:
             continue
         with _timed(seconds, name):
             try:
-                reports[name] = fit(fit_part, holdout, config)
+                reports[name] = fit(*data, config)
             except (ModelSkipped, ValueError) as err:
                 skipped[name] = f"{type(err).__name__}: {err}"
     if not reports:
@@ -110,7 +126,7 @@ def fit_and_evaluate(
             f"{name}: {why}" for name, why in skipped.items()))  # fmt: skip
     for report in reports.values():
         stamp(report.estimator, config)
-    return TrainResult(config, frame, holdout["as_of"].max(), reports, seconds, skipped, dropped)
+    return reports, skipped
 
 
 def check_before_work(tables: Tables, config: TrainConfig) -> list[pd.Timestamp]:

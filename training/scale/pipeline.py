@@ -34,22 +34,21 @@ from training.models.baselines import StayInStage
 from training.models.churn import ChurnModel
 from training.models.stage import StageModel
 from training.pipeline import (
-    MODELS,
     ModelReport,
-    ModelSkipped,
     TrainConfig,
     TrainResult,
     _timed,
     _two_classes,
     check_before_work,
+    check_models,
     churn_population,
     churn_report,
     constant_columns,
     fit_and_evaluate,
     fit_clv,
+    fit_models,
     fit_offers,
     resolved,
-    stamp,
 )
 from training.scale.cluster import each, open_client, partition_count
 from training.scale.dataset import ClusterSet, build_training_set_on_cluster
@@ -80,9 +79,7 @@ def fit_and_evaluate_on_cluster(
     models on ``client``'s cluster (``partitions``: customer partitions, default from the
     config). Models are stamped with the config minus its ``dask`` section, so they are the
     same in kind as the single-process ones."""
-    unknown = sorted(set(models or ()) - set(MODELS))
-    if unknown:
-        raise ValueError(f"models: unknown {', '.join(unknown)}; choose among {', '.join(MODELS)}")
+    check_models(models)
     config = resolved(tables, config).model_copy(update={"dask": DaskConfig()})
     check_before_work(tables, config)
     seconds: dict[str, float] = {}
@@ -90,20 +87,8 @@ def fit_and_evaluate_on_cluster(
         n = partitions or partition_count(config.dask, client)
         cset = build_training_set_on_cluster(tables, config.dataset, client, n)
         fits, holdout, dropped, rows = split_on_cluster(cset, config)
-    reports, skipped = {}, {}
-    for name, fit in _fitters(tables):
-        if models is not None and name not in models:
-            continue
-        with _timed(seconds, name):
-            try:
-                reports[name] = fit(client, fits, holdout, config)
-            except (ModelSkipped, ValueError) as err:
-                skipped[name] = f"{type(err).__name__}: {err}"
-    if not reports:
-        raise ModelSkipped("no model could be trained: " + "; ".join(
-            f"{name}: {why}" for name, why in skipped.items()))  # fmt: skip
-    for report in reports.values():
-        stamp(report.estimator, config)
+    reports, skipped = fit_models(_fitters(tables), (client, fits, holdout), config, models,
+                                  seconds)  # fmt: skip
     cset.rows = rows
     return TrainResult(config, cset, holdout["as_of"].max(), reports, seconds, skipped, dropped)
 
