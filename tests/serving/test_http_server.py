@@ -124,12 +124,14 @@ def test_probes_and_metrics_stay_open(server, world):
 def test_fuzzing_the_openapi_spec_finds_no_failure_of_any_check(server, tmp_path):
     """Schemathesis with every check (server errors, status codes, content types, headers and
     bodies conforming to the spec, invalid data refused, valid data accepted, auth enforced,
-    undeclared methods 405) against the running server: zero failures."""
+    undeclared methods 405) against the running server: zero failures. One worker: with two,
+    hypothesis describes strategies from two threads at once and CPython 3.11's ast.parse is not
+    thread-safe ("SystemError: AST constructor recursion depth mismatch", CPython gh-106905)."""
     result = subprocess.run(
         [str(Path(sys.executable).parent / "st"), "--config-file", str(SCHEMATHESIS_CONFIG),
          "run", f"{server['url']}/docs.json", "--checks", "all", "--max-examples", "25",
          "--seed", "1", "--header", "Authorization: Bearer t0ken",
-         "--phases", "examples,coverage,fuzzing", "--workers", "2"],
+         "--phases", "examples,coverage,fuzzing", "--workers", "1"],
         capture_output=True, text=True, timeout=900, cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-8000:] + result.stderr[-2000:]
