@@ -28,8 +28,11 @@ demo: $(STAMP)
 	$(BIN)/lifecycle features materialize $(DEMO_DIR) --store store/online.sqlite
 	$(BIN)/lifecycle serve --data $(DEMO_DIR) --store store/online.sqlite --port $(DEMO_PORT)
 
+# Two workers, a test file each at a time (a file's module fixtures are built once); the
+# servers the tests start and the shared Redis/PostgreSQL (tests/services.py) allow it.
+PYTEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

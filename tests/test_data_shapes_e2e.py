@@ -15,6 +15,8 @@ from serving.client import LocalService
 from training.cli import app
 from training.profiles import write_profile_config
 
+pytestmark = pytest.mark.slow
+
 runner = CliRunner()
 SHAPES = {  # small and quick; the benchmark runs them at scale
     "purchase_only": SimConfig(profile="purchase_only", customers=1_200, days=730, seed=5),

@@ -22,6 +22,8 @@ from nbclient import NotebookClient
 
 from features.simulator import SimConfig, simulate, write_simulation
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 KERNEL = "customer-lifecycle-tests"

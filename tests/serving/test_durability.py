@@ -19,6 +19,8 @@ import pytest
 from serving.config import ServiceConfig, load_config
 from serving.state import ServiceState
 
+pytestmark = pytest.mark.slow
+
 SYNCHRONOUS = {1: "NORMAL", 2: "FULL"}  # PRAGMA synchronous answers a number
 
 

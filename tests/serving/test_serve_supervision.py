@@ -24,6 +24,8 @@ ROOT = Path(__file__).resolve().parents[2]
 # ignores SIGTERM, so only the SIGKILL after the grace period ends it; writes both pids.
 STAND_IN = """
 import os, signal, subprocess, sys, time
+
+pytestmark = pytest.mark.slow
 child = subprocess.Popen([sys.executable, "-c",
     "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(120)"])
 open(sys.argv[1], "w").write(f"{os.getpid()} {child.pid}")

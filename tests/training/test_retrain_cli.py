@@ -14,6 +14,8 @@ from tests.shops import decisions_ledger
 from training.cli import app
 from training.data import load_tables
 
+pytestmark = pytest.mark.slow
+
 runner = CliRunner()
 FAST = ("dataset:\n  snapshots: 4\n  snapshot_every_days: 30\n"
         "churn:\n  n_estimators: 30\nstage:\n  n_estimators: 20\n")  # fmt: skip

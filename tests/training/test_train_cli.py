@@ -11,6 +11,8 @@ from features.simulator import SimConfig, simulate, write_simulation
 from training.cli import app
 from training.models.stage import PRIOR_POWERS
 
+pytestmark = pytest.mark.slow
+
 runner = CliRunner()
 
 
