@@ -165,6 +165,8 @@ class Week:
     monitor_crossed: str = ""  # the checks over their threshold
     feature_psi: float | None = None  # the largest feature PSI against the reference
     score_psi: float | None = None
+    activity_shift: float | None = None  # the largest event-rate change beyond noise
+    activity_detail: str = ""  # the roles that moved
 
 
 def run_loop(
@@ -460,6 +462,9 @@ def monitor_week(week: Week, paths: Paths, world: World, config: LoopConfig) -> 
         value = {c["name"]: c["value"] for c in result["checks"]}
         week.monitor_crossed = ", ".join(result["crossed"])
         week.feature_psi, week.score_psi = value.get("feature_psi"), value.get("score_psi")
+        week.activity_shift = value.get("activity_shift")
+        week.activity_detail = next((c["detail"] for c in result["checks"]
+                                     if c["name"] == "activity_shift"), "")  # fmt: skip
 
 
 def _logged_run(command: list[str], paths: Paths, log_name: str) -> int:

@@ -19,14 +19,18 @@ PsiThreshold = Annotated[
 EceThreshold = Annotated[
     float, typer.Option(min=0.0, help="Exit 4 when the latest closed cohort's ECE is above.")
 ]
+ActivityThreshold = Annotated[
+    float, typer.Option(min=0.0, help="Exit 4 when a role's event rate per active customer "
+                        "moved by more than this share (0.1 = 10 %) beyond noise.")
+]  # fmt: skip
 
 
 def monitor(
     data: DataDir,
     store: Annotated[
         str, typer.Option("--store", help="The online store the service reads (a SQLite file "
-                          "or a redis://... URL); without it, the vectors at the data's last "
-                          "event.")
+                          "or a redis://... or postgresql://... URL); without it, the vectors "
+                          "at the data's last event.")
     ] = "store/online.sqlite",
     ledger: Annotated[
         str | None, typer.Option(help="The service's feedback ledger: a SQLite file or a "
@@ -38,6 +42,9 @@ def monitor(
     config: ProjectConfigFile = None,
     psi_threshold: PsiThreshold = 0.25,
     ece_threshold: EceThreshold = 0.1,
+    activity_threshold: ActivityThreshold = 0.1,
+    activity_days: Annotated[int, typer.Option(min=1, help="Event rates over the last N days "
+                                               "vs the N days before the reference date.")] = 7,
     reference_as_of: Annotated[
         str | None, typer.Option(help="Reference date (ISO; default: the champion churn "
                                  "model's training snapshot, its run's holdout_as_of).")
@@ -52,8 +59,9 @@ def monitor(
 ) -> None:  # fmt: skip
     """Compare the current store with the champion churn model's training snapshot (feature
     and score drift: PSI and a two-sample test), check realised calibration of the latest
-    cohort whose churn horizon has passed, realised offer performance against the control arm
-    and the ledger's health. Writes OUT/monitor.json, monitor.html and monitor.prom
+    cohort whose churn horizon has passed, each role's event rate in the last days against the
+    days before the reference date (activity), realised offer performance against the control
+    arm and the ledger's health. Writes OUT/monitor.json, monitor.html and monitor.prom
     (Prometheus gauges).
 
     Exit codes: 0 every check within its threshold; 4 a threshold was crossed (printed);
@@ -70,9 +78,10 @@ def monitor(
     if kind == "sqlite" and not Path(where).is_file():
         raise fail(f"the feedback ledger {ledger} does not exist", FAILED)
     try:
-        parts = _gather(data, config, store, ledger, reference_as_of, window_days, ledger_days,
-                        now)  # fmt: skip
-        result = evaluate(*parts[:-1], Thresholds(psi_threshold, ece_threshold), notes=parts[-1])
+        *parts, activity, notes = _gather(data, config, store, ledger, reference_as_of,
+                                          window_days, ledger_days, now, activity_days)  # fmt: skip
+        thresholds = Thresholds(psi_threshold, ece_threshold, activity_threshold)
+        result = evaluate(*parts, thresholds, notes=notes, activity=activity)
         generated_at = pd.Timestamp.now(tz="UTC")
         paths = write_outputs(result, out, generated_at, render(result, generated_at))
     except (LookupError, ValueError, KeyError, TypeError, OSError) as err:
@@ -88,13 +97,16 @@ def monitor(
     console.print(f"every check within its threshold (exit {WITHIN})")
 
 
-def _gather(data, config, store, ledger, reference_as_of, window_days, ledger_days, now):
-    """(champion, reference, current, calibration, exposures, ledger health, notes)."""
+def _gather(data, config, store, ledger, reference_as_of, window_days, ledger_days, now,
+            activity_days):  # fmt: skip
+    """(champion, reference, current, calibration, exposures, ledger health, activity,
+    notes)."""
     import pandas as pd
 
     from features.project import recorded_config
     from training.cli_common import project_config
     from training.monitoring import inputs
+    from training.monitoring.activity import activity_shift
     from training.monitoring.checks import calibration_of
     from training.monitoring.ledger_health import ledger_health
     from training.pipeline import resolved
@@ -128,7 +140,12 @@ def _gather(data, config, store, ledger, reference_as_of, window_days, ledger_da
                                         followed.dataset.response_window_days, ledger)  # fmt: skip
     at = now or pd.Timestamp.now(tz="UTC")
     health = ledger_health(ledger, at, ledger_days) if ledger is not None else None
-    return champion, reference, current, calibration, exposures, health, notes
+    try:
+        activity = activity_shift(tables.events, pd.Timestamp(when), tables.end, activity_days)
+    except ValueError as err:
+        notes.append(f"activity not computed: {err}")
+        activity = None
+    return champion, reference, current, calibration, exposures, health, activity, notes
 
 
 def _print(result, paths: dict[str, Path]) -> None:
@@ -146,6 +163,11 @@ def _print(result, paths: dict[str, Path]) -> None:
         console.print(f"realised calibration, cohort of {cal.as_of:%Y-%m-%d} ({cal.customers:,} "
                       f"customers): ECE {cal.ece:.4f}, predicted {cal.mean_predicted:.3f}, "
                       f"realised {cal.churn_rate:.3f}")  # fmt: skip
+    if result.activity is not None:
+        a = result.activity
+        moved = ", ".join(f"{r.role} {r.change:+.0%}" for r in a.moved.itertuples()) or "none"
+        console.print(f"activity, {a.days} days to {a.current_end:%Y-%m-%d} vs to "
+                      f"{a.reference_end:%Y-%m-%d}: roles moved beyond noise: {moved}")  # fmt: skip
     if result.ledger is not None:
         h = result.ledger.summary
         console.print(f"ledger: {h['decisions']:.0f} decisions in {h['days']:.0f} days, "

@@ -102,3 +102,28 @@ def test_the_training_snapshot_is_the_default_reference(workdir):
 def test_a_missing_ledger_exits_1_before_any_work(workdir):
     result = monitor("--ledger", "gone.sqlite")
     assert result.exit_code == 1 and "gone.sqlite does not exist" in result.output
+
+
+def test_purchases_gone_in_the_last_week_cross_the_activity_check_naming_the_role(workdir):
+    """A tracking feed that stopped: no purchase event in the last 7 days of a copy of the data.
+    The activity check compares that week with the week before the reference date."""
+    events = pd.read_parquet(workdir / "data" / "events.parquet")
+    end = pd.to_datetime(events["timestamp"], utc=True).max()
+    recent = pd.to_datetime(events["timestamp"], utc=True) > end - pd.Timedelta(days=7)
+    shutil.copytree(workdir / "data", workdir / "gone", dirs_exist_ok=True)
+    purchases = events["event_type"] == "purchase"
+    events[~(recent & purchases)].to_parquet(workdir / "gone" / "events.parquet")
+    reference = (end - pd.Timedelta(days=28)).isoformat()
+    result = runner.invoke(app, ["monitor", "gone", "--config", "train.yaml", "--reference-as-of",
+                                 reference, "--out", "gone-out"])  # fmt: skip
+    assert result.exit_code == 4, result.output
+    found = json.loads((workdir / "gone-out" / "monitor.json").read_text())
+    assert "activity_shift" in found["crossed"]
+    (check,) = [c for c in found["checks"] if c["name"] == "activity_shift"]
+    assert check["detail"].startswith("purchase -") and check["value"] > 0.5, check
+    roles = {row["role"]: row for row in found["activity"]["roles"]}
+    assert roles["purchase"]["current_events"] == 0 and roles["purchase"]["reference_events"] > 30
+    assert "roles moved beyond noise: purchase" in result.output
+    assert 'lifecycle_activity_change{role="purchase"}' in (workdir / "gone-out" /
+                                                           "monitor.prom").read_text()  # fmt: skip
+    assert "<h2>Activity</h2>" in (workdir / "gone-out" / "monitor.html").read_text()

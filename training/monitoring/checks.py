@@ -5,7 +5,11 @@ crosses nothing):
 
 - ``feature_psi``: the largest PSI among the churn model's features;
 - ``score_psi``: the PSI of the churn scores (current vs reference);
-- ``churn_ece``: the realised calibration error of the latest cohort whose horizon passed.
+- ``churn_ece``: the realised calibration error of the latest cohort whose horizon passed;
+- ``activity_shift``: the largest change in a role's events per active customer (purchases,
+  cancellations, visits, ...), the last week vs the week before the reference date, that
+  the role's (Bonferroni-adjusted 95 %) interval still allows
+  (:mod:`training.monitoring.activity`): a change of behaviour shows here within days.
 
 ``lifecycle monitor`` exits 4 when any check is crossed.
 """
@@ -17,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from training.monitoring.activity import Activity
 from training.monitoring.drift import feature_drift, score_drift
 from training.monitoring.inputs import Vectors, churn_scores, model_features
 from training.monitoring.ledger_health import LedgerHealth
@@ -27,6 +32,7 @@ from training.monitoring.outcomes import offer_performance, realised_calibration
 class Thresholds:
     psi: float = 0.25  # feature and score PSI
     ece: float = 0.1
+    activity: float = 0.1  # a 10 % change in a role's event rate, beyond noise
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,7 @@ class MonitorResult:
     offers: pd.DataFrame | None
     ledger: LedgerHealth | None
     thresholds: Thresholds
+    activity: Activity | None = None
     checks: list[Check] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -94,6 +101,7 @@ def evaluate(
     ledger: LedgerHealth | None,
     thresholds: Thresholds = Thresholds(),
     notes: list[str] | None = None,
+    activity: Activity | None = None,
 ) -> MonitorResult:
     """Drift of the champion's features and scores, with the outcomes and ledger health
     already gathered; the checks filled in."""
@@ -106,7 +114,7 @@ def evaluate(
     offers = offer_performance(exposures) if exposures is not None and len(exposures) else None
     result = MonitorResult(f"lifecycle-churn v{champion.version}", reference, current, drift,
                            score_drift(ref, cur), (ref, cur), calibration, offers, ledger,
-                           thresholds, notes=list(notes or []))  # fmt: skip
+                           thresholds, activity, notes=list(notes or []))  # fmt: skip
     result.checks = checks(result)
     return result
 
@@ -118,6 +126,11 @@ def checks(result: MonitorResult) -> list[Check]:
     over = drift.loc[drift["psi"] > t.psi, "feature"].tolist()
     detail = f"over {t.psi}: {', '.join(over)}" if over else ""
     ece = result.calibration.ece if result.calibration is not None else np.nan
+    a = result.activity
+    shift = a.shift if a is not None else np.nan
+    moved = "" if a is None else ", ".join(f"{r.role} {r.change:+.0%} [{r.low:+.0%}, {r.high:+.0%}]"
+                                           for r in a.moved.itertuples())  # fmt: skip
     return [Check("feature_psi", float(top), t.psi, detail),
             Check("score_psi", float(result.scores["psi"]), t.psi),
-            Check("churn_ece", float(ece), t.ece)]  # fmt: skip
+            Check("churn_ece", float(ece), t.ece),
+            Check("activity_shift", float(shift), t.activity, moved)]  # fmt: skip

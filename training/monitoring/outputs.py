@@ -12,6 +12,8 @@ Gauges (every value a float; NaN when not computed):
 | ``lifecycle_score_mean`` | ``sample`` (reference, current) | mean churn probability |
 | ``lifecycle_churn_ece`` | | realised calibration error of the latest closed cohort |
 | ``lifecycle_churn_realised_rate`` / ``lifecycle_churn_predicted_rate`` | | of that cohort |
+| ``lifecycle_activity_change`` | ``role`` | a role's event rate, last window / reference - 1 |
+| ``lifecycle_activity_shift_max`` | | the largest shift beyond noise (``activity_shift``) |
 | ``lifecycle_offer_conversion_lift`` | ``offer`` | conversion rate minus the control's |
 | ``lifecycle_offer_sends`` | ``offer`` | exposures in the window (``control`` included) |
 | ``lifecycle_ledger_<figure>`` | | ``training.monitoring.ledger_health`` figures |
@@ -60,7 +62,8 @@ def to_json(result: MonitorResult, generated_at: pd.Timestamp) -> dict:
                       "customers": len(result.reference.frame)},
         "current": {"as_of": _when(result.current.as_of), "source": result.current.source,
                     "customers": len(result.current.frame)},
-        "thresholds": {"psi": result.thresholds.psi, "ece": result.thresholds.ece},
+        "thresholds": {"psi": result.thresholds.psi, "ece": result.thresholds.ece,
+                       "activity": result.thresholds.activity},
         "checks": [{"name": c.name, "value": _float(c.value), "threshold": c.threshold,
                     "crossed": c.crossed, "detail": c.detail} for c in result.checks],
         "crossed": [c.name for c in result.crossed],
@@ -70,6 +73,10 @@ def to_json(result: MonitorResult, generated_at: pd.Timestamp) -> dict:
             "as_of": _when(cal.as_of), "horizon_days": cal.horizon_days, "ece": _float(cal.ece),
             "customers": cal.customers, "churn_rate": _float(cal.churn_rate),
             "mean_predicted": _float(cal.mean_predicted), "deciles": _records(cal.table)},
+        "activity": None if result.activity is None else {
+            "days": result.activity.days, "reference_end": _when(result.activity.reference_end),
+            "current_end": _when(result.activity.current_end),
+            "roles": _records(result.activity.table)},
         "offers": _records(result.offers),
         "ledger": None if result.ledger is None else {
             "summary": {k: _float(v) for k, v in result.ledger.summary.items()},
@@ -154,6 +161,20 @@ def to_prometheus(result: MonitorResult, generated_at: pd.Timestamp, top: int = 
         ),
     ):
         _gauge(lines, name, help_text, value)
+    if result.activity is not None:
+        table = result.activity.table
+        _gauge(
+            lines,
+            "lifecycle_activity_change",
+            "A role's event rate per active customer, last window vs the reference, minus 1.",
+            [({"role": r}, v) for r, v in zip(table["role"], table["change"], strict=True)],
+        )
+        _gauge(
+            lines,
+            "lifecycle_activity_shift_max",
+            "The largest change of a role's event rate beyond noise (0: none).",
+            result.activity.shift,
+        )
     if result.offers is not None:
         offers = result.offers
         _gauge(

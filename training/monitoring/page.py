@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from training.monitoring.activity import BASE_DAYS
 from training.monitoring.checks import MonitorResult
 from training.report_html import CSS, figure_tag, row, section, table_html
 
@@ -85,6 +86,20 @@ def _calibration(result: MonitorResult) -> str:
                          table_html(cal.table.set_index("decile"))))  # fmt: skip
 
 
+def _activity(result: MonitorResult) -> str:
+    a = result.activity
+    if a is None:
+        return section("Activity", "Not computed (see the notes above).")
+    intro = (
+        f"Each role's events per active customer (any event in the {BASE_DAYS} days before) "
+        f"in the {a.days} days to {a.current_end:%Y-%m-%d} against the {a.days} days to "
+        f"{a.reference_end:%Y-%m-%d}, with Bonferroni-adjusted 95% intervals; the shift is the "
+        f"smallest change an interval allows (0 when it covers no change). Roles with too few "
+        f"events in either window are not tested."
+    )
+    return section("Activity", intro, table_html(a.table.set_index("role")))
+
+
 def _offers(result: MonitorResult) -> str:
     if result.offers is None:
         return section("Offer performance", "No exposures in the window.")
@@ -126,7 +141,7 @@ def render(result: MonitorResult, generated_at: pd.Timestamp) -> str:
                  f"{result.scores['psi']:.4f}, KS {result.scores['ks_statistic']:.4f} "
                  f"(p {result.scores['p_value']:.3g}).",
                  figure_tag(score_chart(*result.score_samples), "scores")),
-        _calibration(result), _offers(result), _ledger(result),
+        _calibration(result), _activity(result), _offers(result), _ledger(result),
     ]  # fmt: skip
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
             f"<title>Lifecycle monitor</title><style>{CSS}{STATUS_CSS}</style></head>"
