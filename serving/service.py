@@ -5,7 +5,11 @@ code as training -> predict and decide -> respond, logging every decision to the
 
 from __future__ import annotations
 
+import ctypes
 import functools
+import os
+import signal
+import sys
 import threading
 
 import bentoml
@@ -59,6 +63,19 @@ def unavailable_says_why(api):
     return answer
 
 
+def stop_with_supervisor() -> None:
+    """On Linux, have the kernel send this worker SIGTERM (a clean stop: the ledger closed)
+    when the process that started it, BentoML's supervisor, dies, even by SIGKILL or the OOM
+    killer: an orphaned worker would go on holding the port, the ledger and a core with nobody
+    left to stop it. A supervisor already gone stops it at once."""
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 @bentoml.service(name="lifecycle", traffic={"timeout": 120}, workers=1)
 class LifecycleService:
     """Stage, churn risk with reasons and the next-best offer for each customer.
@@ -67,6 +84,7 @@ class LifecycleService:
     fields refused: :mod:`serving.schemas`); the parameters below receive its fields."""
 
     def __init__(self) -> None:
+        stop_with_supervisor()
         install_logging()
         self.config = load_config()
         self.state = ServiceState(self.config)

@@ -19,13 +19,13 @@ from serving.cli import supervise
 from serving.client import free_port
 from tests.serving.test_client import alive, gone
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[2]
 # A stand-in server with a child of its own (like BentoML's arbiter and its workers) that
 # ignores SIGTERM, so only the SIGKILL after the grace period ends it; writes both pids.
 STAND_IN = """
 import os, signal, subprocess, sys, time
-
-pytestmark = pytest.mark.slow
 child = subprocess.Popen([sys.executable, "-c",
     "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(120)"])
 open(sys.argv[1], "w").write(f"{os.getpid()} {child.pid}")
@@ -105,3 +105,28 @@ def _answers(port: int) -> bool:
         return httpx.get(f"http://127.0.0.1:{port}/livez", timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def test_a_worker_stops_when_its_supervisor_is_killed(world, tmp_path):
+    """SIGKILL to BentoML's supervisor alone (as the OOM killer does): its worker, orphaned,
+    gets SIGTERM from the kernel (serving.service.stop_with_supervisor) and exits instead of
+    holding the port and the ledger with nobody left to stop it."""
+    import shutil
+
+    from serving.client import LocalService
+
+    store = tmp_path / "online.sqlite"
+    shutil.copy(world["folder"] / "store" / "online.sqlite", store)
+    running = LocalService(store, tmp_path / "ledger.sqlite", models=world["folder"] / "export",
+                           config={"compile_cache": str(world["folder"] / "trees"),
+                                   "reload_seconds": 0},
+                           workdir=tmp_path / "service").start()  # fmt: skip
+    try:
+        supervisor = psutil.Process(running.process.pid)
+        workers = [p.pid for p in supervisor.children(recursive=True)
+                   if "_bentoml_impl.worker" in " ".join(p.cmdline())]  # fmt: skip
+        assert workers, supervisor.children(recursive=True)
+        os.kill(supervisor.pid, signal.SIGKILL)  # the supervisor only, not its group
+        assert gone(workers, timeout=30), f"workers {workers} outlived their supervisor"
+    finally:
+        running.stop()
