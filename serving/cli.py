@@ -33,7 +33,8 @@ def serve(
     ] = None,
     models: Annotated[str, typer.Option(help='"registry" or an export folder.')] = "registry",
     store: Annotated[
-        str, typer.Option(help="Online store: a SQLite file, or a redis://... URL.")
+        str,
+        typer.Option(help="Online store: a SQLite file, or a redis://... or postgresql://... URL."),
     ] = "store/online.sqlite",
     ledger: Annotated[
         str, typer.Option(help="Feedback ledger: a SQLite file, or a postgresql://... URL.")

@@ -86,7 +86,8 @@ class ServiceConfig(BaseModel):
     alias: str = "champion"
     store: Path | str = Field(
         Path("store/online.sqlite"), description="the online store: a SQLite file (a path or "
-        "sqlite:///PATH) or a Redis server, redis://HOST:PORT/DB[?prefix=NAME]",
+        "sqlite:///PATH), a Redis server, redis://HOST:PORT/DB[?prefix=NAME], or a PostgreSQL "
+        "database, postgresql://USER[:PASSWORD]@HOST:PORT/DATABASE[?prefix=SCHEMA]",
     )  # fmt: skip
     ledger: str | Path = Field(
         Path("store/ledger.sqlite"), description="the feedback ledger: a SQLite file (a path "

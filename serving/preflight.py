@@ -8,7 +8,8 @@ version must be readable and hold every column the champion models read (the mod
 loaded here, as the service will: :func:`models_problem`). A file that does not exist yet is
 fine (the ledger is created empty; a service without a store answers not ready), and so are
 champions not promoted yet (the service picks them up from the registry). A ledger on
-PostgreSQL must be reachable, with its tables all there or none yet.
+PostgreSQL must be reachable, with its tables all there or none yet; so must an online store
+on Redis or PostgreSQL, with a readable current-version pointer.
 """
 
 from __future__ import annotations
@@ -60,9 +61,10 @@ def ledger_problem(ledger: str | Path) -> str | None:
                         "and learning)")  # fmt: skip
 
 
-def redis_store_problem(url: str) -> str | None:
-    """Why the Redis store at ``url`` cannot serve: unreachable (PING), or its current-version
-    pointer and metadata unreadable. No version yet is fine, as a missing SQLite file is."""
+def server_store_problem(url: str) -> str | None:
+    """Why the server store (Redis or PostgreSQL) at ``url`` cannot serve: unreachable (PING,
+    ``SELECT 1``), or its current-version pointer and metadata unreadable. No version yet is
+    fine, as a missing SQLite file is."""
     from features.store import StoreUnavailableError, open_store
 
     try:
@@ -87,12 +89,12 @@ def redis_store_problem(url: str) -> str | None:
 
 def store_problem(store: str | Path) -> str | None:
     """What is wrong with the online store, with what to do: a SQLite file as above; a Redis
-    server reachable with a readable pointer (:func:`redis_store_problem`)."""
+    or PostgreSQL server reachable with a readable pointer (:func:`server_store_problem`)."""
     from features.store.factory import sqlite_path
 
     path = sqlite_path(store)
     if path is None:
-        return redis_store_problem(str(store))
+        return server_store_problem(str(store))
     problem = sqlite_problem(path, "online store", STORE_TABLES) or _version_problem(path)
     return problem and (f"{problem}; re-materialise it (`lifecycle features materialize "
                         f"DATA --store {store}`) after moving the file aside")  # fmt: skip

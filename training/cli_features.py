@@ -28,7 +28,8 @@ StorePath = Annotated[
     str,
     typer.Option(
         "--store",
-        help="The online store: a SQLite file, or a redis://HOST:PORT/DB[?prefix=NAME] URL.",
+        help="The online store: a SQLite file, or a redis://HOST:PORT/DB[?prefix=NAME] or "
+        "postgresql://USER@HOST:PORT/DB[?prefix=SCHEMA] URL.",
     ),
 ]
 

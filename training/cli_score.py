@@ -16,7 +16,10 @@ def score(
         bool, typer.Option("--all", help="Score every customer of the store (required).")
     ] = False,
     store: Annotated[
-        str, typer.Option("--store", help="The online store: a SQLite file or a redis:// URL.")
+        str,
+        typer.Option(
+            "--store", help="The online store: a SQLite file, a redis:// or a postgresql:// URL."
+        ),
     ] = "store/online.sqlite",
     out: Annotated[Path, typer.Option("--out", help="Parquet file to write.")] = Path(
         "scores.parquet"

@@ -2,8 +2,10 @@
 
 ``open_store("store/online.sqlite")`` or ``open_store("sqlite:///store/online.sqlite")``: the
 embedded SQLite store (:class:`features.store.OnlineStore`); ``open_store("redis://host:6379/0")``
-(optionally ``?prefix=name``): the Redis store (:class:`features.store.redis_store.RedisStore`).
-Both have the same interface and guarantees.
+(optionally ``?prefix=name``): the Redis store (:class:`features.store.redis_store.RedisStore`);
+``open_store("postgresql://user@host:5432/db")`` (or ``postgres://``, optionally ``?prefix=name``,
+a schema): the PostgreSQL store (:class:`features.store.postgres_store.PostgresStore`). All
+have the same interface and guarantees.
 """
 
 from __future__ import annotations
@@ -12,10 +14,14 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from features.store.online import OnlineStore
+from features.store.postgres_store import PostgresStore
 from features.store.redis_store import RedisStore
 
 SQLITE_PREFIX = "sqlite:///"
-SUPPORTED = "a file path, sqlite:///PATH, redis://HOST:PORT/DB or rediss://..."
+SUPPORTED = (
+    "a file path, sqlite:///PATH, redis://HOST:PORT/DB (or rediss://...) or "
+    "postgresql://USER@HOST:PORT/DB (or postgres://...)"
+)
 
 
 def is_url(location: str | Path) -> bool:
@@ -33,7 +39,7 @@ def sqlite_path(location: str | Path) -> Path | None:
     return None if is_url(location) else Path(location)
 
 
-def open_store(location: str | Path) -> OnlineStore | RedisStore:
+def open_store(location: str | Path) -> OnlineStore | RedisStore | PostgresStore:
     """The online store at ``location`` (nothing is opened or connected before first use).
 
     Raises
@@ -49,6 +55,8 @@ def open_store(location: str | Path) -> OnlineStore | RedisStore:
     scheme = urlsplit(str(location)).scheme
     if scheme in ("redis", "rediss"):
         return RedisStore(str(location))
+    if scheme in ("postgresql", "postgres"):
+        return PostgresStore(str(location))
     raise ValueError(f"store must be {SUPPORTED}; got the scheme {scheme!r} in {location!r}")
 
 

@@ -1,7 +1,7 @@
 """Online feature store: roundtrip, request order, versions, atomicity, processes, errors.
 
-Every behaviour test runs on each backend (the SQLite file and Redis, through the suite's own
-Redis server: ``tests/services.py``), so the two cannot drift apart.
+Every behaviour test runs on each backend (the SQLite file, Redis and PostgreSQL, through the
+suite's own servers: ``tests/services.py``), so the three cannot drift apart.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.store import NoVersionError, OnlineStore, RedisStore, open_store
+from features.store import NoVersionError, OnlineStore, PostgresStore, RedisStore, open_store
 from features.store._sqlite import _INHERITED
 
 AS_OF = pd.Timestamp("2024-03-01T00:00Z")
@@ -42,13 +42,16 @@ def vectors(marker: int = 1) -> pd.DataFrame:
     )
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "postgres"])
 def store(request, tmp_path):
-    """An empty store on each backend (Redis: under a key prefix of this test's own)."""
+    """An empty store on each backend (Redis: under a key prefix of this test's own;
+    PostgreSQL: in a database of this test's own)."""
     if request.param == "sqlite":
         location = str(tmp_path / "online.sqlite")
-    else:
+    elif request.param == "redis":
         location = request.getfixturevalue("redis_store_url")
+    else:
+        location = request.getfixturevalue("postgres_db_url")
     online = open_store(location)
     yield online
     online.close()
@@ -73,6 +76,11 @@ def _fresh(store):
 
 def _stored_versions(store) -> list[int]:
     """The versions whose rows are physically in the store (tables, or Redis hashes)."""
+    if isinstance(store, PostgresStore):
+        names = store._run(lambda conn: conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s "
+            "AND table_name LIKE 'vectors_v%%'", (store.schema,)).fetchall())  # fmt: skip
+        return sorted(int(name[len("vectors_v") :]) for (name,) in names)
     if isinstance(store, RedisStore):
         keys = store._redis().scan_iter(match=f"{store.keys.prefix}:v*:rows")
         return sorted(int(k.decode().rsplit(":", 2)[1][1:]) for k in keys)

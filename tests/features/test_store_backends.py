@@ -1,8 +1,10 @@
-"""Stores chosen by URL: the factory, Redis specifics (prefixes, large batches, an unreachable
-server, a foreign prefix) and the same answers as SQLite on the same vectors."""
+"""Stores chosen by URL: the factory, Redis and PostgreSQL specifics (prefixes, large batches,
+an unreachable server, a foreign prefix, pickling) and the same answers as SQLite on the same
+vectors."""
 
 from __future__ import annotations
 
+import pickle
 import re
 import socket
 from pathlib import Path
@@ -15,6 +17,7 @@ import redis
 from features.store import (
     NoVersionError,
     OnlineStore,
+    PostgresStore,
     RedisStore,
     StoreUnavailableError,
     absolute_location,
@@ -40,21 +43,38 @@ def _free_port() -> int:
         ("sqlite:////abs/online.sqlite", OnlineStore, Path("/abs/online.sqlite")),
         ("redis://127.0.0.1:6390/0", RedisStore, "lifecycle:store"),
         ("redis://h:1/2?prefix=shop1&socket_timeout=3", RedisStore, "shop1"),
+        ("postgresql://lifecycle@127.0.0.1:5440/lifecycle", PostgresStore, "lifecycle_store"),
+        ("postgres://u@h/db?prefix=shop1&sslmode=disable", PostgresStore, "shop1"),
     ],
 )
 def test_the_url_chooses_the_backend(location, kind, where):
     store = open_store(location)
     assert type(store) is kind
-    assert (store.path if kind is OnlineStore else store.keys.prefix) == where
+    place = {OnlineStore: lambda s: s.path, RedisStore: lambda s: s.keys.prefix,
+             PostgresStore: lambda s: s.schema}[kind]  # fmt: skip
+    assert place(store) == where
+
+
+def test_the_postgres_url_keeps_libpq_arguments_and_hides_passwords():
+    store = open_store("postgresql://u:pw@h:5/db?prefix=a&sslmode=disable&password=pw2")
+    assert store._location.conninfo == "postgresql://u:pw@h:5/db?sslmode=disable&password=pw2"
+    assert store.address == "postgresql://u:***@h:5/db?prefix=a&sslmode=disable&password=***"
+    assert "pw" not in repr(store).replace("password", "")
 
 
 def test_the_factory_refuses_unknown_kinds_naming_them():
-    with pytest.raises(ValueError, match=re.escape("got the scheme 'postgresql' in 'postgresql:")):
-        open_store("postgresql://lifecycle@127.0.0.1:5440/lifecycle")
+    with pytest.raises(ValueError, match=re.escape("got the scheme 'mysql' in 'mysql:")):
+        open_store("mysql://lifecycle@127.0.0.1:3306/lifecycle")
     with pytest.raises(ValueError, match="got an empty value"):
         open_store(" ")
     with pytest.raises(ValueError, match="prefix must be non-empty"):
         open_store("redis://127.0.0.1:6390/0?prefix=")
+    with pytest.raises(ValueError, match="prefix must be non-empty"):
+        open_store("postgresql://u:secret@h/db?prefix=")
+    with pytest.raises(ValueError, match=r"at most 63 bytes; got 'postgresql://u:\*\*\*@h/db"):
+        open_store(f"postgresql://u:secret@h/db?prefix={'x' * 64}")
+    with pytest.raises(ValueError, match="nor start with pg_"):
+        open_store("postgresql://h/db?prefix=pg_store")
 
 
 def test_absolute_location_resolves_files_and_keeps_urls(tmp_path, monkeypatch):
@@ -64,15 +84,19 @@ def test_absolute_location_resolves_files_and_keeps_urls(tmp_path, monkeypatch):
     assert absolute_location("redis://127.0.0.1:6390/0?prefix=a") == (
         "redis://127.0.0.1:6390/0?prefix=a"
     )
+    assert absolute_location("postgresql://u@h:1/db?prefix=a") == "postgresql://u@h:1/db?prefix=a"
 
 
-def test_an_unreachable_server_is_a_clear_error_naming_the_url():
-    url = f"redis://user:s3cret@127.0.0.1:{_free_port()}/0?prefix=x"
+@pytest.mark.parametrize("scheme", ["redis", "postgresql"])
+def test_an_unreachable_server_is_a_clear_error_naming_the_url(scheme):
+    port = _free_port()
+    where = "0?prefix=x" if scheme == "redis" else "lifecycle?prefix=x"
+    url = f"{scheme}://user:s3cret@127.0.0.1:{port}/{where}"
     store = open_store(url)
     with pytest.raises(StoreUnavailableError) as caught:
         store.lookup(["c1"])
     message = str(caught.value)
-    assert message.startswith(f"the online store redis://user:***@127.0.0.1:{url.split(':')[3]}")
+    assert message.startswith(f"the online store {scheme}://user:***@127.0.0.1:{port}/{where} ")
     assert "is unreachable" in message and "s3cret" not in message and "make services" in message
     assert isinstance(caught.value, NoVersionError)  # the service answers it with a 503
     with pytest.raises(StoreUnavailableError):
@@ -118,21 +142,34 @@ def _wide(n: int) -> pd.DataFrame:
     })  # fmt: skip
 
 
-def test_redis_gives_the_same_answers_as_sqlite_for_large_batches(redis_store_url, tmp_path):
+@pytest.mark.parametrize("server", ["redis_store_url", "postgres_db_url"])
+def test_servers_give_the_same_answers_as_sqlite_for_large_batches(server, request, tmp_path):
     """Large batches (10,000 ids, a /batch request's most), with duplicates and unknown ids."""
     vectors = _wide(6000)
-    sqlite, rds = OnlineStore(tmp_path / "s.sqlite"), open_store(redis_store_url)
-    for store in (sqlite, rds):
+    sqlite, other = OnlineStore(tmp_path / "s.sqlite"), open_store(request.getfixturevalue(server))
+    for store in (sqlite, other):
         store.materialize(vectors, AS_OF, "fs")
     rng = np.random.default_rng(1)
     ids = [f"c{i:05d}" for i in rng.integers(0, 6500, 10_000)]  # ~8% unknown
-    want, got = sqlite.lookup(ids), rds.lookup(ids)
+    want, got = sqlite.lookup(ids), other.lookup(ids)
     np.testing.assert_array_equal(got.numeric, want.numeric)
     assert got.found.tolist() == want.found.tolist() and got.missing == want.missing
     for name in ("plan", "note"):
         assert got.categorical[name].tolist() == want.categorical[name].tolist()
-    pd.testing.assert_frame_equal(rds.lookup_frame(ids[:500]), sqlite.lookup_frame(ids[:500]))
-    assert rds.customer_ids() == sqlite.customer_ids() == vectors["customer_id"].tolist()
+    pd.testing.assert_frame_equal(other.lookup_frame(ids[:500]), sqlite.lookup_frame(ids[:500]))
+    assert other.customer_ids() == sqlite.customer_ids() == vectors["customer_id"].tolist()
+
+
+@pytest.mark.parametrize("server", ["redis_store_url", "postgres_db_url"])
+def test_server_stores_pickle_as_their_url_even_when_connected(server, request):
+    """Dask ships stores to workers: a used store (open connections) pickles as its URL."""
+    url = request.getfixturevalue(server)
+    store = open_store(url)
+    store.materialize(pd.DataFrame({"customer_id": ["a", "b"], "x": [1.0, 2.0]}), AS_OF, "fs")
+    copy = pickle.loads(pickle.dumps(store))
+    assert type(copy) is type(store) and copy.url == url and repr(copy) == repr(store)
+    assert copy.lookup(["b", "z"]).numeric.tolist()[0] == [2.0]
+    assert store.lookup(["a"]).found.all()  # the original keeps its own connection
 
 
 def test_a_store_emptied_and_refilled_is_not_read_with_stale_metadata(redis_url, redis_prefix):

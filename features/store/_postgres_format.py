@@ -1,0 +1,183 @@
+"""How the online store lies in PostgreSQL: the URL, the tables, the SQL.
+
+One schema per store (``?prefix=`` in the URL, default ``lifecycle_store``), so several stores
+share a database as Redis prefixes share a server::
+
+    <schema>.store_current      one row: ``version`` (the pointer readers follow) and ``epoch``
+                                (random, set when the row is first written: readers' cached
+                                metadata is keyed by epoch and version, so a store dropped and
+                                re-filled, numbering from 1 again, is never read with stale
+                                metadata)
+    <schema>.store_versions     one row per live version: ``version`` (identity, never reused)
+                                and ``meta``, the JSON the Redis store keeps
+                                (:func:`features.store._redis_format.version_meta`)
+    <schema>.vectors_v<N>       the rows of version N, as the SQLite store's: ``rid`` (frame
+                                position), ``customer_id`` (primary key, ``COLLATE "C"``: byte
+                                comparisons), ``x`` (numeric features, one float64 bytea) and
+                                ``c0..`` (categoricals, text)
+
+A look-up is one statement (one snapshot, one round trip) that joins the requested ids, with
+their request positions, to the table of the version the reader last saw current, gated by a
+one-time filter on the pointer: rows come back only while the pointer still names that version
+(:mod:`features.store.postgres_store`). Identifiers in SQL are the quoted schema and integers
+only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+SCHEMES = ("postgresql", "postgres")
+DEFAULT_PREFIX = "lifecycle_store"
+MAX_IDENTIFIER = 63  # bytes (NAMEDATALEN - 1): longer names are cut, so two prefixes could meet
+
+
+@dataclass(frozen=True)
+class PostgresLocation:
+    """A ``postgresql://`` store URL split into what libpq reads and the store's schema."""
+
+    url: str  # as given
+    conninfo: str  # without ``prefix`` (libpq rejects unknown query arguments)
+    schema: str
+
+    @property
+    def shown(self) -> str:
+        """The URL with any password masked, for messages."""
+        return redact(self.url)
+
+    @property
+    def quoted(self) -> str:
+        """The schema as a quoted SQL identifier."""
+        return quote(self.schema)
+
+
+def parse_location(url: str) -> PostgresLocation:
+    """Split ``postgresql://[user[:password]@]host[:port]/db[?prefix=name&...]``.
+
+    Raises
+    ------
+    ValueError
+        If the scheme is not postgresql/postgres, or the prefix is not a usable schema name.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in SCHEMES:
+        raise ValueError(f"a PostgreSQL store URL must start with postgresql:// or postgres://; "
+                         f"got {redact(url)!r}")  # fmt: skip
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    prefixes = [value for name, value in query if name == "prefix"]
+    prefix = prefixes[-1] if prefixes else DEFAULT_PREFIX
+    problem = _prefix_problem(prefix)
+    if problem:
+        raise ValueError(f"the PostgreSQL store URL's prefix {problem}; got {redact(url)!r}")
+    rest = urlencode([(name, value) for name, value in query if name != "prefix"])
+    return PostgresLocation(url, urlunsplit(parts._replace(query=rest)), prefix)
+
+
+def _prefix_problem(prefix: str) -> str | None:
+    if not prefix.strip():
+        return "must be non-empty"
+    if len(prefix.encode()) > MAX_IDENTIFIER:
+        return f"(a schema name) must be at most {MAX_IDENTIFIER} bytes"
+    if "\x00" in prefix or prefix.lower().startswith("pg_"):
+        return "(a schema name) must not contain NUL nor start with pg_"
+    return None
+
+
+def redact(url: str) -> str:
+    """``url`` with its password (in the user part or a ``password=`` argument) as ``***``."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        user, hosts = netloc.rsplit("@", 1)
+        if ":" in user:
+            netloc = f"{user.split(':', 1)[0]}:***@{hosts}"
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    text = parts.query
+    if any(name == "password" for name, _ in query):
+        text = urlencode([(n, "***" if n == "password" else v) for n, v in query], safe="*")
+    return urlunsplit(parts._replace(netloc=netloc, query=text))
+
+
+def quote(name: str) -> str:
+    """``name`` as a quoted SQL identifier."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+# ---- SQL ---------------------------------------------------------------------------------
+
+
+def ddl(schema: str) -> tuple[str, ...]:
+    """The store's tables (``schema`` quoted), created if missing."""
+    return (
+        f"""CREATE TABLE IF NOT EXISTS {schema}.store_versions (
+            version bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY, meta text NOT NULL)""",
+        f"""CREATE TABLE IF NOT EXISTS {schema}.store_current (
+            singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+            version bigint NOT NULL, epoch bigint NOT NULL)""",
+    )
+
+
+def create_vectors_sql(schema: str, table: str, n_categorical: int) -> str:
+    """``CREATE TABLE`` of one version's rows (indexed after the load)."""
+    texts = "".join(f", c{i} text" for i in range(n_categorical))
+    return (f'CREATE TABLE {schema}.{table} (rid int4 NOT NULL, customer_id text COLLATE "C" '
+            f"NOT NULL, x bytea NOT NULL{texts})")  # fmt: skip
+
+
+def copy_sql(schema: str, table: str) -> str:
+    """COPY into a table created in the same transaction: FREEZE writes the rows frozen, so
+    the first readers need not set hint bits nor vacuum freeze them later."""
+    return f"COPY {schema}.{table} FROM STDIN (FORMAT BINARY, FREEZE)"
+
+
+def copy_types(n_categorical: int) -> list[str]:
+    """Column types of :func:`copy_sql`, for binary COPY."""
+    return ["int4", "text", "bytea", *["text"] * n_categorical]
+
+
+def index_sql(schema: str, table: str) -> str:
+    """The primary key of a loaded version table (one sort, after the bulk load)."""
+    return f"ALTER TABLE {schema}.{table} ADD PRIMARY KEY (customer_id)"
+
+
+def set_current_sql(schema: str) -> str:
+    """Move the pointer (params: version, epoch); the epoch is only set by the first write and
+    returned."""
+    return (f"INSERT INTO {schema}.store_current (singleton, version, epoch) VALUES "
+            "(true, %s, %s) ON CONFLICT (singleton) DO UPDATE SET version = EXCLUDED.version "
+            "RETURNING epoch")  # fmt: skip
+
+
+def activate_sql(schema: str) -> str:
+    """Point at ``%(version)s`` if it is live; returns a row if it moved."""
+    live = f"SELECT 1 FROM {schema}.store_versions WHERE version = %(version)s"
+    return (f"UPDATE {schema}.store_current SET version = %(version)s WHERE EXISTS ({live}) "
+            "RETURNING version")  # fmt: skip
+
+
+def _gate(schema: str, epoch: int, version: int) -> str:
+    """A one-time filter: the pointer still names ``version`` of ``epoch``."""
+    return (f"EXISTS (SELECT 1 FROM {schema}.store_current WHERE epoch = {int(epoch)} "
+            f"AND version = {int(version)})")  # fmt: skip
+
+
+@lru_cache(maxsize=64)
+def lookup_sql(schema: str, table: str, epoch: int, version: int, n_categorical: int) -> str:
+    """``(position, x, c0, ...)`` of the ids in the array parameter found in ``table``
+    (duplicates kept), if the pointer names ``version`` of ``epoch``; no rows otherwise."""
+    texts = "".join(f", t.c{i}" for i in range(n_categorical))
+    return (
+        f"SELECT j.ord - 1, t.x{texts} FROM unnest(%b::text[]) WITH ORDINALITY AS j(id, ord) "
+        f"JOIN {schema}.{table} AS t ON t.customer_id = j.id "
+        f"WHERE {_gate(schema, epoch, version)}"
+    )
+
+
+@lru_cache(maxsize=64)
+def ids_sql(schema: str, table: str, epoch: int, version: int) -> str:
+    """One row, every id of ``table`` in frame order, if the pointer names ``version`` of
+    ``epoch``; no rows otherwise."""
+    return (f"SELECT ARRAY(SELECT t.customer_id FROM {schema}.{table} AS t ORDER BY t.rid) "
+            f"WHERE {_gate(schema, epoch, version)}")  # fmt: skip
