@@ -1,7 +1,7 @@
 """Offer decisions valued by CLV against the simulator's truth at the log's end (issue 13).
 
 Usage: python benchmarks/bench_value_policy.py [--customers 20000] [--seed 0] [--reps 8]
-           [--bootstrap 1000] [--audience 2000] [--budget 1000]
+           [--bootstrap 1000] [--audience 2000] [--budget 1000] [--campaign-share 0.06]
 
 The default profile (rich events, campaign logs, an offer catalog) is simulated for 730 days
 and every model trained on it as ``lifecycle train`` trains them (``fit_and_evaluate``, the
@@ -12,10 +12,19 @@ conversion:
 
 - **today's policy** (``retention_value: catalog``): every conversion worth the catalog value;
 - **value-aware** (``retention_value: clv``, the default): a retention or win-back conversion
-  also saves the customer's value at risk, ``uplift x (value + churn x CLV) - cost``
-  (``training.policy.conversion_worth``);
+  also saves the customer's value at risk, ``uplift x (value + c / (1 - c) x CLV) - cost``
+  (``training.policy.conversion_worth``), and the policy leaves today's choice only where the
+  gain beats the uplift model's noise at one-sided 95 % (``training.policy.cautious_values``,
+  with the standard errors the offers model recorded, ``UpliftModel.measure_spread``);
+- **value-aware, before** (the same valuation without the caution: the product until then);
+- **every conversion keeps** (not the product; a check of the valuation): the saving added to
+  every offer's conversion, not only retention and win-back ones, cautious as the product;
 - **uplift x CLV** (the first value-aware formula, kept here for comparison): a retention or
   win-back conversion worth the whole CLV, ``uplift x CLV - cost``.
+
+``--campaign-share`` changes how many customers each weekly campaign reaches (the simulator's
+``campaign_share``, default 0.06): a thinner or richer campaign log, the other data shape this
+benchmark can vary (the ``purchase_only`` and ``subscription`` profiles have no campaigns).
 
 The truth (``features.simulator.truth.offers_at_end``): each customer's true conversion
 probability under every arm at the end of the log, and what a conversion adds to their spend
@@ -60,9 +69,12 @@ from training.pipeline import TrainConfig, fit_and_evaluate
 
 DAYS = 730
 POLICIES = {"today": "today's policy: catalog value", "value": "value-aware: the product",
+            "value_plain": "value-aware, before (no caution)",
+            "every": "every conversion keeps, cautious (not the product)",
             "whole_clv": "uplift × CLV (first formula)",
             "today_true": "today's valuation on the TRUE uplift",
-            "value_true": "value-aware valuation on the TRUE uplift"}  # fmt: skip
+            "value_true": "value-aware valuation on the TRUE uplift",
+            "every_true": "every conversion keeps, on the TRUE uplift"}  # fmt: skip
 REFERENCES = {"nothing": "no offer", "random": "random eligible offer",
               "oracle": "oracle: best true value among eligible"}  # fmt: skip
 
@@ -76,11 +88,21 @@ class WholeCLV(DecisionEngine):
         return np.where(self._keeps[None, :] & np.isfinite(clv), clv, value)
 
 
-def simulated(customers: int, seed: int) -> tuple[object, Tables, dict]:
+class EveryKeeps(DecisionEngine):
+    """The value-aware valuation with the saving added to every offer's conversion."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._keeps = np.ones_like(self._keeps)
+
+
+def simulated(customers: int, seed: int, campaign_share: float = 0.06
+              ) -> tuple[object, Tables, dict]:  # fmt: skip
     """The raw simulation (for the truth) and its tables as loaded; seconds spent."""
     seconds = {}
     t0 = time.perf_counter()
-    raw = simulate_raw(SimConfig(customers=customers, days=DAYS, seed=seed))
+    raw = simulate_raw(SimConfig(customers=customers, days=DAYS, seed=seed,
+                                 campaign_share=campaign_share))  # fmt: skip
     sim = build_tables(raw)
     offers = load_offers(sim.offers).data
     tables = Tables(load_events(sim.events).data, load_customers(sim.customers).data, offers,
@@ -100,19 +122,25 @@ def engines(result, offers: pd.DataFrame) -> dict[str, DecisionEngine]:
                                                              retention_value="catalog")),
         "value": DecisionEngine(bundle, offers, PolicyConfig(exploration=0.0)),
         "whole_clv": WholeCLV(bundle, offers, PolicyConfig(exploration=0.0)),
+        "every": EveryKeeps(bundle, offers, PolicyConfig(exploration=0.0)),
     }  # fmt: skip
 
 
 def decisions(engine: DecisionEngine, rows: FeatureRows, scores,
-              uplift: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+              uplift: np.ndarray | None = None, cautious: bool = True
+              ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """Per row: the chosen arm (0 = no offer, k = the catalog's k-th scored offer) and its
     expected value by the engine's own valuation (0 for no offer); ``uplift``: in place of
-    the offers model's (the truth's, to tell the valuation from the uplift estimates)."""
+    the offers model's (the truth's, to tell the valuation from the uplift estimates; known
+    exactly, so without ``cautious``, the engine's caution about the model's noise)."""
     n = len(rows.customer_ids)
     contacts = Contacts(np.zeros(n), np.full((n, len(engine.catalog.ids)), np.nan))
     eligible, _ = engine.eligibility(rows, scores, None, contacts)
-    uplift = scores.uplift if uplift is None else uplift
-    expected = uplift * engine.offer_values(scores) - engine.catalog.cost
+    if cautious:
+        expected = engine.expected_values(scores, eligible, uplift)
+    else:
+        uplift = scores.uplift if uplift is None else uplift
+        expected = uplift * engine.offer_values(scores) - engine.catalog.cost
     chosen, _, _ = engine.choose(expected, eligible, np.zeros(n))
     value = np.where(chosen > 0, expected[np.arange(n), np.maximum(chosen - 1, 0)], 0.0)
     return chosen, value
@@ -165,7 +193,10 @@ def summarise(values: dict[str, np.ndarray], sends: dict[str, int], draws: int,
                      "value-aware − this, per customer [paired CI]": diff})  # fmt: skip
     goal = {
         "value-aware − today's": paired("value", "today"),
+        "value-aware before − today's": paired("value_plain", "today"),
+        "every conversion keeps − today's": paired("every", "today"),
         "on the true uplift": paired("value_true", "today_true"),
+        "every conversion keeps − today's, on the true uplift": paired("every_true", "today_true"),
     }
     return rows, goal
 
@@ -187,9 +218,15 @@ def main() -> None:
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--audience", type=int, default=2000)
     parser.add_argument("--budget", type=int, default=1000)
+    parser.add_argument(
+        "--campaign-share",
+        type=float,
+        default=0.06,
+        help="share of contactable customers in each weekly campaign",
+    )
     args = parser.parse_args()
     start, load0 = time.perf_counter(), os.getloadavg()
-    raw, tables, seconds = simulated(args.customers, args.seed)
+    raw, tables, seconds = simulated(args.customers, args.seed, args.campaign_share)
     t0 = time.perf_counter()
     config = TrainConfig(seed=args.seed)
     result = fit_and_evaluate(tables, config)
@@ -207,11 +244,13 @@ def main() -> None:
     n = len(ids)
     contacts = Contacts(np.zeros(n), np.full((n, len(offer_ids)), np.nan))
     eligible, _ = found["value"].eligibility(rows, scores, None, contacts)
-    picked = {k: decisions(e, rows, scores) for k, e in found.items()}
+    picked = {k: decisions(e, rows, scores, cautious=k != "whole_clv") for k, e in found.items()}
+    picked["value_plain"] = decisions(found["value"], rows, scores, cautious=False)
+    picked = {k: picked[k] for k in POLICIES if k in picked}  # the tables' order
     true_uplift = np.column_stack([truth.loc[ids, f"p_{o}"] - truth.loc[ids, "p_control"]
                                    for o in offer_ids])  # fmt: skip
-    for k in ("today", "value"):  # the valuations alone: the uplift known exactly
-        picked[f"{k}_true"] = decisions(found[k], rows, scores, true_uplift)
+    for k in ("today", "value", "every"):  # the valuations alone: the uplift known exactly
+        picked[f"{k}_true"] = decisions(found[k], rows, scores, true_uplift, cautious=False)
     at_risk = np.nan_to_num(scores.churn * scores.clv, nan=-np.inf)
     audience = np.argsort(-at_risk, kind="stable")[: args.audience]
     blocks, payload = [], {}
@@ -245,7 +284,10 @@ def main() -> None:
         print(f"\n{head}\n\n{markdown(table)}\n\noffers sent by true stage: {mix}")
     gains = truth["conversion_gain"].groupby(truth["stage"], observed=True).mean().round(1)
     total = time.perf_counter() - start
-    tail = (f"{args.customers:,} customers (default profile, {DAYS} days, seed {args.seed}); "
+    se = getattr(result.reports["offers"].estimator, "uplift_se_", {})
+    tail = (f"{args.customers:,} customers (default profile, {DAYS} days, seed {args.seed}, "
+            f"campaign share {args.campaign_share}); uplift standard errors "
+            f"{ {k: round(v, 4) for k, v in se.items()} }; "
             f"truth: {args.reps} paired futures; mean conversion gain by true stage at the end "
             f"{gains.to_dict()}; CLV estimator {found['value'].clv_status['estimator']}; "
             f"{args.bootstrap} bootstrap resamples; {machine()}; total {total:.0f} s "

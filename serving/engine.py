@@ -37,7 +37,7 @@ from serving.inputs import FeatureRows, InputPlan
 from serving.ledger import Decisions
 from serving.policies import MODEL, cold_start_choice, greedy_choice, offers_status
 from serving.scoring import fast_model
-from training.policy import CONTROL, conversion_worth
+from training.policy import CONTROL, cautious_values, conversion_worth, greedy_offer
 
 MODELS = ("churn", "stage", "offers")  # the models run through the input plans
 CLV_PREFIX = "btyd_clv_"  # the probabilistic CLV column of the vectors: btyd_clv_<H>d
@@ -157,6 +157,7 @@ class DecisionEngine:
         self.catalog = Catalog(catalog, [str(k) for k in scored])
         self.arms = [CONTROL, *self.catalog.ids]
         self._keeps = np.isin(np.array(self.catalog.kind, dtype=object), RETENTION_KINDS)
+        self._uplift_se = uplift_se(bundle.offers, self.catalog.model_column)
         self.stages = [str(c) for c in bundle.stage.classes_]
         self.versions = bundle.versions
         self._versions_json = json.dumps(self.versions, sort_keys=True)
@@ -321,7 +322,7 @@ class DecisionEngine:
         if self.offer_policy is None:  # no catalog: no offers, no decision
             return self._answers(rows, as_of, scores, [[] for _ in range(n)], reasons), None
         eligible, why = self.eligibility(rows, scores, channel, contacts)
-        expected = scores.uplift * self.offer_values(scores) - self.catalog.cost
+        expected = self.expected_values(scores, eligible)
         chosen, propensity, explored = self.choose(expected, eligible, draws)
         value = None  # cold start: no expected values
         if self.offer_policy == MODEL:
@@ -347,6 +348,24 @@ class DecisionEngine:
         worth = conversion_worth(self.catalog.value, self._keeps, scores.churn if by_clv else None,
                                  scores.clv)  # fmt: skip
         return np.broadcast_to(worth, scores.uplift.shape)
+
+    def expected_values(
+        self, scores: Scores, eligible: np.ndarray, uplift: np.ndarray | None = None
+    ) -> np.ndarray:  # fmt: skip
+        """``(n, offers)``: what the policy ranks and chooses by, ``uplift x worth - cost``
+        (:meth:`offer_values`; ``uplift``: in place of the model's). With ``retention_value:
+        clv`` and an offers model that recorded its uplift's standard errors (``uplift_se_``),
+        cautiously (:func:`training.policy.cautious_values`): a retention saving makes the
+        policy leave the offer chosen by margin alone (the ``catalog`` choice) only where the
+        gain is larger than the uplift model's noise at one-sided 95 %; otherwise the plain
+        expected values (``catalog``: exactly those)."""
+        uplift = scores.uplift if uplift is None else uplift
+        worth = self.offer_values(scores)
+        expected = uplift * worth - self.catalog.cost
+        if self._uplift_se is None or self.policy.retention_value != "clv":
+            return expected
+        margin = greedy_offer(uplift * self.catalog.value - self.catalog.cost, eligible)
+        return cautious_values(expected, worth, self._uplift_se, margin)
 
     def _answers(
         self, rows: FeatureRows, as_of: str | None, scores: Scores, offers: list[list[dict]],
@@ -445,6 +464,18 @@ def current_stage(rows: FeatureRows) -> np.ndarray:
         return np.array(["awareness" if s is None else s for s in stage], dtype=object)
     frame = pd.DataFrame(rows.numeric, columns=list(rows.numeric_columns))
     return assign_stages(frame).astype("str").to_numpy(dtype=object)
+
+
+def uplift_se(offers: object | None, model_column: np.ndarray) -> np.ndarray | None:
+    """The standard error of each catalog offer's uplift (``model_column``: its column among
+    the offers model's, -1 = new to the model: NaN), as the offers model recorded it
+    (``uplift_se_``, by offer id); None for a model without them (trained before they were
+    recorded: the value-aware policy then ranks by its plain expected values)."""
+    recorded = getattr(offers, "uplift_se_", None)
+    if recorded is None or not len(offers.offers_):
+        return None
+    se = np.array([recorded.get(str(k), np.nan) for k in offers.offers_], dtype=float)
+    return np.where(model_column >= 0, se[np.maximum(model_column, 0)], np.nan)
 
 
 def clv_status(bundle: ModelBundle) -> dict:

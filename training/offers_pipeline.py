@@ -64,20 +64,25 @@ def _rows(data: OfferData, mask: np.ndarray) -> OfferData:
 
 
 def fit_uplift(train: OfferData, params: dict) -> UpliftModel:
-    """The uplift model on ``train`` sends; a ValueError (the offers model is skipped with it)
-    when the held-out control arm is too small to model: every uplift is relative to it."""
-    model = UpliftModel(**params).fit(train.X, train.arm, train.y, train.exposures["propensity"])
+    """The uplift model on ``train`` sends, with the standard error of each offer's uplift
+    (``uplift_se_``: :meth:`UpliftModel.measure_spread`, halves by customer), which the
+    value-aware policy needs (:func:`training.policy.cautious_values`); a ValueError (the
+    offers model is skipped with it) when the held-out control arm is too small to model:
+    every uplift is relative to it."""
+    args = (train.X, train.arm, train.y, train.exposures["propensity"])
+    model = UpliftModel(**params).fit(*args)
     if model.outcome_models_.get(CONTROL) is None:
         raise ValueError(
             f"the held-out control arm has {model.arm_counts_.get(CONTROL, 0)} training sends, "
             f"fewer than offers.min_arm_size={model.min_arm_size}: no offer's uplift can be "
             "estimated (more campaign logs with a control arm, or a smaller min_arm_size)"
         )
-    return model
+    return model.measure_spread(*args, groups=train.exposures["customer_id"])
 
 
 def evaluate_offers(model: UpliftModel, test: OfferData, offers: pd.DataFrame) -> dict:
-    """Qini/AUUC per offer and the off-policy value of each policy on ``test`` sends."""
+    """Qini/AUUC per offer and the off-policy value of each policy on ``test`` sends (and
+    each offer's recorded uplift standard error, ``uplift_se.<offer>``)."""
     uplift = model.predict_uplift(test.X)
     weights = 1.0 / test.exposures["propensity"].to_numpy()
     qini, metrics = {}, {}
@@ -88,6 +93,8 @@ def evaluate_offers(model: UpliftModel, test: OfferData, offers: pd.DataFrame) -
         args = (test.y[rows], treated, uplift[k].to_numpy()[rows], weights[rows])
         qini[k], metrics[f"auuc.{k}"] = qini_curve(*args), auuc(*args)
     metrics["auuc_mean"] = float(np.nanmean([v for k, v in metrics.items()]))
+    for k, se in getattr(model, "uplift_se_", {}).items():  # what the value-aware policy reads
+        metrics[f"uplift_se.{k}"] = float(se)
     table = policy_table(model, test, offers, *evaluated_policies(model, test, offers, uplift))
     for policy in ("learned", "propensity", "random"):
         for est in ("dr", "ips", "snips"):

@@ -2,16 +2,22 @@
 
 The value of sending offer k is ``uplift_k * value_k - cost_k`` (DESIGN section 6); sending
 nothing is worth 0, so the best action is the eligible offer of highest positive value, or no
-offer. ``policy_probabilities`` turns chosen actions into (epsilon-greedy) probabilities over
-the arms, the form off-policy evaluation and logged serving propensities need.
+offer. A conversion's worth can include the value of keeping the customer
+(:func:`conversion_worth`); :func:`cautious_values` then moves away from the choice by margin
+alone only where that gain beats the uplift model's noise. ``policy_probabilities`` turns
+chosen actions into (epsilon-greedy) probabilities over the arms, the form off-policy
+evaluation and logged serving propensities need.
 """
 
 from __future__ import annotations
+
+from statistics import NormalDist
 
 import numpy as np
 import pandas as pd
 
 CONTROL = "control"
+CONFIDENCE = 0.95  # of the one-sided bound a value-aware departure from the margin's choice needs
 
 
 def expected_values(
@@ -53,6 +59,57 @@ def conversion_worth(value, keeps, churn=None, clv=None) -> np.ndarray:
     saved = c / (1.0 - c) * np.asarray(clv, dtype=float)
     saved = np.where(np.isfinite(saved), saved, 0.0)[:, None]
     return value + np.asarray(keeps, dtype=bool)[None, :] * saved
+
+
+def greedy_offer(expected: np.ndarray, eligible: np.ndarray) -> np.ndarray:
+    """The eligible offer of highest positive expected value per row, ``(n,)`` offer positions,
+    -1 for no offer (none eligible, or none positive; NaN counts as not known, never chosen;
+    ties: the first), the greedy rule of the service's ``model`` policy."""
+    value = np.where(eligible & ~np.isnan(expected), expected, -np.inf)
+    if not value.shape[1]:
+        return np.full(len(value), -1)
+    return np.where(value.max(axis=1) > 0, value.argmax(axis=1), -1)
+
+
+def cautious_values(
+    expected: np.ndarray, worth: np.ndarray, uplift_se: np.ndarray, baseline: np.ndarray,
+    confidence: float = CONFIDENCE,
+) -> np.ndarray:  # fmt: skip
+    """Expected values that leave the ``baseline`` choice only where the gain is reliable.
+
+    A larger worth per conversion multiplies the uplift model's noise as well as its signal,
+    so the offer whose estimate is luckiest wins (the winner's curse). This keeps the
+    baseline's choice (today's policy: conversions worth their margin) unless another action's
+    value beats it by more than its noise: offer ``k`` replaces the baseline's ``j`` only
+    where ``E_k - E_j - z x sqrt(s_k^2 + s_j^2) > 0``, with ``s = uplift_se x worth`` (the
+    standard error of each expected value, the worth taken as known; ``s = 0`` for no offer)
+    and ``z`` the one-sided normal quantile of ``confidence`` (the conventional 0.95: 1.645).
+    The best such action wins, so the rule is ``argmax`` over the returned values, each
+    ``E_k - z x sqrt(s_k^2 + s_j^2)``, the baseline's own ``E_j`` unchanged.
+
+    Parameters
+    ----------
+    expected : (n, offers) value-aware expected values, ``uplift x worth - cost``.
+    worth : (n, offers) or (offers,) what a conversion is worth (:func:`conversion_worth`).
+    uplift_se : (offers,) standard error of each offer's uplift estimate (NaN: unknown,
+        treated as unbounded: the rule never moves to or from that offer).
+    baseline : (n,) the baseline's offer position per row, -1 for no offer.
+
+    Returns
+    -------
+    (n, offers) values for the greedy choice: ``greedy_offer`` of them is the baseline's
+    choice wherever no departure is reliably better (a baseline of no offer stays no offer
+    unless some ``E_k - z x s_k > 0``).
+    """
+    z = NormalDist().inv_cdf(confidence)
+    se = np.nan_to_num(np.asarray(uplift_se, dtype=float), nan=np.inf)
+    spread = np.abs(np.broadcast_to(worth, expected.shape)) * se[None, :]
+    rows, sent = np.arange(len(expected)), baseline >= 0
+    own = np.where(sent, spread[rows, np.maximum(baseline, 0)], 0.0)
+    with np.errstate(invalid="ignore"):  # inf - inf where both are unbounded: never chosen
+        out = expected - z * np.hypot(spread, own[:, None])
+    out[rows[sent], baseline[sent]] = expected[rows[sent], baseline[sent]]
+    return np.where(np.isnan(out) & ~np.isnan(expected), -np.inf, out)
 
 
 def next_best_offer(

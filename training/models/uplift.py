@@ -18,7 +18,7 @@ import warnings
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, clone
 from sklearn.model_selection import KFold
 from sklearn.utils.validation import check_is_fitted
 
@@ -53,6 +53,8 @@ class UpliftModel(BaseEstimator):
     effect_models_ : dict offer -> Booster or None (``dr`` only).
     categories_ : dict column -> training categories of each categorical column.
     feature_names_in_, n_features_in_ : training columns.
+    uplift_se_ : dict offer -> standard error of its uplift estimate, set by
+        :meth:`measure_spread` (absent until then).
     """
 
     def __init__(
@@ -167,6 +169,47 @@ class UpliftModel(BaseEstimator):
             uplift = _columns([self.effect_models_[k] for k in self.offers_], data)
         logged = self.logging_model_.predict(data, num_threads=self.n_jobs)
         return uplift, logged.reshape(len(data), -1)[:, 1:] >= self.min_support
+
+    def measure_spread(
+        self, X: pd.DataFrame, arm: object, y: object, propensity: object | None = None,
+        groups: object | None = None,
+    ) -> UpliftModel:  # fmt: skip
+        """How far the uplift estimates move with the sends they learn from: ``uplift_se_``.
+
+        The model is refitted on two disjoint halves of its training sends (split by
+        ``groups``, e.g. the customer, so that one customer's sends stay together; default:
+        by row). Each half's estimate has about twice the full model's variance, so the two
+        differ by ``4 x se^2`` in mean square: per offer, ``se = sqrt(mean((u1 - u2)^2) / 4)``
+        over the sends where the offer is supported (:meth:`supported`) and both halves
+        estimate it; NaN when none does (an arm too small in a half; every offer when a half
+        cannot be fitted at all). Same ``X``, ``arm``, ``y``, ``propensity`` as :meth:`fit`;
+        returns self.
+        """
+        check_is_fitted(self, "outcome_models_")
+        keys = pd.Series(np.arange(len(X)) if groups is None else np.asarray(groups, dtype=object))
+        codes, uniques = pd.factorize(keys)
+        half = np.random.default_rng(self.random_state).permutation(len(uniques))[codes] % 2 == 0
+        p = None if propensity is None else np.asarray(propensity, dtype=float)
+        arms, ys = arm_labels(arm), np.asarray(y)
+        try:
+            with warnings.catch_warnings():  # a small arm in a half: NaN uplift, so NaN se
+                warnings.simplefilter("ignore", UserWarning)
+                halves = [
+                    clone(self).fit(X[m].reset_index(drop=True), arms[m], ys[m],
+                                    None if p is None else p[m]).predict_uplift(X)
+                    .reindex(columns=self.offers_)
+                    for m in (half, ~half)
+                ]  # fmt: skip
+        except (ValueError, lgb.basic.LightGBMError):  # a half too small to fit at all
+            self.uplift_se_ = dict.fromkeys(self.offers_, float("nan"))
+            return self
+        gap = (halves[0] - halves[1]).to_numpy() ** 2 / 4.0
+        gap[~self.supported(X)[self.offers_].to_numpy()] = np.nan
+        with warnings.catch_warnings():  # an offer no half estimates: NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            self.uplift_se_ = dict(zip(self.offers_, np.sqrt(np.nanmean(gap, axis=0)).tolist(),
+                                       strict=True))  # fmt: skip
+        return self
 
     # ---- fitting --------------------------------------------------------------------
 
