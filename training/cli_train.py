@@ -100,15 +100,20 @@ def promote(
 
     Primary metrics: churn ROC-AUC, stage macro-F1; the comparison is printed.
     """
-    from training.promotion import promote_all
+    from training.promotion import promote_all, without_challenger
 
     cfg, tables = _setup(data, config, experiment, ledger)
     try:
         outcomes = promote_all(tables, cfg)
     except LookupError as err:
         raise fail(str(err)) from None
+    if not outcomes:
+        raise fail("no model has a challenger to promote; run `lifecycle train` first")
     for outcome in outcomes:
         console.print(outcome.summary())
+    for name in without_challenger():
+        console.print(f"{name}: no challenger (training skipped it; its run says why): "
+                      "nothing to promote")  # fmt: skip
 
 
 # exit codes of `lifecycle retrain`, for a scheduler

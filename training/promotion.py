@@ -11,7 +11,7 @@ from training.datasets import Tables, build_training_set, time_split
 from training.metrics import churn_metrics, stage_metrics
 from training.models._lgbm import feature_columns
 from training.pipeline import PRIMARY, TrainConfig, churn_population
-from training.registry import Compare, Promotion, load_alias, promote, promote_by
+from training.registry import Compare, Promotion, has_alias, promote, promote_by
 from training.tracking import REGISTERED_NAMES
 
 OFFERS_METRIC = "policy_value_dr (paired, latest sends)"
@@ -107,22 +107,33 @@ def clv_score(tables: Tables, config: TrainConfig):
 def promote_all(tables: Tables, config: TrainConfig,
                 names: Collection[str] | None = None) -> list[Promotion]:  # fmt: skip
     """Promote each model's challenger that wins on the same later holdout; ``names``: only
-    these models (default: every model the data has the tables for)."""
+    these models (default: every model the data has the tables for). A model with no
+    challenger at all (training skipped it, e.g. too few campaign sends for the offers model)
+    is left out of the outcomes, not an error: :func:`without_challenger` names them."""
     holdout = latest_holdout(tables, config)
     scores = {"churn": churn_score(holdout), "stage": stage_score(holdout)}
-    if load_alias(REGISTERED_NAMES["clv"], "challenger")[0] is not None:  # CLV was trained
+    if has_alias(REGISTERED_NAMES["clv"], "challenger"):  # CLV was trained
         found = clv_score(tables, config)
         if found is not None:
             scores["clv"] = found
     wanted = [name for name in (*scores, "offers") if names is None or name in names]
+    wanted = [name for name in wanted if has_alias(REGISTERED_NAMES[name], "challenger")]
     outcomes = [promote(REGISTERED_NAMES[name], PRIMARY[name], scores[name])
                 for name in wanted if name in scores]  # fmt: skip
     if "offers" in wanted and tables.exposures is not None and tables.offers is not None \
             and len(tables.exposures):  # fmt: skip
         outcomes.append(promote_by(REGISTERED_NAMES["offers"], OFFERS_METRIC,
                                    offers_gate(tables, config)))  # fmt: skip
-    log_promotions(outcomes)
+    if outcomes:
+        log_promotions(outcomes)
     return outcomes
+
+
+def without_challenger(names: Collection[str] | None = None) -> list[str]:
+    """The registered models (of ``names``; default every one) that have no challenger."""
+    return [registered for name, registered in REGISTERED_NAMES.items()
+            if (names is None or name in names)
+            and not has_alias(registered, "challenger")]  # fmt: skip
 
 
 def log_promotions(outcomes: list[Promotion]) -> None:

@@ -124,6 +124,15 @@ def log_estimator(
     return Registered(register_as, version, info.run_id)
 
 
+def has_alias(name: str, alias: str) -> bool:
+    """Whether ``models:/name@alias`` exists (nothing is loaded)."""
+    try:
+        MlflowClient().get_model_version_by_alias(name, alias)
+    except mlflow.exceptions.MlflowException:
+        return False
+    return True
+
+
 def load_alias(name: str, alias: str):
     """The estimator behind ``models:/name@alias`` (None when the alias does not exist)."""
     client = MlflowClient()

@@ -95,3 +95,24 @@ def test_promote_before_train_says_what_to_do(tmp_path, monkeypatch):
     write_simulation(simulate(cfg), tmp_path / "data", cfg)
     result = runner.invoke(app, ["promote", "data"])
     assert result.exit_code == 1 and "lifecycle train" in result.output
+
+
+def test_a_model_training_skipped_is_not_an_error_for_promote(tmp_path, monkeypatch):
+    """A short campaign log: training skips the offers model (too few sends per arm, with its
+    reason); `promote` still promotes the others and says the offers model has no
+    challenger (as `lifecycle demo --customers 500` does)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    cfg = SimConfig(customers=400, days=300, seed=2)
+    write_simulation(simulate(cfg), tmp_path / "data", cfg)
+    (tmp_path / "fast.yaml").write_text("churn:\n  n_estimators: 20\nstage:\n  n_estimators: 20\n")
+    trained = runner.invoke(app, ["train", "data", "--config", "fast.yaml"])
+    assert trained.exit_code == 0, trained.output
+    assert "skipped offers" in trained.output
+    result = runner.invoke(app, ["promote", "data", "--config", "fast.yaml"])
+    assert result.exit_code == 0, result.output
+    assert "lifecycle-churn: roc_auc challenger v1" in result.output
+    assert "lifecycle-offers: no challenger" in result.output
+    client = MlflowClient()
+    assert str(client.get_model_version_by_alias("lifecycle-churn", "champion").version) == "1"
+    mlflow.set_tracking_uri(None)
