@@ -146,12 +146,23 @@ def policy_table(
     policies: dict[str, np.ndarray], proba: pd.DataFrame,
 ) -> pd.DataFrame:  # fmt: skip
     """IPS / SNIPS / DR values of ``policies`` (as :func:`evaluated_policies` gives them,
-    with its predicted arm probabilities ``proba`` as the DR outcome model)."""
-    catalog = offers.set_index("offer_id").loc[model.offers_].reset_index()
+    with its predicted arm probabilities ``proba`` as the DR outcome model).
+
+    A logged arm the model never saw (an offer first sent in the test period, e.g. one added
+    to the catalog and explored by the service) is an action the evaluated policies take with
+    probability 0: its sends count (their weight is 0) with the control's prediction as their
+    outcome model, rather than failing the run."""
     arms = ["control", *model.offers_]
+    extra = sorted(set(test.arm.astype(str)) - set(arms))
+    if extra:
+        policies = {k: np.c_[v, np.zeros((len(v), len(extra)))] for k, v in policies.items()}
+        proba = proba.assign(**{a: proba["control"] for a in extra})
+    catalog = offers.set_index(offers["offer_id"].astype(str))
+    catalog = catalog.reindex([*model.offers_, *extra])[["value", "cost"]].fillna(0.0)
     return policy_value_table(
         policies, estimator=incremental_policy_value, y=test.y,
-        logged_arm=pd.Index(arms).get_indexer(test.arm), outcome_model=proba.to_numpy(),
+        logged_arm=pd.Index([*arms, *extra]).get_indexer(test.arm.astype(str)),
+        outcome_model=proba[[*arms, *extra]].to_numpy(),
         logged_propensity=test.exposures["propensity"].to_numpy(),
         values=np.r_[0.0, catalog["value"]], costs=np.r_[0.0, catalog["cost"]],
     )  # fmt: skip

@@ -120,3 +120,34 @@ def test_an_offers_log_with_too_small_a_control_arm_is_skipped_naming_it():
                      rng.integers(0, 2, n), arm)  # fmt: skip
     with pytest.raises(ValueError, match=r"control arm has 50 training sends.*min_arm_size=200"):
         fit_uplift(data, {"n_estimators": 5})
+
+
+def test_an_offer_first_sent_in_the_test_period_is_valued_not_a_failure():
+    """The closed loop's new offer: explored by the service, so its sends are all recent and
+    land in the test split only. The policies (which never take it) are still valued (before,
+    "logged actions must index the 4 action columns; got [-1]" skipped the offers model)."""
+    from training.offers_pipeline import OfferData, fit_uplift, policy_table
+
+    rng = np.random.default_rng(1)
+
+    def log(n: int, arms: list[str]) -> OfferData:
+        arm = pd.Series(rng.choice(arms, n), dtype=object)
+        y = (rng.random(n) < np.where(arm == "control", 0.2, 0.3)).astype(int)
+        X = pd.DataFrame({"x": rng.random(n)})
+        exposures = pd.DataFrame({"propensity": np.full(n, 1 / len(arms)),
+                                  "customer_id": [f"c{i}" for i in range(n)]})  # fmt: skip
+        return OfferData(X, exposures, y, arm)
+
+    train, test = log(3000, ["control", "a", "b"]), log(900, ["control", "a", "b", "new"])
+    offers = pd.DataFrame({"offer_id": ["a", "b", "new"], "kind": ["upsell"] * 3,
+                           "value": [10.0, 20.0, 30.0], "cost": [1.0, 1.0, 1.0],
+                           "eligible_stages": [None] * 3})  # fmt: skip
+    model = fit_uplift(train, {"n_estimators": 10, "min_arm_size": 100, "min_support": 0.0})
+    assert "new" not in model.offers_
+    arms = ["control", *model.offers_]
+    always_a = np.zeros((len(test.y), len(arms)))
+    always_a[:, arms.index("a")] = 1.0
+    proba = model.predict_arm_proba(test.X)[arms]
+    table = policy_table(model, test, offers, {"learned": always_a}, proba)
+    assert np.isfinite(table.to_numpy(dtype=float)).all(), table
+    assert len(table) > 0
