@@ -2,9 +2,15 @@
 
 One small simulated world, one real multi-process LocalCluster for the module. Tolerances
 (chosen from measurement, README "Training and scoring on Dask"): holdout ROC-AUC within
-0.02, macro-F1 within 0.03. Measured on this world (2,000 customers x 300 days): AUC 0.9439
-(single) vs 0.9443 (Dask), macro-F1 0.5637 vs 0.5735; on 3,000 customers 0.9231 vs 0.9256 and
-0.5718 vs 0.5719; on 20,000 x 6 snapshots 0.9348 vs 0.9347 and 0.6056 vs 0.6026 (BENCHMARKS).
+0.02, stage log loss within 0.03, macro-F1 within 0.05.
+
+The Dask boosters are not deterministic (partitions reach the workers in any order; LightGBM
+merges their histograms), and on this world's 2,000 customers the stage model's decision rule
+(``prior_power`` picked from 0.25 / 0.5 / 0.75 on held-out rows) flips between runs, which
+moves macro-F1 in steps. Measured here, single process vs 11 Dask runs on the same tables:
+ROC-AUC 0.9439 vs 0.9446-0.9464; log loss 0.6471 vs 0.6420-0.6580; macro-F1 0.5637 vs
+0.5646-0.5974 (one CI run gave 0.5966 against a 0.03 tolerance and failed). On 20,000 x 6
+snapshots the paths agree closer: 0.9348 vs 0.9347 and 0.6056 vs 0.6026 (BENCHMARKS).
 """
 
 from __future__ import annotations
@@ -23,7 +29,8 @@ pytest.importorskip("distributed")
 pytestmark = pytest.mark.slow
 
 AUC_TOLERANCE = 0.02
-F1_TOLERANCE = 0.03
+LOG_LOSS_TOLERANCE = 0.03
+F1_TOLERANCE = 0.05
 
 
 @pytest.fixture(scope="module")
@@ -73,9 +80,12 @@ def test_quality_matches_the_single_process_path(both):
     single, on_cluster = both
     churn = single.reports["churn"].primary, on_cluster.reports["churn"].primary
     stage = single.reports["stage"].primary, on_cluster.reports["stage"].primary
+    loss = [r.reports["stage"].metrics["log_loss"] for r in (single, on_cluster)]
     print(f"ROC-AUC single {churn[0]:.4f} dask {churn[1]:.4f}; "
-          f"macro-F1 single {stage[0]:.4f} dask {stage[1]:.4f}")  # fmt: skip
+          f"macro-F1 single {stage[0]:.4f} dask {stage[1]:.4f}; "
+          f"log loss single {loss[0]:.4f} dask {loss[1]:.4f}")  # fmt: skip
     assert abs(churn[0] - churn[1]) <= AUC_TOLERANCE
+    assert abs(loss[0] - loss[1]) <= LOG_LOSS_TOLERANCE
     assert abs(stage[0] - stage[1]) <= F1_TOLERANCE
     assert on_cluster.dropped == single.dropped
     assert len(on_cluster.dataset) == len(single.dataset)
