@@ -30,8 +30,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from itertools import repeat
 from pathlib import Path
@@ -51,8 +53,10 @@ from serving.ledger_common import (
 from training.ledger_tables import read_tables
 
 __all__ = ["EVENTS", "Decision", "Decisions", "FeedbackLedger", "FeedbackResult",
-           "LedgerBase", "LedgerUnavailable", "open_ledger", "read_tables"]  # fmt: skip
+           "LedgerBase", "LedgerUnavailable", "UnopenedLedger", "open_ledger",
+           "open_or_stand_in", "read_tables"]  # fmt: skip
 T = TypeVar("T")
+logger = logging.getLogger("serving.ledger")
 LOCK_TIMEOUT_SECONDS = 5.0  # longest wait for another connection's lock, then a 503
 PING_TIMEOUT_SECONDS = 2.0  # readiness: longest wait for the write lock
 SYNCHRONOUS = {"normal": "NORMAL", "full": "FULL"}  # durability of decisions -> SQLite's level
@@ -110,6 +114,66 @@ def open_ledger(
 
         return PostgresLedger(target, durability)
     return FeedbackLedger(target, checkpoint_seconds, durability)
+
+
+def open_or_stand_in(
+    location: str | Path, checkpoint_seconds: float | None = None, durability: str = "normal"
+) -> LedgerBase | UnopenedLedger:
+    """:func:`open_ledger`, or, when it raises :class:`LedgerUnavailable` (a damaged file),
+    an :class:`UnopenedLedger` saying why (logged once, without a traceback)."""
+
+    def again() -> LedgerBase:
+        return open_ledger(location, checkpoint_seconds, durability)
+
+    try:
+        return again()
+    except LedgerUnavailable as err:
+        logger.error("the feedback ledger could not be opened: %s", err)
+        return UnopenedLedger(again, str(err))
+
+
+class UnopenedLedger:
+    """Stands for a ledger that could not be opened when the service started (a damaged
+    file): every use raises :class:`LedgerUnavailable` with why and what to do, so the worker
+    starts, answers ``/livez``, and ``/readyz`` and each request needing the ledger answer
+    503 with the reason, where a bare ``bentoml serve`` would otherwise restart a failing
+    worker for ever (``lifecycle serve`` refuses to start instead: ``serving.preflight``).
+
+    :meth:`ping` (readiness) tries ``open_again`` at most every ``retry_seconds``; once it
+    succeeds (the file repaired or moved aside) every call goes to the opened ledger."""
+
+    def __init__(self, open_again: Callable[[], LedgerBase], problem: str,
+                 retry_seconds: float = 5.0) -> None:  # fmt: skip
+        self.problem = problem
+        self._open_again = open_again
+        self._retry_seconds = retry_seconds
+        self._tried = time.monotonic()
+        self._ledger: LedgerBase | None = None
+        self._lock = threading.Lock()
+
+    def ping(self) -> None:
+        if self._ledger is None and time.monotonic() - self._tried >= self._retry_seconds:
+            with self._lock:
+                if self._ledger is None:
+                    self._tried = time.monotonic()
+                    try:
+                        self._ledger = self._open_again()
+                    except LedgerUnavailable as err:
+                        self.problem = str(err)
+        if self._ledger is None:
+            raise LedgerUnavailable(self.problem)
+        self._ledger.ping()
+
+    def close(self) -> None:
+        if self._ledger is not None:
+            self._ledger.close()
+
+    def __getattr__(self, name: str) -> Any:  # only names not set in __init__
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if self._ledger is None:
+            raise LedgerUnavailable(self.problem)
+        return getattr(self._ledger, name)
 
 
 class FeedbackLedger(LedgerBase):

@@ -26,7 +26,7 @@ from serving.config import ServiceConfig
 from serving.consistency import agreeing_clv, missing_columns, models_config, store_problem
 from serving.engine import DecisionEngine, Scores
 from serving.inputs import FeatureRows
-from serving.ledger import open_ledger
+from serving.ledger import open_or_stand_in
 from serving.ledger_common import LedgerUnavailable
 from serving.scoring import limit_lightgbm_threads
 
@@ -39,8 +39,8 @@ class ServiceState:
         self.config = config
         self.clock = Clock(config.clock_file)
         self.store = open_store(config.store)
-        self.ledger = open_ledger(config.ledger, checkpoint_seconds=1.0,
-                                  durability=config.ledger_durability)  # fmt: skip
+        self.ledger = open_or_stand_in(config.ledger, checkpoint_seconds=1.0,
+                                       durability=config.ledger_durability)  # fmt: skip
         self.engine: DecisionEngine | None = None
         self.error: str | None = None
         self._scored: StoreScores | None = None

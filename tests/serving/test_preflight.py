@@ -12,13 +12,14 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
 from features.store import OnlineStore
 from serving.cli import app
-from serving.client import free_port
+from serving.client import LocalService, free_port
 from serving.ledger import _DDL
 from serving.preflight import problems
 
@@ -170,6 +171,53 @@ def test_lifecycle_serve_exits_once_naming_the_file_the_problem_and_the_fix(
     assert str(path) in output and wrong in output and fix in output, output
     assert output.count("error:") == 1 and "starting the decision API" not in output
     assert not opened  # the port never opened
+
+
+@pytest.mark.slow
+def test_bare_bentoml_serve_on_a_damaged_ledger_starts_once_says_why_and_recovers(
+    served, world, tmp_path
+):
+    """`bentoml serve` has no preflight: the worker must start once (no restart loop with
+    the port open and `/livez` silent), answer 503 naming the ledger and the fix, and serve
+    once the damaged file is moved aside (as the message says)."""
+    store, ledger, models = served
+    damage(ledger, "random bytes")
+    customer = str(world["vectors"]["customer_id"].iloc[0])
+    service = LocalService(store, ledger, models, workdir=tmp_path / "bare").start(wait=False)
+    try:
+        live = wait_for(lambda: httpx.get(f"{service.url}/livez", timeout=2), 200, 120)
+        assert live.status_code == 200, service.log_tail()
+        ready = httpx.get(f"{service.url}/readyz", timeout=5)
+        assert ready.status_code == 503 and str(ledger) in ready.text, ready.text
+        assert "lifecycle ledger repair" in ready.text
+        decide = httpx.post(f"{service.url}/decide", json={"customer_ids": [customer]},
+                            timeout=10)  # fmt: skip
+        assert decide.status_code == 503 and "feedback ledger" in decide.text, decide.text
+        log = service.log.read_text()
+        assert "Application startup failed" not in log and log.count("Traceback") == 0, log
+        ledger.rename(ledger.with_name("ledger.damaged"))  # the fix the message names
+        ready = wait_for(lambda: httpx.get(f"{service.url}/readyz", timeout=5), 200, 60)
+        assert ready.status_code == 200, ready.text
+        decide = httpx.post(f"{service.url}/decide", json={"customer_ids": [customer]},
+                            timeout=10)  # fmt: skip
+        assert decide.status_code == 200, decide.text
+    finally:
+        service.stop()
+
+
+def wait_for(ask, status: int, seconds: float):
+    """``ask()`` until it answers ``status`` or ``seconds`` pass; the last answer (a refused
+    connection retries)."""
+    deadline, answer = time.monotonic() + seconds, None
+    while time.monotonic() < deadline:
+        try:
+            answer = ask()
+            if answer.status_code == status:
+                return answer
+        except httpx.TransportError:
+            pass
+        time.sleep(0.25)
+    return answer
 
 
 # ---- `lifecycle ledger check|repair` --------------------------------------------------------
