@@ -17,6 +17,7 @@ import numpy as np
 import orjson
 import pandas as pd
 from bentoml.exceptions import InvalidArgument, ServiceUnavailable
+from pydantic import ValidationError
 from starlette.responses import JSONResponse, Response
 
 from features.store import NoVersionError, StoreUnavailableError
@@ -47,10 +48,18 @@ from serving.state import ServiceState
 from serving.traffic import LoadShed, RequestLog, abandoned, install_logging, unless_abandoned
 
 
+class ServerBug(RuntimeError):
+    """A pydantic ``ValidationError`` raised by the service's own code after the request
+    was accepted: a 500 (the server's fault), not the 422 BentoML gives a ValidationError."""
+
+
 def unavailable_says_why(api):
     """A ``ServiceUnavailable`` from ``api`` becomes a 503 whose body names what is missing
     (models, store, a store that cannot serve them) with ``Retry-After``; BentoML's own
-    handler answers every 5xx with a generic message."""
+    handler answers every 5xx with a generic message. A pydantic ``ValidationError`` from
+    ``api`` (the request body was valid: BentoML validated it before) is re-raised as
+    :class:`ServerBug`, so it answers 500 with the request id, not a 422 blaming the
+    caller."""
 
     @functools.wraps(api)
     def answer(self, *args, **kwargs):
@@ -59,6 +68,9 @@ def unavailable_says_why(api):
         except ServiceUnavailable as err:
             return JSONResponse({"error": str(err), "details": None}, status_code=503,
                                 headers={"retry-after": "30"})  # fmt: skip
+        except ValidationError as err:
+            raise ServerBug(f"{api.__name__}: the service built an invalid value: {err}") \
+                from err  # fmt: skip
 
     return answer
 

@@ -481,3 +481,25 @@ def test_promotion_is_picked_up_without_restart_while_requests_keep_succeeding(
         assert statuses and set(statuses) == {200}
         assert {before["churn"], versions["churn"]} <= seen
         assert client.post("/decide", json=body).json()["models"] == versions
+
+
+def test_an_invalid_value_built_by_the_service_is_a_500_not_a_422(client, world, monkeypatch):
+    """A pydantic ValidationError raised inside the service's own code (the request was
+    valid) is the server's fault: a 500 naming the request id, never a 422 blaming the
+    caller."""
+    from pydantic import BaseModel
+
+    from serving.service import LifecycleService
+
+    class Strict(BaseModel):
+        n: int
+
+    def broken(self, *args, **kwargs):
+        return Strict(n="not a number")
+
+    monkeypatch.setattr(LifecycleService.inner, "_respond", broken)
+    response = client.post("/decide", json={"customer_ids": ids(world, 1)},
+                           headers={"x-request-id": "bug-1"})  # fmt: skip
+    assert response.status_code == 500, response.text
+    assert response.json() == {"error": "an unexpected error occurred; the server log names "
+                               "it with request id bug-1", "details": None}  # fmt: skip
