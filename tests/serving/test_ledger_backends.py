@@ -91,6 +91,33 @@ def test_a_cap_of_one_holds_under_eight_concurrent_writers(ledger_location):
     assert ledger.counts()["decisions"] == 8 * (10 + 15 + 20)  # every decision logged
 
 
+def test_two_large_reservations_at_once_fit_the_servers_lock_table(ledger_location):
+    """Two replicas' /batch audiences of 12,000 customers reserved at the same time: with a
+    lock per customer, PostgreSQL's shared lock table (max_locks_per_transaction x
+    max_connections: 64 x 200 here) ran out ("out of shared memory") and both failed."""
+    ledger = open_ledger(ledger_location)
+    ledger.reserve_contacts(["warm-up"], ["up"], NOW, 30, lambda s, d: (None, None))
+    start, chosen, errors = threading.Barrier(2), {}, []
+
+    def writer(k: int) -> None:
+        batch = [f"big{k}-{i}" for i in range(12_000)]
+        try:
+            start.wait()
+            chosen[k] = ledger.reserve_contacts(batch, ["up"], NOW, 30,
+                                                offer_to_all(f"b{k}")(batch))  # fmt: skip
+        except Exception as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not errors, errors
+    assert [sum(o == "up" for o in chosen[k]) for k in range(2)] == [12_000, 12_000]
+    assert ledger.counts()["decisions"] == 24_000
+
+
 def test_duplicate_feedback_from_many_writers_is_acknowledged_once(ledger_location):
     ledger = open_ledger(ledger_location)
     events = [{"event_id": f"e{i}", "event": "sent", "customer_id": f"c{i % 7}",
