@@ -194,7 +194,8 @@ def retrain(
         outcomes = promote_all(tables, cfg, names=logged.registered)  # this run's challengers
         for outcome in outcomes:
             console.print(f"  {outcome.summary()}")
-        champion, _ = load_alias("lifecycle-churn", "champion")
+        if champion is None or any(o.promoted and o.name == "lifecycle-churn" for o in outcomes):
+            champion, _ = load_alias("lifecycle-churn", "champion")  # new: load what it records
         followed = recorded_config(champion) if champion is not None else cfg
         vectors, label = store_vectors(tables, resolved(tables, followed))
     except (ModelSkipped, LookupError, ValueError, KeyError) as err:
