@@ -38,6 +38,15 @@ def offer_to_all(prefix: str, offer: str = "up", cap: int = 1):
     return decide
 
 
+def run_together(writer, n: int, seconds: float) -> None:
+    """``writer(k)`` for k in 0..n-1, each on its own thread; wait at most ``seconds`` each."""
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(seconds)
+
+
 def test_a_reserved_offer_is_a_contact_until_its_send_replaces_it(ledger_location):
     ledger = open_ledger(ledger_location)
     decide = offer_to_all("first")
@@ -79,11 +88,7 @@ def test_a_cap_of_one_holds_under_eight_concurrent_writers(ledger_location):
         except Exception as err:  # noqa: BLE001 - reported below
             errors.append(err)
 
-    threads = [threading.Thread(target=writer, args=(k,)) for k in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
+    run_together(writer, 8, 60)
     assert not errors
     assert sorted(offered) == sorted(customers)  # exactly one offer each
     sends, _ = ledger.contacts(customers, ["up"], NOW, 30)  # none reported sent yet
@@ -108,11 +113,7 @@ def test_two_large_reservations_at_once_fit_the_servers_lock_table(ledger_locati
         except Exception as err:  # noqa: BLE001 - reported below
             errors.append(err)
 
-    threads = [threading.Thread(target=writer, args=(k,)) for k in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
+    run_together(writer, 2, 120)
     assert not errors, errors
     assert [sum(o == "up" for o in chosen[k]) for k in range(2)] == [12_000, 12_000]
     assert ledger.counts()["decisions"] == 24_000
@@ -130,11 +131,7 @@ def test_duplicate_feedback_from_many_writers_is_acknowledged_once(ledger_locati
         accepted.append(result.accepted)
         duplicates.append(result.duplicates)
 
-    threads = [threading.Thread(target=writer) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
+    run_together(lambda k: writer(), 8, 60)
     assert sum(accepted) == 50 and sum(duplicates) == 7 * 50
     assert ledger.counts()["feedback"] == 50
 
