@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import platform
 import resource
@@ -12,6 +14,22 @@ from pathlib import Path
 import numpy as np
 
 OUT = Path(__file__).parent / "out"
+
+
+@contextlib.contextmanager
+def quiet_gc():
+    """No garbage collection in a load generator while it measures: a full collection of its
+    heap (114-223 ms measured in bench_shedding.py) stalls its event loop and counts as
+    latency of every request in flight. Collected once the measurement is over."""
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+        gc.unfreeze()
+        gc.collect()
 
 
 def peak_rss_mb() -> float:

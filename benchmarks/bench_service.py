@@ -46,7 +46,7 @@ import httpx
 import numpy as np
 import pandas as pd
 import psutil
-from _common import machine, markdown, save, timed_ms
+from _common import machine, markdown, quiet_gc, save, timed_ms
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -423,13 +423,14 @@ async def open_loop(url: str, bodies: list[tuple[str, bytes]], rate: float) -> d
         else:
             errors += 1
 
-    start, tasks = time.perf_counter() + 0.05, []
-    for i in range(len(bodies)):
-        due = start + i / rate
-        await asyncio.sleep(max(0.0, due - time.perf_counter()))
-        tasks.append(asyncio.create_task(send(i, due)))
-    await asyncio.gather(*tasks)
-    elapsed = time.perf_counter() - start
+    with quiet_gc():
+        start, tasks = time.perf_counter() + 0.05, []
+        for i in range(len(bodies)):
+            due = start + i / rate
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            tasks.append(asyncio.create_task(send(i, due)))
+        await asyncio.gather(*tasks)
+        elapsed = time.perf_counter() - start
     pool.close()
     ms = latencies[~np.isnan(latencies)] * 1e3
     p50, p95, p99 = np.percentile(ms, [50, 95, 99]) if len(ms) else (np.nan,) * 3
@@ -456,9 +457,10 @@ async def closed_loop(
             errors += not ok
             latencies.append((time.perf_counter() - sent) * 1e3)
 
-    start = time.perf_counter()
-    await asyncio.gather(*(worker(k) for k in range(concurrency)))
-    elapsed = time.perf_counter() - start
+    with quiet_gc():
+        start = time.perf_counter()
+        await asyncio.gather(*(worker(k) for k in range(concurrency)))
+        elapsed = time.perf_counter() - start
     pool.close()
     p50, p99 = np.percentile(latencies, [50, 99])
     return {"requests": done, "errors": errors, "concurrency": concurrency,

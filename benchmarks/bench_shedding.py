@@ -40,7 +40,7 @@ import httpx
 import numpy as np
 import orjson
 import pandas as pd
-from _common import markdown, run_summary, save
+from _common import markdown, quiet_gc, run_summary, save
 from bench_service import (
     Connection,
     build_world,
@@ -107,12 +107,13 @@ async def open_loop(url: str, bodies: list[bytes], rate: float, seconds: float,
         idle.append(conn)
 
     n = int(rate * seconds)
-    start_at, tasks = time.perf_counter() + 0.05, []
-    for i in range(n):
-        due = start_at + i / rate
-        await asyncio.sleep(max(0.0, due - time.perf_counter()))
-        tasks.append(asyncio.create_task(send(bodies[i % len(bodies)], due)))
-    await asyncio.gather(*tasks)
+    with quiet_gc():
+        start_at, tasks = time.perf_counter() + 0.05, []
+        for i in range(n):
+            due = start_at + i / rate
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            tasks.append(asyncio.create_task(send(bodies[i % len(bodies)], due)))
+        await asyncio.gather(*tasks)
     for conn in idle:
         conn.close()
     return summarise(outcomes, rate, seconds)
