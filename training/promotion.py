@@ -6,6 +6,7 @@ from collections.abc import Collection
 
 import numpy as np
 import pandas as pd
+from pandas.api.types import is_numeric_dtype
 
 from training.datasets import Tables, build_training_set, time_split
 from training.metrics import churn_metrics, stage_metrics
@@ -51,7 +52,13 @@ def offers_gate(tables: Tables, config: TrainConfig, n_bootstrap: int = 1000,
     days: campaign logs and, with ``--ledger``, the service's own decisions): each one's
     learned policy valued by the doubly robust incremental value per send, on the SAME rows;
     the challenger wins only when the lower bound of the paired bootstrap interval of the
-    difference is above 0 (a challenger no better than noise keeps the champion)."""
+    difference is above 0 (a challenger no better than noise keeps the champion).
+
+    Both policies are valued with the SAME outcome model: one conversion model cross-fitted
+    on these sends (:func:`shared_outcome_model`), not each model's own predictions. With
+    each its own, the difference carried the two models' disagreement on every send, also
+    where both choose the same offer, and each model judged by itself (the 8-week drift loop:
+    intervals +-0.9 to 1.3 wide on 3,100-6,700 sends, BENCHMARKS)."""
     from training import offers_pipeline as op
     from training.ope import incremental_dr_terms, paired_difference
 
@@ -61,16 +68,15 @@ def offers_gate(tables: Tables, config: TrainConfig, n_bootstrap: int = 1000,
     logged = pd.Index(arms).get_indexer(recent.arm.astype("str"))
     values, costs = np.r_[0.0, catalog["value"]], np.r_[0.0, catalog["cost"]]
     propensity = recent.exposures["propensity"].to_numpy(dtype=float)
+    outcome = shared_outcome_model(recent.X, logged, recent.y, len(arms), config.seed)
 
     def terms(model) -> np.ndarray:
-        policies, proba = op.evaluated_policies(model, recent, tables.offers,
-                                                model.predict_uplift(recent.X))  # fmt: skip
+        policies, _ = op.evaluated_policies(model, recent, tables.offers,
+                                            model.predict_uplift(recent.X))  # fmt: skip
         own = ["control", *model.offers_]
         pi = pd.DataFrame(policies["learned"], columns=own).reindex(columns=arms, fill_value=0)
-        m = proba.reindex(columns=arms)  # offers the model lacks: the control's prediction
-        m = m.fillna({a: proba["control"] for a in arms})
         return incremental_dr_terms(recent.y, logged, propensity, pi.to_numpy(), values, costs,
-                                    m.to_numpy())  # fmt: skip
+                                    outcome)  # fmt: skip
 
     def compare(challenger, champion) -> tuple[float, float | None, bool, dict]:
         new = terms(challenger)
@@ -84,6 +90,25 @@ def offers_gate(tables: Tables, config: TrainConfig, n_bootstrap: int = 1000,
                 bool(diff["lo"] > 0), detail)  # fmt: skip
 
     return compare
+
+
+def shared_outcome_model(X: pd.DataFrame, logged: np.ndarray, converted: np.ndarray,
+                         n_arms: int, seed: int = 0) -> np.ndarray:  # fmt: skip
+    """Out-of-fold conversion probability ``(n, n_arms)`` of each send under every arm, from
+    one model cross-fitted on the sends (``training.ope_reward_model``, 2 folds): the outcome
+    model of both sides of a paired off-policy comparison. Categorical features enter as
+    their codes (missing: NaN)."""
+    from training.ope_reward_model import cross_fitted_rewards
+
+    numeric = pd.DataFrame(index=X.index)
+    for name, column in X.items():
+        if is_numeric_dtype(column) and not isinstance(column.dtype, pd.CategoricalDtype):
+            numeric[name] = column.astype("float64")
+        else:
+            codes = pd.Categorical(column.astype("object")).codes.astype("float64")
+            numeric[name] = np.where(codes < 0, np.nan, codes)
+    return cross_fitted_rewards(numeric.to_numpy(), logged, converted.astype(float), n_arms,
+                                folds=2, random_state=seed)  # fmt: skip
 
 
 def clv_score(tables: Tables, config: TrainConfig):
