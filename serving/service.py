@@ -45,7 +45,14 @@ from serving.schemas import (
     ScoreRequest,
 )
 from serving.state import ServiceState
-from serving.traffic import LoadShed, RequestLog, abandoned, install_logging, unless_abandoned
+from serving.traffic import (
+    LoadShed,
+    RequestLog,
+    abandoned,
+    install_logging,
+    patch_bentoml_timeout,
+    unless_abandoned,
+)
 
 
 class ServerBug(RuntimeError):
@@ -385,6 +392,7 @@ def _feedback_record(
     return {**event.model_dump(exclude={"occurred_at"}), "occurred_at": at.timestamp()}, None
 
 
+patch_bentoml_timeout()  # BentoML's traffic timeout kept every request alive for 120 s
 LifecycleService.add_asgi_middleware(RequestLog)  # the first added is the outermost
 LifecycleService.add_asgi_middleware(BodyLimit)
 LifecycleService.add_asgi_middleware(TokenAuth)

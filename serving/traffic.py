@@ -27,11 +27,12 @@ import json
 import logging
 import re
 import uuid
-from contextvars import ContextVar
+import weakref
+from contextvars import Context, ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
 from serving.config import DEFAULT_MAX_IN_FLIGHT
 from serving.errors import send_error
@@ -184,10 +185,61 @@ class _DisconnectWatch:
         task = self._task
         if task is None or task.done():
             return
-        if self._response.complete:
-            asyncio.get_running_loop().call_later(1.0, task.cancel)
+        if self._response.complete:  # an empty context and a weak reference: the pending
+            loop = asyncio.get_running_loop()  # timer keeps nothing of the request alive
+            loop.call_later(1.0, _cancel_if_pending, weakref.ref(task), context=Context())
         else:
             task.cancel()
+
+
+def _cancel_if_pending(task: weakref.ref) -> None:
+    alive = task()
+    if alive is not None:
+        alive.cancel()
+
+
+async def timeout_without_leak(self, scope, receive, send) -> None:
+    """BentoML 1.4's ``TimeoutMiddleware.__call__`` (bentoml/_internal/server/http/
+    traffic.py, the traffic timeout: a 504 and the handler cancelled after ``timeout`` s),
+    with its timer cancelled when the request ends and scheduled in an empty context.
+    BentoML's timer stayed scheduled for the whole timeout after every request, holding a
+    copy of the request's context (its OpenTelemetry span, Starlette request, ~50 objects):
+    at 150 requests/s with a 120 s timeout, 18,000 requests' objects alive at any time, which
+    every full garbage collection walked (60-430 ms pauses of the worker, growing with the
+    load's duration; measured with a census of ``gc.get_objects()`` in a real worker)."""
+    if scope["type"] not in ("http", "websocket"):
+        return await self.app(scope, receive, send)
+    loop = asyncio.get_running_loop()
+    waiter = loop.create_future()
+    timer = loop.call_later(self.timeout, self._set_timer_out, waiter, context=Context())
+
+    async def _send(message) -> None:
+        if not waiter.done():
+            waiter.set_result(None)
+        await send(message)
+
+    fut = asyncio.ensure_future(self.app(scope, receive, _send), loop=loop)
+    try:
+        await waiter
+    except TimeoutError:
+        if fut.cancel():
+            answer = JSONResponse(
+                {"error": f"Not able to process the request in {self.timeout} seconds"},
+                status_code=504,
+            )
+            await answer(scope, receive, send)
+    else:
+        await fut
+    finally:
+        timer.cancel()
+
+
+def patch_bentoml_timeout() -> None:
+    """Install :func:`timeout_without_leak` on BentoML's ``TimeoutMiddleware`` (idempotent;
+    the pinned bentoml 1.4.39)."""
+    from bentoml._internal.server.http.traffic import TimeoutMiddleware
+
+    TimeoutMiddleware.__call__ = timeout_without_leak
 
 
 def _log_outcome(scope, state: RequestState, response: _Response) -> None:

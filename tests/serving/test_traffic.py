@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import weakref
+from contextvars import ContextVar
 
 import pytest
 from bentoml.exceptions import InternalServerError, InvalidArgument, ServiceUnavailable
@@ -19,6 +21,7 @@ from serving.traffic import (
     RequestState,
     _current,
     abandoned,
+    patch_bentoml_timeout,
     unless_abandoned,
 )
 
@@ -168,6 +171,41 @@ def test_an_answered_request_leaves_no_garbage_in_reference_cycles():
         gc.set_debug(0)
         gc.garbage.clear()
     assert cancelled == []
+
+
+def test_bentoml_traffic_timeout_keeps_nothing_of_a_finished_request():
+    """BentoML's TimeoutMiddleware left its timer scheduled for the whole timeout (120 s)
+    with a copy of the request's context; patched (serving.traffic.patch_bentoml_timeout),
+    a finished request's context values are freed at once, and a slow one still gets 504."""
+    from bentoml._internal.server.http.traffic import TimeoutMiddleware
+
+    patch_bentoml_timeout()
+    marker: ContextVar = ContextVar("marker")
+
+    class Thing:
+        pass
+
+    async def slow_app(scope, receive, send) -> None:
+        await asyncio.sleep(10)
+
+    async def scenario():
+        refs = []
+        for _ in range(3):
+            thing = Thing()
+            refs.append(weakref.ref(thing))
+            token = marker.set(thing)  # as an outer middleware's span or request
+            answered = await call(TimeoutMiddleware(ok_app(), timeout=120))
+            marker.reset(token)
+            del thing
+            assert answered["status"] == 200
+        gc.collect()
+        alive = [r() is not None for r in refs]
+        timed_out = await call(TimeoutMiddleware(slow_app, timeout=0.05))
+        return alive, timed_out
+
+    alive, timed_out = asyncio.run(scenario())
+    assert alive == [False, False, False]
+    assert timed_out["status"] == 504 and b"0.05 seconds" in timed_out["body"]
 
 
 def test_request_ids_are_echoed_when_sane_and_made_otherwise():
