@@ -5,7 +5,8 @@
 request. lleaves turns each booster into a compiled function of the row, ~8x faster on the
 same answers (to ~1e-15); one row takes a third of the time of LightGBM's single-row C API.
 Compiling takes seconds per model (up to ~10 s for the 360-tree logging model), so the
-service compiles in a background thread after each load (the request path keeps
+service compiles in a child process (:func:`compile_elsewhere`: LLVM would hold the serving
+process's GIL) waited on by a background thread after each load (the request path keeps
 :class:`~serving.scoring.FastBooster` until then) and keeps the object code in a cache folder
 keyed by the model's text, the prediction type and the CPU, so the next start of the same
 models loads it in milliseconds.
@@ -23,6 +24,8 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -153,14 +156,30 @@ def compile_booster(booster: lgb.Booster, raw_score: bool, cache: Path):
     with _locks.setdefault(key, threading.Lock()):
         if not source.exists():
             _write_atomically(source, lambda path: path.write_text(text))
+        if not binary.exists():  # compiled by a child process: LLVM holds this one's GIL
+            _write_atomically(binary, lambda path: compile_elsewhere(source, path, raw_score))
         compiled = lleaves.Model(str(source))
-        if binary.exists():
-            compiled.compile(cache=str(binary), raw_score=raw_score)
-        else:
-            _write_atomically(
-                binary, lambda path: compiled.compile(cache=str(path), raw_score=raw_score)
-            )
+        compiled.compile(cache=str(binary), raw_score=raw_score)  # loads the object code
     return compiled
+
+
+_COMPILE = """import os, sys
+if hasattr(os, "nice"):
+    os.nice(19)
+import lleaves
+lleaves.Model(sys.argv[1]).compile(cache=sys.argv[2], raw_score=sys.argv[3] == "1")"""
+
+
+def compile_elsewhere(source: Path, binary: Path, raw_score: bool) -> None:
+    """Compile the model in ``source`` to object code in ``binary``, in a child process at
+    the lowest CPU priority: compiling takes seconds and, in the serving process, held the
+    GIL the requests wait for (a champion swap's stall, issue 15). The calling thread only
+    waits (without the GIL); a child that fails raises with its error output."""
+    command = [sys.executable, "-c", _COMPILE, str(source), str(binary), "1" if raw_score else "0"]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0 or not binary.exists():
+        raise RuntimeError(f"compiling {source.name} failed in a child process "
+                           f"(exit {done.returncode}): {done.stderr.strip()[-500:]}")  # fmt: skip
 
 
 def _write_atomically(path: Path, write: Callable[[Path], object]) -> None:
