@@ -55,6 +55,7 @@ from bench_service import (
 )
 
 SENT: list[tuple[float, float, str]] = []  # (sent at, latency ms, status) of every request
+RETRIED = "stale connection, retried"  # an attempt, not a request: not counted
 
 
 class Timed(Connection):
@@ -69,7 +70,10 @@ class Timed(Connection):
             status = "timeout"
             raise
         except (OSError, asyncio.IncompleteReadError, ValueError) as err:
-            status = type(err).__name__  # e.g. a kept-alive connection the server closed
+            stale = isinstance(err, ConnectionError) or (
+                isinstance(err, asyncio.IncompleteReadError) and not err.partial
+            )  # a kept-alive connection the server closed: bench_shedding retries it
+            status = RETRIED if stale else type(err).__name__
             raise
         finally:
             SENT.append((sent, (time.perf_counter() - sent) * 1e3, status))
@@ -175,6 +179,7 @@ def window(frame: pd.DataFrame, start: float, end: float) -> dict:
 
 def report(times: dict, args: argparse.Namespace) -> dict:
     frame = pd.DataFrame(SENT, columns=["sent", "ms", "status"])
+    frame = frame[frame.status != RETRIED]
     t0, end = times["start"], times["complete"] + args.after
     steady = window(frame, t0 + args.warmup, times["moved"])
     during = window(frame, times["moved"], end)
