@@ -164,14 +164,17 @@ def test_an_offers_champion_promoted_later_is_picked_up_while_requests_succeed(
         with ThreadPoolExecutor(3) as pool:
             for _ in range(3):
                 pool.submit(hammer)
-            time.sleep(0.3)
-            MlflowClient(tracking_uri=uri).set_registered_model_alias(OFFERS, "champion", version)
-            deadline = time.time() + 60
-            while client.get("/models").json()["offers"]["policy"] != "model":
-                assert time.time() < deadline, "the offers champion was not loaded in 60 s"
-                time.sleep(0.2)
-            time.sleep(0.3)
-            stop.set()
+            try:
+                time.sleep(0.3)
+                MlflowClient(tracking_uri=uri).set_registered_model_alias(OFFERS, "champion",
+                                                                          version)  # fmt: skip
+                deadline = time.time() + 120
+                while client.get("/models").json()["offers"]["policy"] != "model":
+                    assert time.time() < deadline, "the offers champion was not loaded in 120 s"
+                    time.sleep(0.2)
+                time.sleep(0.3)
+            finally:
+                stop.set()  # else the pool waits for the hammers for ever
         assert statuses and set(statuses) == {200} and policies == {"cold_start", "model"}
         after = client.post("/decide", json=body).json()
         assert after["models"]["offers"] == version and after["offers_status"]["reason"] is None
