@@ -163,19 +163,18 @@ def compile_booster(booster: lgb.Booster, raw_score: bool, cache: Path):
     return compiled
 
 
-_COMPILE = """import os, sys
-if hasattr(os, "nice"):
-    os.nice(10)
+_COMPILE = """import sys
 import lleaves
 lleaves.Model(sys.argv[1]).compile(cache=sys.argv[2], raw_score=sys.argv[3] == "1")"""
 
 
 def compile_elsewhere(source: Path, binary: Path, raw_score: bool) -> None:
-    """Compile the model in ``source`` to object code in ``binary``, in a child process at
-    nice 10 (behind the requests, yet not starved on a saturated machine as at nice 19,
-    which gets ~1.5 % of a core there): compiling takes seconds and, in the serving process,
-    held the GIL the requests wait for (a champion swap's stall, issue 15). The calling
-    thread only waits (without the GIL); a child that fails raises with its error output."""
+    """Compile the model in ``source`` to object code in ``binary``, in a child process:
+    compiling takes seconds and, in the serving process, held the GIL the requests wait for
+    (a champion swap's stall, issue 15). The calling thread only waits (without the GIL); a
+    child that fails raises with its error output. The child runs at normal priority: niced
+    (10 or 19) it starved on a saturated machine and a reload under the full test suite took
+    more than 120 s."""
     command = [sys.executable, "-c", _COMPILE, str(source), str(binary), "1" if raw_score else "0"]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0 or not binary.exists():
