@@ -16,7 +16,14 @@ from that time), one known customer per ``POST /decide``; callers give up after
 2. Overload at ``--overload`` x capacity for ``--seconds`` s, the limited server then the
    unlimited one: goodput (200s per second, and as a share of capacity), p50/p99 of the 200s,
    shed 503s (count, p99), callers that timed out, and the decisions the ledger gained against
-   the 200s received (no decision may be logged for a shed request or a caller who left).
+   the 200s received (no decision may be logged for a shed request; one whose caller left
+   after it was logged is marked undelivered, counted apart).
+
+The servers' CPU time (the ``bentoml serve`` process and its worker, from ``psutil``) is read
+around every step: CPU per answered request at capacity, and what each shed request cost in
+the overload (the CPU left after the answered ones at that rate), figures that other load
+on the shared machine does not change much. ``--pure-python-http`` hides httptools and
+uvloop from the servers (uvicorn falls back to h11 and asyncio's loop).
 
 Goals: at 2x capacity, goodput >= 90% of capacity, p99 of answered requests <= 100 ms, shed
 requests fast. Prints a markdown table and writes ``benchmarks/out/shedding.json``::
@@ -30,16 +37,18 @@ import argparse
 import asyncio
 import os
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import httpx
 import numpy as np
 import orjson
 import pandas as pd
+import psutil
 from _common import markdown, quiet_gc, run_summary, save
 from bench_service import (
     Connection,
@@ -57,13 +66,25 @@ from bench_service import (
 from serving.config import DEFAULT_MAX_IN_FLIGHT
 
 
-def start_pair(world: dict, folder: Path, limit: int) -> dict:
+def pure_python_http(folder: Path) -> dict[str, str]:
+    """Environment that hides httptools and uvloop from the servers, so that uvicorn falls
+    back to h11 and asyncio's own loop (the service before they were dependencies)."""
+    shims = folder / "pure_python_http"
+    shims.mkdir(parents=True, exist_ok=True)
+    for module in ("httptools", "uvloop"):
+        (shims / f"{module}.py").write_text(f"raise ImportError('{module} hidden')\n")
+    return {"PYTHONPATH": os.pathsep.join(filter(None, [str(shims), os.environ.get(
+        "PYTHONPATH")]))}  # fmt: skip
+
+
+def start_pair(world: dict, folder: Path, limit: int, extra_env: dict[str, str]) -> dict:
     """Two servers on the world, ``limit`` in flight and no limit; ready with the store's
     scores precomputed. name -> {process, url, log, ledger}."""
     servers = {}
     for name, max_in_flight in ((f"max_in_flight={limit}", limit), ("no limit", 0)):
         sub, port = folder / name.replace(" ", "_").replace("=", "_"), free_port()
-        env = {**service_env(world, sub), "LIFECYCLE_MAX_IN_FLIGHT": str(max_in_flight)}
+        env = {**service_env(world, sub), "LIFECYCLE_MAX_IN_FLIGHT": str(max_in_flight),
+               **extra_env}  # fmt: skip
         command = [sys.executable, "-m", "bentoml", "serve", "serving.service:LifecycleService",
                    "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
         sub.mkdir(parents=True, exist_ok=True)
@@ -77,11 +98,16 @@ def start_pair(world: dict, folder: Path, limit: int) -> dict:
     return servers
 
 
-def decisions(ledger: Path) -> int:
+def decisions(ledger: Path) -> tuple[int, int]:
+    """Decisions in the ledger taken as delivered, and those marked undelivered (their
+    caller left after they were logged)."""
     if not ledger.exists():
-        return 0
+        return 0, 0
     with sqlite3.connect(ledger) as conn:
-        return conn.execute("SELECT count(*) FROM decisions").fetchone()[0]
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(decisions)")}
+        marked = "undelivered_at" if "undelivered_at" in columns else "NULL"  # older ledgers
+        return conn.execute(f"SELECT count(*) - count({marked}), count({marked}) "
+                            "FROM decisions").fetchone()  # fmt: skip
 
 
 async def open_loop(url: str, bodies: list[bytes], rate: float, seconds: float,
@@ -151,7 +177,24 @@ def summarise(outcomes: list[tuple[str, float]], rate: float, seconds: float) ->
             "shed_p99_ms": pct(shed, 99)}  # fmt: skip
 
 
-def capacity(url: str, bodies: list[bytes], args: argparse.Namespace) -> tuple[float, list]:
+def server_cpu(process: subprocess.Popen) -> float:
+    """CPU seconds (user + system) used so far by a server and its workers: what a request
+    costs the server whatever else the shared machine runs."""
+    root = psutil.Process(process.pid)
+    return sum(sum(p.cpu_times()[:2]) for p in [root, *root.children(recursive=True)])
+
+
+def with_cpu(process: subprocess.Popen, run: Callable[[], dict]) -> dict:
+    """``run()``'s result with the server's CPU seconds over it and their share of the wall
+    time (1.0 = one core busy all along)."""
+    cpu, wall = server_cpu(process), time.perf_counter()
+    result = run()
+    cpu, wall = server_cpu(process) - cpu, time.perf_counter() - wall
+    return {**result, "server_cpu_s": cpu, "server_cpu_share": cpu / wall}
+
+
+def capacity(process: subprocess.Popen, url: str, bodies: list[bytes],
+             args: argparse.Namespace) -> tuple[float, list]:  # fmt: skip
     """The highest open-loop rate of the steps, in increasing order, up to the first one
     not answered in full with p99 <= the target (a later step passing by chance does not
     count); the steps."""
@@ -160,7 +203,9 @@ def capacity(url: str, bodies: list[bytes], args: argparse.Namespace) -> tuple[f
     steps, best, failed = [], 0.0, False
     for share in sorted(args.steps):
         rate = round(peak * share)
-        step = asyncio.run(open_loop(url, bodies, rate, args.step_seconds, args.timeout))
+        step = with_cpu(process, lambda rate=rate: asyncio.run(
+            open_loop(url, bodies, rate, args.step_seconds, args.timeout)))  # fmt: skip
+        step["cpu_ms_per_ok"] = step["server_cpu_s"] * 1e3 / max(step["ok"], 1)
         fine = step["ok"] == step["requests"] and step["ok_p99_ms"] <= args.p99_target
         steps.append({"share_of_closed_loop_peak": share, **step, "within_target": fine})
         failed = failed or not fine
@@ -169,16 +214,24 @@ def capacity(url: str, bodies: list[bytes], args: argparse.Namespace) -> tuple[f
     return best, [{"closed_loop_peak_rps": peak}, *steps]
 
 
-def overload(servers: dict, bodies: list[bytes], rate: float, cap: float, args) -> list[dict]:
+def overload(servers: dict, bodies: list[bytes], rate: float, cap: float, ok_cpu_ms: float,
+             args) -> list[dict]:  # fmt: skip
+    """Each server at ``rate``; with the server's CPU per answered request at capacity
+    (``ok_cpu_ms``, from the steps), what each shed request cost it (``cpu_ms_per_shed``)."""
     rows = []
     for name, server in servers.items():
-        before = decisions(server["ledger"])
-        result = asyncio.run(open_loop(server["url"], bodies, rate, args.seconds, args.timeout))
+        before, marked_before = decisions(server["ledger"])
+        result = with_cpu(server["process"], lambda url=server["url"]: asyncio.run(
+            open_loop(url, bodies, rate, args.seconds, args.timeout)))  # fmt: skip
         time.sleep(args.timeout + 1)  # handlers of callers who left finish
-        logged = decisions(server["ledger"]) - before
+        logged, marked = decisions(server["ledger"])
+        logged, marked = logged - before, marked - marked_before
+        shed_cpu = result["server_cpu_s"] * 1e3 - result["ok"] * ok_cpu_ms
         rows.append({"server": name, **result, "goodput_share_of_capacity": result["goodput_rps"]
                      / cap, "decisions_logged": logged,
-                     "logged_minus_answered": logged - result["ok"]})  # fmt: skip
+                     "logged_minus_answered": logged - result["ok"], "marked_undelivered": marked,
+                     "cpu_ms_per_shed": shed_cpu / result["shed_503"] if result["shed_503"]
+                     else float("nan")})  # fmt: skip
         time.sleep(3)
     return rows
 
@@ -196,6 +249,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--overload", type=float, default=2.0, help="x capacity")
     parser.add_argument("--timeout", type=float, default=2.0, help="callers give up after")
     parser.add_argument("--p99-target", type=float, default=100.0)
+    parser.add_argument(
+        "--pure-python-http",
+        action="store_true",
+        help="servers without httptools and uvloop (h11, asyncio's loop)",
+    )
     return parser.parse_args(argv)
 
 
@@ -208,22 +266,30 @@ def main(argv: Sequence[str] | None = None) -> dict:
     ids = pd.read_parquet(world["vectors"], columns=["customer_id"])["customer_id"]
     picked = np.random.default_rng(args.seed).choice(ids.astype(str).to_numpy(), 5_000)
     bodies = [orjson.dumps({"customer_ids": [c]}) for c in picked]
-    servers = start_pair(world, folder / f"run_{int(time.time())}", args.limit)
+    run = folder / f"run_{int(time.time())}"
+    extra_env = pure_python_http(run) if args.pure_python_http else {}
+    servers = start_pair(world, run, args.limit, extra_env)
     try:
-        cap, steps = capacity(servers["no limit"]["url"], bodies, args)
+        unlimited = servers["no limit"]
+        cap, steps = capacity(unlimited["process"], unlimited["url"], bodies, args)
         if cap == 0:
             raise RuntimeError(f"no step met p99 <= {args.p99_target} ms: {steps}")
-        rows = overload(servers, bodies, args.overload * cap, cap, args)
+        ok_cpu_ms = float(np.median([s["cpu_ms_per_ok"] for s in steps[1:]
+                                     if s["within_target"]]))  # fmt: skip
+        rows = overload(servers, bodies, args.overload * cap, cap, ok_cpu_ms, args)
     finally:
         stop_servers(servers)
-    print(f"capacity (no limit): {cap:.0f} requests/s\n\n{markdown(steps[1:])}\n")
+    print(
+        f"capacity (no limit): {cap:.0f} requests/s; server CPU per answered request "
+        f"(median of the passing steps): {ok_cpu_ms:.2f} ms\n\n{markdown(steps[1:])}\n"
+    )
     print(f"at {args.overload:g}x capacity ({args.overload * cap:.0f} requests/s, "
           f"{args.seconds:g} s, callers time out after {args.timeout:g} s):\n\n"
           f"{markdown(rows)}\n")  # fmt: skip
     line, total = run_summary("bench_shedding", start_time, load0)
     print(line)
-    payload = {"capacity_rps": cap, "steps": steps, "overload": rows, "args": vars(args),
-               "summary": line, "seconds": total}  # fmt: skip
+    payload = {"capacity_rps": cap, "ok_cpu_ms": ok_cpu_ms, "steps": steps, "overload": rows,
+               "args": vars(args), "summary": line, "seconds": total}  # fmt: skip
     save("shedding", payload)
     return payload
 

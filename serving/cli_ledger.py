@@ -2,10 +2,13 @@
 ``/readyz``) reports the feedback ledger damaged.
 
 ``check`` runs the start-up check (SQLite ``quick_check`` and the tables; a PostgreSQL ledger
-reachable) and prints each table's rows. ``repair`` (SQLite, with the service stopped) moves the
-damaged file aside, creates an empty ledger in its place and copies every row it can still read
-into it, table by table in rowid order, skipping the stretches it cannot read; it says how many
-rows each table kept. Nothing is deleted: the damaged file stays beside it for a closer look.
+reachable) and prints each table's rows, and how many decisions are marked undelivered (their
+caller left before the answer: kept, but neither contacts nor exposures). Opening a ledger of
+an earlier version adds the columns it lacks, as the service does. ``repair`` (SQLite, with
+the service stopped) moves the damaged file aside, creates an empty ledger in its place and
+copies every row it can still read into it, table by table in rowid order, skipping the
+stretches it cannot read; it says how many rows each table kept. Nothing is deleted: the
+damaged file stays beside it for a closer look.
 """
 
 from __future__ import annotations
@@ -40,11 +43,13 @@ def check(ledger: Ledger) -> None:
         raise fail(problem)
     opened = open_ledger(ledger)
     try:
-        counts = opened.counts()
+        counts, undelivered = opened.counts(), opened.undelivered()
     finally:
         opened.close()
     rows = ", ".join(f"{table} {n:,}" for table, n in counts.items())
-    console.print(f"the feedback ledger {target} is sound: {rows} rows", highlight=False)
+    console.print(f"the feedback ledger {target} is sound: {rows} rows; {undelivered:,} "
+                  "decision(s) marked undelivered (their caller left before the answer: "
+                  "not contacts, not learnt from)", highlight=False)  # fmt: skip
 
 
 @app.command()
@@ -78,19 +83,31 @@ def repair(ledger: Ledger) -> None:
 
 def copy_readable(damaged: Path, into: Path) -> dict[str, tuple[int, int]]:
     """Copy what can be read of each ledger table of ``damaged`` into the ledger ``into``;
-    per table (rows copied, unreadable stretches skipped)."""
+    per table (rows copied, unreadable stretches skipped). A ledger of an earlier version
+    lacks newer columns: those take their defaults (``policy`` 'model', delivered)."""
     out = {}
     src = sqlite3.connect(damaged)
     dst = sqlite3.connect(into)
     try:
         for table in TABLES:
             columns = [row[1] for row in dst.execute(f"PRAGMA table_info({table})")]
+            columns = [c for c in columns if c in _readable_columns(src, table, columns)]
             with dst:
                 out[table] = _copy_table(src, dst, table, columns)
     finally:
         src.close()
         dst.close()
     return out
+
+
+def _readable_columns(src, table: str, wanted: list[str]) -> set[str]:
+    """The columns ``table`` of the damaged file has (all of ``wanted`` when its schema
+    cannot be read: the copy then finds out what it can read)."""
+    try:
+        found = {row[1] for row in src.execute(f"PRAGMA table_info({table})")}
+    except sqlite3.Error:
+        return set(wanted)
+    return found or set(wanted)
 
 
 def _copy_table(src, dst, table: str, columns: list[str]) -> tuple[int, int]:

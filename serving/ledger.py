@@ -6,7 +6,9 @@ evaluation) and the policy that chose it (``model``: epsilon-greedy on the offer
 value then); ``feedback`` holds sends, opens, clicks and conversions, idempotent on the
 caller's ``event_id``; ``feedback_rejected`` keeps events that could not be matched to a
 decision, with the reason, so nothing a caller sent is lost. The ledger feeds contact caps and
-cooldowns (``contacts``, ``reserve_contacts``: ``serving/ledger_common.py``).
+cooldowns (``contacts``, ``reserve_contacts``: ``serving/ledger_common.py``). A decision whose
+caller left before its answer is marked undelivered (``decisions.undelivered_at``,
+``mark_undelivered``): kept, but neither a contact nor something to learn from.
 
 Two backends behind one interface, chosen by the location (:func:`open_ledger`): a file path
 or ``sqlite:///PATH`` is this module's SQLite file, for one machine; ``postgresql://...`` is
@@ -40,6 +42,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from serving.ledger_common import (
+    ADDED_COLUMNS,
     DECISION_COLUMNS,
     EVENTS,
     Decision,
@@ -68,7 +71,8 @@ _DDL = (
         decision_id TEXT PRIMARY KEY, customer_id TEXT NOT NULL, offer_id TEXT,
         propensity REAL NOT NULL, explored INTEGER NOT NULL, channel TEXT,
         expected_value REAL, models TEXT NOT NULL, features_as_of TEXT,
-        decided_at REAL NOT NULL, policy TEXT NOT NULL DEFAULT 'model')""",
+        decided_at REAL NOT NULL, policy TEXT NOT NULL DEFAULT 'model',
+        undelivered_at REAL)""",
     """CREATE TABLE IF NOT EXISTS feedback (
         event_id TEXT PRIMARY KEY, decision_id TEXT, customer_id TEXT NOT NULL, offer_id TEXT,
         event TEXT NOT NULL, revenue REAL, occurred_at REAL NOT NULL, received_at REAL NOT NULL)""",
@@ -86,14 +90,16 @@ _SENT = """SELECT customer_id, offer_id, occurred_at AS at FROM feedback
     WHERE event = 'sent' AND customer_id IN (SELECT value FROM json_each(:ids))"""
 _RESERVED = """SELECT customer_id, offer_id, decided_at FROM decisions AS d
     WHERE customer_id IN (SELECT value FROM json_each(:ids)) AND offer_id IS NOT NULL
-      AND decided_at >= :start AND NOT EXISTS (SELECT 1 FROM feedback AS f
-        WHERE f.decision_id = d.decision_id AND f.event = 'sent')"""
+      AND decided_at >= :start AND undelivered_at IS NULL AND NOT EXISTS (SELECT 1
+        FROM feedback AS f WHERE f.decision_id = d.decision_id AND f.event = 'sent')"""
 _CONTACTS = """SELECT customer_id, offer_id, MAX(at), SUM(at >= :start) FROM ({rows})
     GROUP BY customer_id, offer_id"""
 _INSERT_DECISIONS = """
     INSERT INTO decisions (decision_id, customer_id, offer_id, propensity, explored,
         models, features_as_of, decided_at, policy, expected_value, channel)
     VALUES (?,?,?,?,?,?,?,?,?,{expected_value},{channel})"""
+_MARK_UNDELIVERED = """UPDATE decisions SET undelivered_at = :at
+    WHERE decision_id IN (SELECT value FROM json_each(:ids)) AND undelivered_at IS NULL"""
 
 
 def open_ledger(
@@ -204,7 +210,7 @@ class FeedbackLedger(LedgerBase):
         def create(conn: sqlite3.Connection) -> None:
             for ddl in _DDL:
                 conn.execute(ddl)
-            _add_policy_column(conn)
+            _add_columns(conn)
 
         self._run(create, True)
         self._file = _identity(self.path)  # the file the connections opened
@@ -352,6 +358,9 @@ class FeedbackLedger(LedgerBase):
         return conn.execute(_CONTACTS.format(rows=rows),
                             {"ids": json.dumps(ids), "start": start}).fetchall()  # fmt: skip
 
+    def _mark_undelivered(self, conn: sqlite3.Connection, ids: list[str], at: float) -> int:
+        return conn.execute(_MARK_UNDELIVERED, {"ids": json.dumps(ids), "at": at}).rowcount
+
     def _count(self, conn: sqlite3.Connection, table: str) -> int:
         return conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
 
@@ -365,13 +374,16 @@ def _identity(path: Path) -> tuple[int, int] | None:
     return found.st_dev, found.st_ino
 
 
-def _add_policy_column(conn: sqlite3.Connection) -> None:
-    """Ledgers written before decisions recorded their policy get the column (their
-    decisions were all the model's). Another process may add it at the same moment."""
+def _add_columns(conn: sqlite3.Connection) -> None:
+    """Ledgers written by an earlier version get the decisions' columns added since
+    (``ADDED_COLUMNS``): ``policy`` (their decisions were all the model's), ``undelivered_at``
+    (all delivered, as far as anyone knew). Another process may add one at the same moment."""
     columns = {row[1] for row in conn.execute("PRAGMA table_info(decisions)")}
-    if "policy" not in columns:
+    for name, (kind, _) in ADDED_COLUMNS.items():
+        if name in columns:
+            continue
         try:
-            conn.execute("ALTER TABLE decisions ADD COLUMN policy TEXT NOT NULL DEFAULT 'model'")
+            conn.execute(f"ALTER TABLE decisions ADD COLUMN {name} {kind}")
         except sqlite3.OperationalError as err:
             if "duplicate column" not in str(err):
                 raise

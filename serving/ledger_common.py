@@ -12,6 +12,15 @@ Contacts, two ways (DESIGN sections 8, 9):
   is not reported yet (a decided offer reserves its contact), and reads, decides and records
   in one transaction holding each customer's lock: two requests for the same customer, from
   two threads, processes or replicas, cannot both pass a contact cap of 1.
+
+Undelivered decisions: a decision logged for a caller who then left before its answer (it
+disconnected, or the request timed out) is marked with :meth:`LedgerBase.mark_undelivered`
+(``decisions.undelivered_at``, the time it was marked; NULL: delivered as far as the service
+knows). It stays in the ledger, but reserves no contact and is no exposure for learning or
+off-policy evaluation (``training/ledger_exposures.py``). A ``sent`` reported for it still
+counts as a contact: the send happened. Ledgers written before the column existed get it when
+a service opens them (:data:`ADDED_COLUMNS`); tools reading one read every decision as
+delivered.
 """
 
 from __future__ import annotations
@@ -35,6 +44,12 @@ except ImportError:  # tools without BentoML (training): a plain error
 
 EVENTS = ("sent", "opened", "clicked", "converted")
 TABLES = ("decisions", "feedback", "feedback_rejected")
+# decisions' columns added after the first release, with their type (name: SQLite, PostgreSQL):
+# a ledger that lacks one gets it when a service opens it
+ADDED_COLUMNS = {
+    "policy": ("TEXT NOT NULL DEFAULT 'model'", "TEXT NOT NULL DEFAULT 'model'"),
+    "undelivered_at": ("REAL", "DOUBLE PRECISION"),
+}
 T = TypeVar("T")
 
 
@@ -57,6 +72,7 @@ class Decision(NamedTuple):
     models: str  # JSON of the model versions
     features_as_of: str | None
     policy: str = "model"  # the policy that chose: "model" or "cold_start"
+    undelivered_at: float | None = None  # when it was marked undelivered (None: delivered)
 
 
 @dataclass(frozen=True)
@@ -85,7 +101,8 @@ class Decisions:
         value = repeat(None) if self.expected_value is None else self.expected_value
         rows = zip(self.decision_id, self.customer_id, self.offer_id, self.propensity,
                    self.explored, repeat(self.channel), value, repeat(self.models),
-                   repeat(self.features_as_of), repeat(self.policy), strict=False)  # fmt: skip
+                   repeat(self.features_as_of), repeat(self.policy), repeat(None),
+                   strict=False)  # fmt: skip
         return map(Decision._make, rows)
 
 
@@ -107,11 +124,11 @@ def is_postgres(location: str | Path) -> bool:
 
 
 class LedgerBase:
-    """The ledger over five backend primitives, each given an open connection inside the
+    """The ledger over six backend primitives, each given an open connection inside the
     transaction :meth:`_run` opened: ``_insert_decisions(conn, decisions, now)``,
     ``_select_decision(conn, decision_id)``, ``_insert_feedback(conn, rows, rejected) ->
     accepted``, ``_select_contacts(conn, ids, start, reserved) -> [(customer, offer, last,
-    recent)]`` and ``_count(conn, table)``."""
+    recent)]``, ``_mark_undelivered(conn, ids, at) -> marked`` and ``_count(conn, table)``."""
 
     location: str
 
@@ -193,8 +210,9 @@ class LedgerBase:
         customers' locks; returns the answer.
 
         Contacts here also count offers decided in the window whose ``sent`` is not reported
-        yet (reported by decision id, a send replaces its reservation): what one request
-        decided is a contact for the next, whichever writer it comes from."""
+        yet (reported by decision id, a send replaces its reservation) and that were not
+        marked undelivered: what one request decided is a contact for the next, whichever
+        writer it comes from, unless its caller never got it."""
         ids, offers, start = list(customer_ids), list(offer_ids), now - window_days * 86400.0
 
         def work(conn: Any) -> T:
@@ -206,8 +224,22 @@ class LedgerBase:
 
         return self._run(work, False, lock=ids)
 
+    def mark_undelivered(self, decision_ids: Sequence[str], at: float | None = None) -> int:
+        """Mark decisions whose caller never got them (disconnected, timed out) undelivered
+        at ``at`` (default now); returns how many were marked. Idempotent: a decision marked
+        already keeps its first time; unknown ids are ignored."""
+        ids, when = [str(i) for i in decision_ids], time.time() if at is None else at
+        if not ids:
+            return 0
+        return self._run(lambda conn: self._mark_undelivered(conn, ids, when), False)
+
     def counts(self) -> dict[str, int]:
         return self._run(lambda conn: {t: self._count(conn, t) for t in TABLES}, False)
+
+    def undelivered(self) -> int:
+        """How many decisions are marked undelivered (the same SQL on every backend)."""
+        sql = "SELECT COUNT(*) FROM decisions WHERE undelivered_at IS NOT NULL"
+        return self._run(lambda conn: conn.execute(sql).fetchone()[0], False)
 
     # the primitives (see the class docstring)
     def _insert_decisions(self, conn: Any, decisions: Decisions, now: float) -> None:
@@ -220,6 +252,9 @@ class LedgerBase:
         raise NotImplementedError
 
     def _select_contacts(self, conn: Any, ids: list[str], start: float, reserved: bool) -> list:
+        raise NotImplementedError
+
+    def _mark_undelivered(self, conn: Any, ids: list[str], at: float) -> int:
         raise NotImplementedError
 
     def _count(self, conn: Any, table: str) -> int:
@@ -249,7 +284,7 @@ def decision_row(row: Sequence) -> Decision:
 
 
 DECISION_COLUMNS = ("decision_id, customer_id, offer_id, propensity, explored, channel, "
-                    "expected_value, models, features_as_of, policy")  # fmt: skip
+                    "expected_value, models, features_as_of, policy, undelivered_at")  # fmt: skip
 
 
 def _json(event: dict) -> str:

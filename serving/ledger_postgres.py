@@ -5,7 +5,9 @@ behaviour is ``serving/ledger_common.py``), with what many writers need.
 - **Connections**: one per thread (psycopg 3, autocommit, explicit transactions), opened on
   first use, so a worker starts while the server is down and answers 503 until it is back.
   The tables are created if missing, once per process, under an advisory lock (two replicas
-  starting together do not race on ``CREATE TABLE``).
+  starting together do not race on ``CREATE TABLE``); a ledger written by an earlier version
+  gets the decisions' columns added since (``ADDED_COLUMNS``) under the same lock, or, when
+  the service's user may not alter the table, a 503 saying which statement to run.
 - **Idempotent feedback** with ``INSERT ... ON CONFLICT (event_id) DO NOTHING``: of two
   writers posting the same event at once, the second waits for the first's commit and then
   counts a duplicate. Feedback commits with ``synchronous_commit=on`` (on disk before 200),
@@ -37,6 +39,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from serving.ledger_common import (
+    ADDED_COLUMNS,
     DECISION_COLUMNS,
     TABLES,
     Decision,
@@ -64,7 +67,8 @@ _DDL = (
         decision_id TEXT PRIMARY KEY, customer_id TEXT NOT NULL, offer_id TEXT,
         propensity DOUBLE PRECISION NOT NULL, explored INTEGER NOT NULL, channel TEXT,
         expected_value DOUBLE PRECISION, models TEXT NOT NULL, features_as_of TEXT,
-        decided_at DOUBLE PRECISION NOT NULL, policy TEXT NOT NULL DEFAULT 'model')""",
+        decided_at DOUBLE PRECISION NOT NULL, policy TEXT NOT NULL DEFAULT 'model',
+        undelivered_at DOUBLE PRECISION)""",
     """CREATE TABLE IF NOT EXISTS feedback (
         event_id TEXT PRIMARY KEY, decision_id TEXT, customer_id TEXT NOT NULL, offer_id TEXT,
         event TEXT NOT NULL, revenue DOUBLE PRECISION, occurred_at DOUBLE PRECISION NOT NULL,
@@ -93,10 +97,14 @@ _SENT = """SELECT customer_id, offer_id, occurred_at AS at FROM feedback
     WHERE event = 'sent' AND customer_id = ANY(%(ids)s::text[])"""
 _RESERVED = """SELECT customer_id, offer_id, decided_at FROM decisions AS d
     WHERE customer_id = ANY(%(ids)s::text[]) AND offer_id IS NOT NULL
-      AND decided_at >= %(start)s AND NOT EXISTS (SELECT 1 FROM feedback AS f
-        WHERE f.decision_id = d.decision_id AND f.event = 'sent')"""
+      AND decided_at >= %(start)s AND undelivered_at IS NULL AND NOT EXISTS (SELECT 1
+        FROM feedback AS f WHERE f.decision_id = d.decision_id AND f.event = 'sent')"""
 _CONTACTS = """SELECT customer_id, offer_id, MAX(at), COUNT(*) FILTER (WHERE at >= %(start)s)
     FROM ({rows}) AS c GROUP BY customer_id, offer_id"""
+_MARK_UNDELIVERED = """UPDATE decisions SET undelivered_at = %(at)s
+    WHERE decision_id = ANY(%(ids)s::text[]) AND undelivered_at IS NULL"""
+_COLUMNS = """SELECT column_name FROM information_schema.columns
+    WHERE table_schema = current_schema() AND table_name = 'decisions'"""
 _LOCK = """SELECT pg_advisory_xact_lock(%(cls)s, k) FROM (SELECT DISTINCT
     1 + (hashtext(c) & %(mask)s) AS k FROM unnest(%(ids)s::text[]) AS c ORDER BY k) AS keys"""
 
@@ -157,7 +165,26 @@ class PostgresLedger(LedgerBase):
             conn.execute("SELECT pg_advisory_xact_lock(%s, 0)", (LOCK_CLASS,))
             for ddl in _DDL:
                 conn.execute(ddl)
+            self._add_columns(conn)
             self._schema_ready = True
+
+    def _add_columns(self, conn: Any) -> None:
+        """A ledger written by an earlier version gets the decisions' columns added since
+        (checked first: ``ALTER TABLE`` locks the table even when there is nothing to add)."""
+        found = {row[0] for row in conn.execute(_COLUMNS)}
+        for name, (_, kind) in ADDED_COLUMNS.items():
+            if name in found:
+                continue
+            statement = f"ALTER TABLE decisions ADD COLUMN IF NOT EXISTS {name} {kind}"
+            try:
+                with conn.transaction():  # a savepoint: the message below, not an aborted one
+                    conn.execute(statement)
+            except psycopg.errors.InsufficientPrivilege as err:
+                raise LedgerUnavailable(
+                    f"the feedback ledger {describe(self.location)} was written by an earlier "
+                    f"version and its user may not add the column decisions.{name} ({err}); "
+                    f"run once as the table's owner: {statement}"
+                ) from None
 
     def ping(self) -> None:
         """Raise :class:`LedgerUnavailable` unless the server answers (readiness probes)."""
@@ -222,6 +249,9 @@ class PostgresLedger(LedgerBase):
     def _select_contacts(self, conn: Any, ids: list[str], start: float, reserved: bool) -> list:
         rows = f"{_SENT} UNION ALL {_RESERVED}" if reserved else _SENT
         return conn.execute(_CONTACTS.format(rows=rows), {"ids": ids, "start": start}).fetchall()
+
+    def _mark_undelivered(self, conn: Any, ids: list[str], at: float) -> int:
+        return conn.execute(_MARK_UNDELIVERED, {"ids": ids, "at": at}).rowcount
 
     def _count(self, conn: Any, table: str) -> int:
         return conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]

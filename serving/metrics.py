@@ -32,6 +32,10 @@ def _counters() -> dict:
             "lifecycle_decisions_unlogged", "Decisions not written to the ledger because "
             "their caller was gone (disconnected or timed out) before they were logged",
         ),
+        "undelivered": prometheus_client.Counter(
+            "lifecycle_decisions_undelivered", "Decisions logged, then marked undelivered in "
+            "the ledger because their caller left (disconnected or timed out) before the answer",
+        ),
     }  # fmt: skip
 
 
@@ -57,6 +61,10 @@ def count_shed() -> None:
 
 def count_unlogged(n: int) -> None:
     _counters()["unlogged"].inc(n)
+
+
+def count_undelivered(n: int) -> None:
+    _counters()["undelivered"].inc(n)
 
 
 _monitor_gauges: dict[str, object] = {}

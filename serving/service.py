@@ -23,6 +23,7 @@ from starlette.responses import JSONResponse, Response
 from features.store import NoVersionError, StoreUnavailableError
 from serving import cold_start, metric_labels
 from serving.config import load_config
+from serving.edge import shed_at_the_edge
 from serving.engine import Contacts, DecisionEngine, Scores
 from serving.errors import ErrorShape
 from serving.inputs import FeatureRows
@@ -49,6 +50,7 @@ from serving.traffic import (
     LoadShed,
     RequestLog,
     abandoned,
+    decisions_logged,
     install_logging,
     patch_bentoml_timeout,
     unless_abandoned,
@@ -274,6 +276,7 @@ class LifecycleService:
                 self.state.ledger.record_decisions(logged, self.state.clock.now())
         if logged:
             count_decisions(logged)
+            decisions_logged(logged.decision_id, self.state.ledger.mark_undelivered)  # caller left?
         results: list[dict] = [{}] * len(rows.customer_ids)
         for i, out in zip(found, decided, strict=True):
             results[i] = out
@@ -393,6 +396,7 @@ def _feedback_record(
 
 
 patch_bentoml_timeout()  # BentoML's traffic timeout kept every request alive for 120 s
+shed_at_the_edge()  # under overload, refused before BentoML's middlewares: serving/edge.py
 LifecycleService.add_asgi_middleware(RequestLog)  # the first added is the outermost
 LifecycleService.add_asgi_middleware(BodyLimit)
 LifecycleService.add_asgi_middleware(TokenAuth)

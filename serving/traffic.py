@@ -16,7 +16,13 @@ A request whose caller is gone before its decisions are logged (the client disco
 BentoML's traffic timeout cancelled it) is marked *abandoned*; the service then does not log
 its decisions (:func:`abandoned`), so nothing learns from decisions nobody received, and a
 decision API whose caller left while it waited for the handler thread does no work at all
-(:func:`unless_abandoned`).
+(:func:`unless_abandoned`). A caller who leaves *after* the decisions were logged (while the
+handler finishes, or before the response is complete) gets them marked undelivered in the
+ledger instead: the handler registers what it logged (:func:`decisions_logged`), and the
+request, when it ends without delivering a complete successful answer, marks them
+(:func:`mark_undelivered`, off the event loop, waiting at most ``MARK_TIMEOUT_SECONDS``); a
+handler that logs after its caller left marks them itself at once. Best effort: a failure is
+logged at WARNING with the decision ids, never raised.
 """
 
 from __future__ import annotations
@@ -26,10 +32,12 @@ import functools
 import json
 import logging
 import re
+import threading
 import uuid
 import weakref
+from collections.abc import Callable, Sequence
 from contextvars import Context, ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from starlette.responses import JSONResponse, Response
@@ -45,6 +53,9 @@ RETRY_AFTER_SECONDS = 1
 _SANE_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 _SERVING = str(Path(__file__).resolve().parent)
 _REASON_CHARS = 300
+MARK_TIMEOUT_SECONDS = 10.0  # longest a request waits for its decisions' marking (it goes on)
+Mark = Callable[[Sequence[str]], int]  # marks decision ids undelivered, returns how many
+_DELIVERY = threading.Lock()  # between a handler registering decisions and its request ending
 
 
 @dataclass
@@ -56,6 +67,7 @@ class RequestState:
     reason: str | None = None  # why it failed, from the exception BentoML caught
     traceback_logged: bool = False
     shed: bool = False
+    logged: list[tuple[Mark, Sequence[str]]] = field(default_factory=list)  # its decisions
 
 
 _current: ContextVar[RequestState | None] = ContextVar("lifecycle_request", default=None)
@@ -86,6 +98,71 @@ def unless_abandoned(api):
         return api(self, *args, **kwargs)
 
     return run
+
+
+def decisions_logged(decision_ids: Sequence[str], mark: Mark) -> None:
+    """The handler just wrote ``decision_ids`` to the ledger for the current request (and
+    committed them). Its caller already gone: ``mark`` them undelivered now, in this thread;
+    else they stay with the request, which marks them if it ends undelivered."""
+    state = _current.get()
+    if state is None or not len(decision_ids):
+        return
+    with _DELIVERY:
+        gone = state.abandoned
+        if not gone:
+            state.logged.append((mark, decision_ids))
+    if gone:
+        mark_undelivered(state.request_id, [(mark, decision_ids)])
+
+
+def mark_undelivered(request: str, logged: list[tuple[Mark, Sequence[str]]]) -> None:
+    """Mark each batch of decisions undelivered; never raises: a failure is logged at WARNING
+    with the request and decision ids (to mark them by hand: ``UPDATE decisions SET
+    undelivered_at = ... WHERE decision_id IN (...)``)."""
+    from serving.metrics import count_undelivered
+
+    for mark, ids in logged:
+        try:
+            marked = mark(ids)
+        except Exception as err:  # noqa: BLE001 - best effort: the request is over anyway
+            logger.warning("request_id=%s: its answer never reached the caller, but %d "
+                           "decision(s) could not be marked undelivered in the ledger (%s): %s",
+                           request, len(ids), err, " ".join(map(str, ids)))  # fmt: skip
+            continue
+        count_undelivered(marked)
+        logger.info("request_id=%s: its answer never reached the caller (it left, timed out or "
+                    "got an error): %d logged decision(s) marked undelivered (not contacts, not "
+                    "learnt from)", request, marked)  # fmt: skip
+
+
+def _undelivered(state: RequestState, response: _Response) -> list[tuple[Mark, Sequence[str]]]:
+    """The decisions a request that ends now logged for a caller who did not get them: its
+    caller left, or it ends without a complete successful answer. The request then counts as
+    abandoned, so that a handler still running (a timeout does not stop its thread) marks
+    what it logs later itself."""
+    delivered = response.complete and response.status is not None and response.status < 400
+    if delivered and not state.abandoned:  # the handler has returned: nothing more to come
+        return []
+    with _DELIVERY:
+        state.abandoned = True
+        taken, state.logged = state.logged, []
+    return taken
+
+
+async def _settle(state: RequestState, response: _Response) -> None:
+    """Mark the request's undelivered decisions in a thread (the ledger may wait on a lock
+    or its server), waiting at most ``MARK_TIMEOUT_SECONDS`` for it."""
+    taken = _undelivered(state, response)
+    if not taken:
+        return
+    loop = asyncio.get_running_loop()
+    marking = loop.run_in_executor(None, mark_undelivered, state.request_id, taken)
+    try:
+        await asyncio.wait_for(asyncio.shield(marking), MARK_TIMEOUT_SECONDS)
+    except TimeoutError:
+        logger.warning("request_id=%s: marking its decisions undelivered took more than %g s; "
+                       "it goes on in the background", state.request_id,
+                       MARK_TIMEOUT_SECONDS)  # fmt: skip
 
 
 def request_id(headers: dict[bytes, bytes]) -> str:
@@ -125,6 +202,7 @@ class RequestLog:
         finally:
             watch.stop()
             _current.reset(token)
+            await _settle(state, response)  # after a cancel too: the 504 is answered already
         _log_outcome(scope, state, response)
 
 
@@ -280,16 +358,29 @@ class LoadShed:
     the body is then handed on as received. One event loop per worker: a plain counter is
     exact."""
 
+    _worker: weakref.ref | None = None  # the last built: the worker's own (one app each)
+
     def __init__(self, app, limit: int | None = None) -> None:
         self.app = app
         self._limit = limit
         self.in_flight = 0
+        LoadShed._worker = weakref.ref(self)
 
     @property
     def limit(self) -> int:
         if self._limit is not None:
             return self._limit
         return configured("max_in_flight", DEFAULT_MAX_IN_FLIGHT)
+
+    @classmethod
+    def full(cls) -> int | None:
+        """The worker's limit when its ``LoadShed`` has that many requests in flight, else
+        None (:mod:`serving.edge`)."""
+        shed = cls._worker() if cls._worker is not None else None
+        if shed is None or not shed.in_flight:
+            return None
+        limit = shed.limit
+        return limit if limit and shed.in_flight >= limit else None
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http" or scope["path"] in NEVER_SHED:
@@ -298,7 +389,7 @@ class LoadShed:
         messages = await _whole_body(receive)
         limit = self.limit
         if limit and self.in_flight >= limit:
-            await _shed(send, limit)
+            await shed(send, limit)
             return
         self.in_flight += 1
         try:
@@ -315,7 +406,8 @@ async def _whole_body(receive) -> list[dict]:
     return messages
 
 
-async def _shed(send, limit: int) -> None:
+async def shed(send, limit: int, headers: list | None = None) -> None:
+    """The 503 of a request refused with ``limit`` in flight, counted on ``/metrics``."""
     from serving.metrics import count_shed
 
     message = (f"overloaded: {limit} requests already in flight in this worker "
@@ -325,7 +417,8 @@ async def _shed(send, limit: int) -> None:
     if state is not None:
         state.shed, state.reason = True, message
     count_shed()
-    await send_error(send, 503, message, [(b"retry-after", str(RETRY_AFTER_SECONDS).encode())])
+    retry = (b"retry-after", str(RETRY_AFTER_SECONDS).encode())
+    await send_error(send, 503, message, [retry, *(headers or [])])
 
 
 class QuietClientErrors(logging.Filter):

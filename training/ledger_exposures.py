@@ -10,7 +10,10 @@ contract (``features.loaders.load_exposures``) that training reads beside the ca
   An offer decision counts once the campaign app reported it ``sent`` (``/feedback``), at the
   first ``sent`` time; with ``require_sent=False`` every offer decision counts, at the
   decision's time (for apps that report no sends). Decisions of every policy (``model``,
-  ``cold_start``) count: each logged its propensity.
+  ``cold_start``) count: each logged its propensity. A decision marked undelivered (its caller
+  left before the answer: ``decisions.undelivered_at``) never counts: nobody received it, so
+  it is no exposure (and the propensities of the delivered ones are unchanged by leaving it
+  out: a caller leaves whatever the policy chose).
 - **Outcomes, as for every arm alike.** ``converted``: the customer has a purchase event in
   ``(sent_at, sent_at + response_window_days]``; ``revenue``: those purchases' amounts. The
   control arm has no feedback to report, so outcomes come from the events for both arms (the
@@ -32,18 +35,22 @@ from features.builder import to_utc
 COLUMNS = ("exposure_id", "customer_id", "offer_id", "sent_at", "channel", "propensity",
            "converted", "revenue")  # fmt: skip
 PREFIX = "ledger-"  # exposure ids: the decision id, marked as the ledger's
+UNDELIVERED = "undelivered_at"  # set on decisions whose caller left before the answer
 
 
 def read_ledger(path: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The ledger's ``decisions`` and ``sent`` feedback, read-only (the service may be
-    writing): ``decisions`` (decision_id, customer_id, offer_id, propensity, channel,
-    decided_at) and ``sent`` (decision_id, occurred_at), times as UTC timestamps. ``path``:
-    a SQLite file or a ``postgresql://`` URL (``training.ledger_tables.read_tables``)."""
-    from training.ledger_tables import read_tables
+    """The ledger's delivered ``decisions`` and ``sent`` feedback, read-only (the service
+    may be writing): ``decisions`` (decision_id, customer_id, offer_id, propensity, channel,
+    decided_at; none marked undelivered) and ``sent`` (decision_id, occurred_at), times as
+    UTC timestamps. ``path``: a SQLite file or a ``postgresql://`` URL
+    (``training.ledger_tables.read_tables``); a ledger of an earlier version, without
+    ``undelivered_at``, has every decision delivered."""
+    from training.ledger_tables import columns, read_tables
 
+    delivered = " WHERE undelivered_at IS NULL" if UNDELIVERED in columns(path, "decisions") else ""
     found = read_tables(path, {
         "decisions": "SELECT decision_id, customer_id, offer_id, propensity, channel, "
-                     "decided_at FROM decisions",
+                     f"decided_at FROM decisions{delivered}",
         "sent": "SELECT decision_id, MIN(occurred_at) AS occurred_at FROM feedback "
                 "WHERE event = 'sent' AND decision_id IS NOT NULL GROUP BY decision_id",
     })  # fmt: skip

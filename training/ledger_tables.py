@@ -72,6 +72,18 @@ def read_tables(location: str | Path, queries: dict[str, str]) -> dict[str, pd.D
             raise ValueError(f"{path} is not a readable feedback ledger: {err}") from None
 
 
+def columns(location: str | Path, table: str) -> set[str]:
+    """The names of ``table``'s columns in the ledger at ``location`` (read-only), so that a
+    tool can read a ledger written by an earlier version, which lacks the newer ones (errors
+    as :func:`read_tables`)."""
+    if parse_location(location)[0] == "postgresql":
+        sql = ("SELECT column_name AS name FROM information_schema.columns "
+               f"WHERE table_schema = current_schema() AND table_name = '{table}'")  # fmt: skip
+    else:
+        sql = f"SELECT name FROM pragma_table_info('{table}')"
+    return set(read_tables(location, {"columns": sql})["columns"]["name"])
+
+
 def _read_postgres(url: str, queries: dict[str, str]) -> dict[str, pd.DataFrame]:
     """Each ``SELECT`` of ``queries`` as a frame, in one read-only transaction."""
     import psycopg

@@ -293,6 +293,8 @@ def test_past_max_in_flight_requests_are_shed_at_once_and_log_no_decision(server
     assert shed.status_code == 503 and shed.headers["retry-after"] == "1", shed.text
     one_error_shape(shed, 503)
     assert "max_in_flight" in shed.json()["error"] and waited < 0.5
+    assert re.fullmatch(r"[0-9a-f]{32}", shed.headers["x-request-id"])
+    assert "at the edge" in server["log"].read_text()  # before BentoML's middlewares
     assert probe.status_code == 200
     assert [a.status_code for a in answers] == [200] * IN_FLIGHT
     after = [decided(server["ledger"], c) for c in ids]
