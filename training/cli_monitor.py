@@ -23,6 +23,11 @@ ActivityThreshold = Annotated[
     float, typer.Option(min=0.0, help="Exit 4 when a role's event rate per active customer "
                         "moved by more than this share (0.1 = 10 %) beyond noise.")
 ]  # fmt: skip
+AmountThreshold = Annotated[
+    float, typer.Option(min=0.0, help="Exit 4 when what customers pay per event of a money "
+                        "role (purchase, refund, subscription start) moved by more than this "
+                        "share (0.1 = 10 %) beyond noise.")
+]  # fmt: skip
 
 
 def monitor(
@@ -43,8 +48,10 @@ def monitor(
     psi_threshold: PsiThreshold = 0.25,
     ece_threshold: EceThreshold = 0.1,
     activity_threshold: ActivityThreshold = 0.1,
-    activity_days: Annotated[int, typer.Option(min=1, help="Event rates over the last N days "
-                                               "vs the N days before the reference date.")] = 7,
+    amount_threshold: AmountThreshold = 0.1,
+    activity_days: Annotated[int, typer.Option(min=1, help="Event rates and amounts over the "
+                                               "last N days vs the N days before the reference "
+                                               "date.")] = 7,
     reference_as_of: Annotated[
         str | None, typer.Option(help="Reference date (ISO; default: the champion churn "
                                  "model's training snapshot, its run's holdout_as_of).")
@@ -60,9 +67,10 @@ def monitor(
     """Compare the current store with the champion churn model's training snapshot (feature
     and score drift: PSI and a two-sample test), check realised calibration of the latest
     cohort whose churn horizon has passed, each role's event rate in the last days against the
-    days before the reference date (activity), realised offer performance against the control
-    arm and the ledger's health. Writes OUT/monitor.json, monitor.html and monitor.prom
-    (Prometheus gauges).
+    days before the reference date (activity), what customers pay per event of each money role
+    over the same windows (amounts), realised offer performance against the control arm and
+    the ledger's health (with offers the champion offers model never saw sent). Writes
+    OUT/monitor.json, monitor.html and monitor.prom (Prometheus gauges).
 
     Exit codes: 0 every check within its threshold; 4 a threshold was crossed (printed);
     1 the data, the models or the store could not be read; 2 bad usage.
@@ -78,10 +86,12 @@ def monitor(
     if kind == "sqlite" and not Path(where).is_file():
         raise fail(f"the feedback ledger {ledger} does not exist", FAILED)
     try:
-        *parts, activity, notes = _gather(data, config, store, ledger, reference_as_of,
-                                          window_days, ledger_days, now, activity_days)  # fmt: skip
-        thresholds = Thresholds(psi_threshold, ece_threshold, activity_threshold)
-        result = evaluate(*parts, thresholds, notes=notes, activity=activity)
+        *parts, activity, amounts, notes = _gather(data, config, store, ledger,
+                                                   reference_as_of, window_days, ledger_days,
+                                                   now, activity_days)  # fmt: skip
+        thresholds = Thresholds(psi_threshold, ece_threshold, activity_threshold,
+                                amount_threshold)  # fmt: skip
+        result = evaluate(*parts, thresholds, notes=notes, activity=activity, amounts=amounts)
         generated_at = pd.Timestamp.now(tz="UTC")
         paths = write_outputs(result, out, generated_at, render(result, generated_at))
     except (LookupError, ValueError, KeyError, TypeError, OSError) as err:
@@ -100,13 +110,14 @@ def monitor(
 def _gather(data, config, store, ledger, reference_as_of, window_days, ledger_days, now,
             activity_days):  # fmt: skip
     """(champion, reference, current, calibration, exposures, ledger health, activity,
-    notes)."""
+    amounts, notes)."""
     import pandas as pd
 
     from features.project import recorded_config
     from training.cli_common import project_config
     from training.monitoring import inputs
     from training.monitoring.activity import activity_shift
+    from training.monitoring.amounts import amount_shift
     from training.monitoring.checks import calibration_of
     from training.monitoring.ledger_health import ledger_health
     from training.pipeline import resolved
@@ -139,13 +150,35 @@ def _gather(data, config, store, ledger, reference_as_of, window_days, ledger_da
     exposures = inputs.window_exposures(tables, window_days,
                                         followed.dataset.response_window_days, ledger)  # fmt: skip
     at = now or pd.Timestamp.now(tz="UTC")
-    health = ledger_health(ledger, at, ledger_days) if ledger is not None else None
+    health = None
+    if ledger is not None:
+        health = ledger_health(ledger, at, ledger_days, inputs.offers_training_sends())
+        notes += _support_notes(health)
     try:
         activity = activity_shift(tables.events, pd.Timestamp(when), tables.end, activity_days)
     except ValueError as err:
         notes.append(f"activity not computed: {err}")
         activity = None
-    return champion, reference, current, calibration, exposures, health, activity, notes
+    try:
+        amounts = amount_shift(tables.events, pd.Timestamp(when), tables.end, activity_days)
+    except ValueError as err:
+        notes.append(f"amounts not computed: {err}")
+        amounts = None
+    return champion, reference, current, calibration, exposures, health, activity, amounts, notes
+
+
+def _support_notes(health) -> list[str]:
+    """A note on the offers decided that the champion offers model never saw sent."""
+    if health.offers is None:
+        return ["no champion offers model: every offer is decided without training support "
+                "(cold start)"]  # fmt: skip
+    new = health.offers[~health.offers["supported"]]
+    if new.empty:
+        return []
+    listed = ", ".join(f"{r.offer_id} ({r.decisions:.0f} decisions, {r.explored:.0f} explored)"
+                       for r in new.itertuples())  # fmt: skip
+    return [f"offers without training support (new to the champion offers model, explored "
+            f"only; reported, not a threshold): {listed}"]  # fmt: skip
 
 
 def _print(result, paths: dict[str, Path]) -> None:
@@ -168,6 +201,10 @@ def _print(result, paths: dict[str, Path]) -> None:
         moved = ", ".join(f"{r.role} {r.change:+.0%}" for r in a.moved.itertuples()) or "none"
         console.print(f"activity, {a.days} days to {a.current_end:%Y-%m-%d} vs to "
                       f"{a.reference_end:%Y-%m-%d}: roles moved beyond noise: {moved}")  # fmt: skip
+    if result.amounts is not None:
+        a = result.amounts
+        moved = ", ".join(f"{r.role} {r.change:+.0%}" for r in a.moved.itertuples()) or "none"
+        console.print(f"amounts per event, same windows: roles moved beyond noise: {moved}")
     if result.ledger is not None:
         h = result.ledger.summary
         console.print(f"ledger: {h['decisions']:.0f} decisions in {h['days']:.0f} days, "

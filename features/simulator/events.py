@@ -87,17 +87,21 @@ def event_attributes(
     stage: np.ndarray,
     product: np.ndarray,
     rng: np.random.Generator,
+    price_factor: np.ndarray | float = 1.0,
 ) -> dict[str, np.ndarray]:
     """Amount, product and channel for every event.
 
     ``product`` is a preset product index per event (-1 = draw one by affinity when the event
-    type carries a product). Returns arrays ``amount`` (float, NaN when none), ``product``
-    (int, -1 when none) and ``channel`` (int index into CHANNELS).
+    type carries a product); ``price_factor`` (per event, or one for all) scales the catalog
+    prices the event was priced at (a price change, ``World.change_prices``): a purchase's
+    amount and a refund's (what was paid back) move with it; 1 leaves every amount as it was.
+    Returns arrays ``amount`` (float, NaN when none), ``product`` (int, -1 when none) and
+    ``channel`` (int index into CHANNELS).
     """
     carries = np.isin(kind, [T["purchase"], T["refund"], T["add_to_cart"]])
     drawn = draw_products(pop, who, rng)
     product = np.where(carries, np.where(product >= 0, product, drawn), -1)
-    price = PRODUCTS["price"].to_numpy()[np.maximum(product, 0)]
+    price = PRODUCTS["price"].to_numpy()[np.maximum(product, 0)] * price_factor
     noise = rng.lognormal(0.0, 0.1, size=len(who))
     amount = np.full(len(who), np.nan)
     buy = kind == T["purchase"]

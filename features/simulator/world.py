@@ -14,6 +14,8 @@ Nobody arrives after the log.
 - **The past does not change.** Each export draws the attributes (amounts, products,
   channels) of the events new since the last export only, from a random stream of its own,
   and appends them: a purchase keeps its amount from one export to the next.
+- **Prices as of the event's day.** After :meth:`World.change_prices`, the purchases and
+  refunds dated from that day are priced at the new prices (the events before keep theirs).
 - **Responses from a stream of their own** (``[seed, 3]``), so the world's own dynamics do
   not depend on how many customers were contacted; what a conversion changes (the stage it
   moves the customer to, :func:`campaigns.converted_stages`) does.
@@ -71,6 +73,7 @@ class World:
     response_rng: np.random.Generator | None = None
     added_offers: list[str] = field(default_factory=list)  # held back, added since
     price_factor: float = 1.0
+    price_changes: list[tuple[int, float]] = field(default_factory=list)  # (from day, factor)
 
     @classmethod
     def start(cls, config: SimConfig, progress: bool = False) -> World:
@@ -172,13 +175,24 @@ class World:
             self.added_offers.append(offer_id)
 
     def change_prices(self, factor: float) -> None:
-        """Scale every plan's price index by ``factor`` from now on (relative to the log's
-        prices): fewer purchases and more churn risk for price-sensitive customers
-        (:func:`dynamics.static_multipliers`)."""
+        """Scale every price by ``factor`` from now on (relative to the log's prices): the
+        amounts of the purchases (and refunds) dated from today are the catalog's prices times
+        ``factor`` (:meth:`prices_on`); and fewer purchases and more churn risk for paying
+        customers, the price-sensitive most (:func:`dynamics.static_multipliers`)."""
         if not factor > 0:
             raise ValueError(f"change_prices: factor must be > 0; got {factor}")
         self.price_factor = factor
+        self.price_changes.append((self.day, float(factor)))
         self.running.static_mult = dynamics.static_multipliers(self.running.pop, factor)
+
+    def prices_on(self, days: np.ndarray) -> np.ndarray | float:
+        """The price factor in force on each of ``days`` (days since the log's first day):
+        the latest change made on or before it; 1 (the scalar, when prices never changed)."""
+        if not self.price_changes:
+            return 1.0
+        since, factors = zip(*self.price_changes, strict=True)
+        at = np.searchsorted(np.asarray(since), np.asarray(days), side="right") - 1
+        return np.where(at >= 0, np.asarray(factors)[np.maximum(at, 0)], 1.0)
 
     def advance(self, days: int) -> None:
         """Let ``days`` days pass: events, stage moves and truth snapshots, no campaigns."""
@@ -221,7 +235,7 @@ class World:
         ev = {k: v[pick] for k, v in cols.items()}
         rng = np.random.default_rng([self.config.seed, EXPORT_STREAM, self.day])
         attrs = event_attributes(self.running.pop, ev["who"], ev["kind"], ev["stage"],
-                                 ev["product"], rng)  # fmt: skip
+                                 ev["product"], rng, self.prices_on(ev["day"]))  # fmt: skip
         ev |= attrs | {"second": rng.integers(1, 86_400, size=len(ev["who"]))}
         start = pd.Timestamp(self.config.start, tz="UTC")
         self.events.append(events_frame(self.ids, start, ev, tuple(OFFERS["offer_id"])))

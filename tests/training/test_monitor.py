@@ -162,6 +162,24 @@ def test_ledger_health_by_hand(ledger):
     assert s["rejected_feedback"] == 1 and s["hours_since_last_decision"] == pytest.approx(12)
     assert health.daily["decisions"].tolist() == [0, 0, 1, 0, 0, 1, 1]
     assert health.daily["until"].iloc[-1] == "2026-03-11 00:00"
+    exactly = ledger_health(ledger, now=T0 + pd.Timedelta(days=8), days=7)  # d4 at the start
+    assert exactly.summary["decisions"] == 2 and exactly.daily["decisions"].iloc[0] == 1
+
+
+def test_offers_the_offers_model_never_saw_sent_are_counted_by_hand(ledger):
+    """In the window: x to a (explored) and y to c; the model was trained on x only."""
+    health = ledger_health(ledger, now=T0 + pd.Timedelta(days=10), days=7,
+                           trained={"control": 10, "x": 5})  # fmt: skip
+    s = health.summary
+    assert s["offers_without_training_support"] == 1 and s["unsupported_decision_share"] == 0.5
+    support = health.offers.set_index("offer_id")
+    assert support.index.tolist() == ["y", "x"]  # unsupported first
+    assert support.loc["y"].to_dict() == {"decisions": 1.0, "explored": 0.0,
+                                          "training_sends": 0.0, "supported": False}  # fmt: skip
+    assert support.loc["x"].to_dict() == {"decisions": 1.0, "explored": 1.0,
+                                          "training_sends": 5.0, "supported": True}  # fmt: skip
+    unknown = ledger_health(ledger, now=T0 + pd.Timedelta(days=10), days=7)
+    assert unknown.offers is None and "offers_without_training_support" not in unknown.summary
 
 
 def test_ledger_health_of_an_empty_window_and_a_missing_ledger(ledger, tmp_path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 
 import mlflow
 import pandas as pd
@@ -127,3 +128,82 @@ def test_purchases_gone_in_the_last_week_cross_the_activity_check_naming_the_rol
     assert 'lifecycle_activity_change{role="purchase"}' in (workdir / "gone-out" /
                                                            "monitor.prom").read_text()  # fmt: skip
     assert "<h2>Activity</h2>" in (workdir / "gone-out" / "monitor.html").read_text()
+
+
+def test_prices_doubled_in_the_last_week_cross_the_amount_check_naming_the_role(workdir):
+    """Every amount of the last 7 days of a copy of the data doubled (a price rise): the
+    amounts check compares what customers paid that week with the week before the reference
+    date; the activity check (how often) does not move."""
+    events = pd.read_parquet(workdir / "data" / "events.parquet")
+    end = pd.to_datetime(events["timestamp"], utc=True).max()
+    recent = pd.to_datetime(events["timestamp"], utc=True) > end - pd.Timedelta(days=7)
+    shutil.copytree(workdir / "data", workdir / "dear", dirs_exist_ok=True)
+    scaled = events["amount"].where(~recent | (events["event_type"] == "nps_response"),
+                                    events["amount"] * 2)  # fmt: skip
+    events.assign(amount=scaled).to_parquet(workdir / "dear" / "events.parquet")
+    reference = (end - pd.Timedelta(days=28)).isoformat()
+    result = runner.invoke(app, ["monitor", "dear", "--config", "train.yaml", "--reference-as-of",
+                                 reference, "--out", "dear-out"])  # fmt: skip
+    assert result.exit_code == 4, result.output
+    found = json.loads((workdir / "dear-out" / "monitor.json").read_text())
+    assert "amount_shift" in found["crossed"] and "activity_shift" not in found["crossed"]
+    (check,) = [c for c in found["checks"] if c["name"] == "amount_shift"]
+    assert check["detail"].startswith("purchase +") and check["value"] > 0.1, check
+    assert check["threshold"] == 0.1 and found["thresholds"]["amount"] == 0.1
+    roles = {row["role"]: row for row in found["amounts"]["roles"]}
+    assert roles["purchase"]["low"] < 1.0 < roles["purchase"]["high"]  # every amount x 2
+    assert "feedback" not in roles  # an NPS score is not money
+    assert "amounts per event, same windows: roles moved beyond noise: purchase" in result.output
+    prom = (workdir / "dear-out" / "monitor.prom").read_text()
+    assert 'lifecycle_amount_change{role="purchase"}' in prom
+    assert 'lifecycle_monitor_threshold_crossed{check="amount_shift"} 1.0' in prom
+    assert "<h2>Amounts</h2>" in (workdir / "dear-out" / "monitor.html").read_text()
+    looser = runner.invoke(app, ["monitor", "dear", "--config", "train.yaml", "--out", "dear-5",
+                                 "--amount-threshold", "5", "--reference-as-of",
+                                 reference])  # fmt: skip
+    assert looser.exit_code in (0, 4), looser.output
+    found = json.loads((workdir / "dear-5" / "monitor.json").read_text())
+    assert "amount_shift" not in found["crossed"] and found["thresholds"]["amount"] == 5
+
+
+def test_without_an_offers_champion_the_ledger_notes_a_cold_start(workdir):
+    end = end_of_data(workdir)  # 900 customers: too few sends for an offers model
+    result = monitor("--reference-as-of", end, "--ledger", "ledger.sqlite", "--now", end,
+                     "--ledger-days", "90", "--out", "cold")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    found = json.loads((workdir / "cold" / "monitor.json").read_text())
+    assert found["ledger"]["offers"] is None
+    assert any(n.startswith("no champion offers model") for n in found["notes"])
+
+
+def test_an_offer_the_champion_never_saw_is_reported_not_a_threshold(workdir, monkeypatch):
+    """The ledger's decisions of an offer absent from the champion offers model's training
+    data (a new offer): named in a note, the ledger's offers table and a gauge; exit 0."""
+    from training.monitoring import inputs
+
+    tables = load_tables(workdir / "data")
+    trained = {"control": 500, **{str(o): 100 for o in tables.offers["offer_id"]}}
+    monkeypatch.setattr(inputs, "offers_training_sends", lambda alias="champion": trained)
+    shutil.copy(workdir / "ledger.sqlite", workdir / "ledger-new.sqlite")
+    with sqlite3.connect(workdir / "ledger-new.sqlite") as conn:
+        conn.execute("UPDATE decisions SET offer_id = 'xsell_new' WHERE decision_id IN "
+                     "('dec1', 'dec2', 'dec3')")  # fmt: skip
+    end = end_of_data(workdir)
+    result = monitor("--reference-as-of", end, "--ledger", "ledger-new.sqlite", "--now", end,
+                     "--ledger-days", "90", "--out", "new-offer")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    found = json.loads((workdir / "new-offer" / "monitor.json").read_text())
+    (note,) = [n for n in found["notes"] if n.startswith("offers without training support")]
+    assert "xsell_new (3 decisions, 3 explored)" in note and "not a threshold" in note
+    ledger = found["ledger"]
+    assert ledger["summary"]["offers_without_training_support"] == 1
+    offered = sum(row["decisions"] for row in ledger["offers"])
+    assert ledger["summary"]["unsupported_decision_share"] == pytest.approx(3 / offered)
+    new = ledger["offers"][0]  # unsupported first
+    assert new["offer_id"] == "xsell_new" and new["training_sends"] == 0 and not new["supported"]
+    assert all(row["supported"] and row["training_sends"] > 0 for row in ledger["offers"][1:])
+    prom = (workdir / "new-offer" / "monitor.prom").read_text()
+    assert 'lifecycle_ledger_offer_training_sends{offer="xsell_new"} 0.0' in prom
+    assert "lifecycle_ledger_offers_without_training_support 1.0" in prom
+    page = (workdir / "new-offer" / "monitor.html").read_text()
+    assert "training data: an offer without any" in page and "xsell_new" in page

@@ -9,7 +9,11 @@ crosses nothing):
 - ``activity_shift``: the largest change in a role's events per active customer (purchases,
   cancellations, visits, ...), the last week vs the week before the reference date, that
   the role's (Bonferroni-adjusted 95 %) interval still allows
-  (:mod:`training.monitoring.activity`): a change of behaviour shows here within days.
+  (:mod:`training.monitoring.activity`): a change of behaviour shows here within days;
+- ``amount_shift``: the largest change in what customers pay per event of a money role
+  (purchases and renewals, refunds, subscription starts: a geometric mean), the same two
+  windows, that the role's (Bonferroni-adjusted 95 %) interval still allows
+  (:mod:`training.monitoring.amounts`): a price change shows here within the first week.
 
 ``lifecycle monitor`` exits 4 when any check is crossed.
 """
@@ -22,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from training.monitoring.activity import Activity
+from training.monitoring.amounts import Amounts
 from training.monitoring.drift import feature_drift, score_drift
 from training.monitoring.inputs import Vectors, churn_scores, model_features
 from training.monitoring.ledger_health import LedgerHealth
@@ -33,6 +38,7 @@ class Thresholds:
     psi: float = 0.25  # feature and score PSI
     ece: float = 0.1
     activity: float = 0.1  # a 10 % change in a role's event rate, beyond noise
+    amount: float = 0.1  # a 10 % change in a money role's amount per event, beyond noise
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,7 @@ class MonitorResult:
     ledger: LedgerHealth | None
     thresholds: Thresholds
     activity: Activity | None = None
+    amounts: Amounts | None = None
     checks: list[Check] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -102,6 +109,7 @@ def evaluate(
     thresholds: Thresholds = Thresholds(),
     notes: list[str] | None = None,
     activity: Activity | None = None,
+    amounts: Amounts | None = None,
 ) -> MonitorResult:
     """Drift of the champion's features and scores, with the outcomes and ledger health
     already gathered; the checks filled in."""
@@ -114,7 +122,7 @@ def evaluate(
     offers = offer_performance(exposures) if exposures is not None and len(exposures) else None
     result = MonitorResult(f"lifecycle-churn v{champion.version}", reference, current, drift,
                            score_drift(ref, cur), (ref, cur), calibration, offers, ledger,
-                           thresholds, activity, notes=list(notes or []))  # fmt: skip
+                           thresholds, activity, amounts, notes=list(notes or []))  # fmt: skip
     result.checks = checks(result)
     return result
 
@@ -126,11 +134,18 @@ def checks(result: MonitorResult) -> list[Check]:
     over = drift.loc[drift["psi"] > t.psi, "feature"].tolist()
     detail = f"over {t.psi}: {', '.join(over)}" if over else ""
     ece = result.calibration.ece if result.calibration is not None else np.nan
-    a = result.activity
-    shift = a.shift if a is not None else np.nan
-    moved = "" if a is None else ", ".join(f"{r.role} {r.change:+.0%} [{r.low:+.0%}, {r.high:+.0%}]"
-                                           for r in a.moved.itertuples())  # fmt: skip
     return [Check("feature_psi", float(top), t.psi, detail),
             Check("score_psi", float(result.scores["psi"]), t.psi),
             Check("churn_ece", float(ece), t.ece),
-            Check("activity_shift", float(shift), t.activity, moved)]  # fmt: skip
+            _shift_check("activity_shift", result.activity, t.activity),
+            _shift_check("amount_shift", result.amounts, t.amount)]  # fmt: skip
+
+
+def _shift_check(name: str, found: Activity | Amounts | None, threshold: float) -> Check:
+    """The activity or amounts check: the largest shift (NaN when not computed), detailed
+    by the roles that moved, with their change and interval."""
+    if found is None:
+        return Check(name, np.nan, threshold)
+    moved = ", ".join(f"{r.role} {r.change:+.0%} [{r.low:+.0%}, {r.high:+.0%}]"
+                      for r in found.moved.itertuples())  # fmt: skip
+    return Check(name, float(found.shift), threshold, moved)

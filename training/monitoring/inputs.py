@@ -69,6 +69,18 @@ def champion_churn(alias: str = "champion") -> tuple[object, object]:
     return estimator, version
 
 
+def offers_training_sends(alias: str = "champion") -> dict[str, int] | None:
+    """The ``lifecycle-offers@alias`` model's training sends per arm (``arm_counts_``), or
+    None when there is no such model (the service then decides by its cold-start policy).
+    Call after :func:`champion_churn` (which points MLflow at the registry)."""
+    from training.registry import load_alias
+
+    estimator, _ = load_alias(REGISTERED_NAMES["offers"], alias)
+    if estimator is None:
+        return None
+    return {str(k): int(v) for k, v in getattr(estimator, "arm_counts_", {}).items()}
+
+
 def training_as_of(version) -> pd.Timestamp | None:
     """The ``holdout_as_of`` the version's training run logged (on the run or its parent
     run), or None."""

@@ -14,9 +14,12 @@ Gauges (every value a float; NaN when not computed):
 | ``lifecycle_churn_realised_rate`` / ``lifecycle_churn_predicted_rate`` | | of that cohort |
 | ``lifecycle_activity_change`` | ``role`` | a role's event rate, last window / reference - 1 |
 | ``lifecycle_activity_shift_max`` | | the largest shift beyond noise (``activity_shift``) |
+| ``lifecycle_amount_change`` | ``role`` | a money role's amount per event, window / ref. - 1 |
+| ``lifecycle_amount_shift_max`` | | the largest shift beyond noise (``amount_shift``) |
 | ``lifecycle_offer_conversion_lift`` | ``offer`` | conversion rate minus the control's |
 | ``lifecycle_offer_sends`` | ``offer`` | exposures in the window (``control`` included) |
 | ``lifecycle_ledger_<figure>`` | | ``training.monitoring.ledger_health`` figures |
+| ``lifecycle_ledger_offer_training_sends`` | ``offer`` | an offer's sends in the model's data |
 | ``lifecycle_monitor_threshold_crossed`` | ``check`` | 1 when the check crossed its threshold |
 | ``lifecycle_monitor_threshold`` | ``check`` | the threshold |
 | ``lifecycle_monitor_last_run_timestamp_seconds`` | | when this run finished |
@@ -63,7 +66,8 @@ def to_json(result: MonitorResult, generated_at: pd.Timestamp) -> dict:
         "current": {"as_of": _when(result.current.as_of), "source": result.current.source,
                     "customers": len(result.current.frame)},
         "thresholds": {"psi": result.thresholds.psi, "ece": result.thresholds.ece,
-                       "activity": result.thresholds.activity},
+                       "activity": result.thresholds.activity,
+                       "amount": result.thresholds.amount},
         "checks": [{"name": c.name, "value": _float(c.value), "threshold": c.threshold,
                     "crossed": c.crossed, "detail": c.detail} for c in result.checks],
         "crossed": [c.name for c in result.crossed],
@@ -77,10 +81,15 @@ def to_json(result: MonitorResult, generated_at: pd.Timestamp) -> dict:
             "days": result.activity.days, "reference_end": _when(result.activity.reference_end),
             "current_end": _when(result.activity.current_end),
             "roles": _records(result.activity.table)},
+        "amounts": None if result.amounts is None else {
+            "days": result.amounts.days, "reference_end": _when(result.amounts.reference_end),
+            "current_end": _when(result.amounts.current_end),
+            "roles": _records(result.amounts.table)},
         "offers": _records(result.offers),
         "ledger": None if result.ledger is None else {
             "summary": {k: _float(v) for k, v in result.ledger.summary.items()},
-            "daily": _records(result.ledger.daily)},
+            "daily": _records(result.ledger.daily),
+            "offers": _records(result.ledger.offers)},
         "notes": result.notes,
     }  # fmt: skip
 
@@ -175,6 +184,21 @@ def to_prometheus(result: MonitorResult, generated_at: pd.Timestamp, top: int = 
             "The largest change of a role's event rate beyond noise (0: none).",
             result.activity.shift,
         )
+    if result.amounts is not None:
+        table = result.amounts.table
+        _gauge(
+            lines,
+            "lifecycle_amount_change",
+            "A money role's (geometric) mean amount per event, last window vs the reference, "
+            "minus 1.",
+            [({"role": r}, v) for r, v in zip(table["role"], table["change"], strict=True)],
+        )
+        _gauge(
+            lines,
+            "lifecycle_amount_shift_max",
+            "The largest change of a money role's amount per event beyond noise (0: none).",
+            result.amounts.shift,
+        )
     if result.offers is not None:
         offers = result.offers
         _gauge(
@@ -202,6 +226,16 @@ def to_prometheus(result: MonitorResult, generated_at: pd.Timestamp, top: int = 
                 f"(last {result.ledger.summary['days']:.0f} days).",
                 value,
             )
+        support = result.ledger.offers
+        if support is not None:
+            _gauge(
+                lines,
+                "lifecycle_ledger_offer_training_sends",
+                "Training sends of an offer decided in the window, in the champion offers "
+                "model's data (0: a new offer, without training support).",
+                [({"offer": o}, v) for o, v in zip(support["offer_id"],
+                                                   support["training_sends"], strict=True)],
+            )  # fmt: skip
     _gauge(
         lines,
         "lifecycle_monitor_threshold_crossed",

@@ -100,6 +100,22 @@ def _activity(result: MonitorResult) -> str:
     return section("Activity", intro, table_html(a.table.set_index("role")))
 
 
+def _amounts(result: MonitorResult) -> str:
+    a = result.amounts
+    if a is None:
+        return section("Amounts", "Not computed (see the notes above).")
+    intro = (
+        f"What customers pay per event of each money role (purchases and renewals, refunds, "
+        f"subscription starts: the geometric mean of the positive amounts) in the {a.days} "
+        f"days to {a.current_end:%Y-%m-%d} against the {a.days} days to "
+        f"{a.reference_end:%Y-%m-%d}, with Bonferroni-adjusted 95% intervals clustered by "
+        f"customer; the shift is the smallest change an interval allows (0 when it covers no "
+        f"change). Roles with too few amounts in either window are not tested; 'unpriced' "
+        f"counts the events without an amount or with a zero one."
+    )
+    return section("Amounts", intro, table_html(a.table.set_index("role")))
+
+
 def _offers(result: MonitorResult) -> str:
     if result.offers is None:
         return section("Offer performance", "No exposures in the window.")
@@ -117,8 +133,14 @@ def _ledger(result: MonitorResult) -> str:
         return section("Ledger health", "No ledger given (--ledger).")
     summary = pd.DataFrame({"value": result.ledger.summary}).rename_axis("figure")
     daily = result.ledger.daily.set_index("until")
+    parts = [row(table_html(summary), table_html(daily))]
+    if result.ledger.offers is not None:
+        parts.append("<p>Offers decided in the window and their sends in the champion offers "
+                     "model's training data: an offer without any (a new one) has no known "
+                     "uplift and is only explored. Reported, not a threshold.</p>"
+                     + table_html(result.ledger.offers.set_index("offer_id")))  # fmt: skip
     return section("Ledger health", "The service's decisions and the feedback on them.",
-                    row(table_html(summary), table_html(daily)))  # fmt: skip
+                    *parts)  # fmt: skip
 
 
 def render(result: MonitorResult, generated_at: pd.Timestamp) -> str:
@@ -141,7 +163,8 @@ def render(result: MonitorResult, generated_at: pd.Timestamp) -> str:
                  f"{result.scores['psi']:.4f}, KS {result.scores['ks_statistic']:.4f} "
                  f"(p {result.scores['p_value']:.3g}).",
                  figure_tag(score_chart(*result.score_samples), "scores")),
-        _calibration(result), _activity(result), _offers(result), _ledger(result),
+        _calibration(result), _activity(result), _amounts(result), _offers(result),
+        _ledger(result),
     ]  # fmt: skip
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
             f"<title>Lifecycle monitor</title><style>{CSS}{STATUS_CSS}</style></head>"
