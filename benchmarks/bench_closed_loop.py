@@ -75,7 +75,8 @@ def main() -> None:
     cols = ["week", "as_of", "audience", "offers_sent", "served", "greedy", "frozen", "random",
             "bound", "oracle", "exploration_cost", "ope_greedy", "ope_greedy_lo",
             "ope_greedy_hi", "offers_version", "promoted", "retrain_seconds", "drift",
-            "monitor_exit", "monitor_crossed", "feature_psi", "score_psi"]  # fmt: skip
+            "monitor_exit", "monitor_crossed", "feature_psi", "score_psi", "activity_shift",
+            "amount_shift", "amount_detail"]  # fmt: skip
     print(f"\nClosed loop, {args.customers:,} customers, {args.weeks} weeks, seed {args.seed}\n")
     print(markdown(frame[cols].to_dict("records")))
     if len(swaps):

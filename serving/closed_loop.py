@@ -29,8 +29,9 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import httpx
@@ -167,6 +168,19 @@ class Week:
     score_psi: float | None = None
     activity_shift: float | None = None  # the largest event-rate change beyond noise
     activity_detail: str = ""  # the roles that moved
+    amount_shift: float | None = None  # the largest amount-per-event change beyond noise
+    amount_detail: str = ""  # the money roles whose amounts moved
+    step_seconds: dict[str, float] = field(default_factory=dict)  # wall time of each step
+
+
+@contextmanager
+def timed(seconds: dict[str, float], step: str) -> Iterator[None]:
+    """Add the wall time of the block to ``seconds[step]``."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        seconds[step] = seconds.get(step, 0.0) + time.perf_counter() - start
 
 
 def run_loop(
@@ -207,6 +221,9 @@ def run_loop(
                 "seed": config.seed + i,
                 "clock_file": str(paths.clock),
                 "compile_trees": False,
+                # a tenth of the customers asked for once a week: scoring the whole store
+                # on every new version (three services, every week) costs more than it spares
+                "precompute_scores": False,
                 "batch_max_ids": 10_000,
                 "policy": {
                     "exploration": config.exploration if name == "live" else 0.0,
@@ -230,29 +247,40 @@ def run_loop(
                 progress(f"week {w:2d}: {drift}")
             offers = world.offers
             offer_ids = list(offers["offer_id"].astype("str"))
-            wait_for(services, roles, paths, offer_ids)
+            steps: dict[str, float] = {}
+            with timed(steps, "services_ready"):
+                wait_for(services, roles, paths, offer_ids)
             audience = pick_audience(world, config, w)
-            answers = {name: decide(s.url, audience, offer_ids) for name, s in services.items()}
+            with timed(steps, "decide"):
+                answers = {name: decide(s.url, audience, offer_ids)
+                           for name, s in services.items()}  # fmt: skip
             live = answers["live"]
-            week, per_row = evaluate_week(w, world, audience, answers, offers, offer_ids, config,
-                                          paths)  # fmt: skip
+            with timed(steps, "evaluate"):
+                week, per_row = evaluate_week(w, world, audience, answers, offers, offer_ids,
+                                              config, paths)  # fmt: skip
             rows.append(per_row.assign(week=w))
-            sends = world.send(audience, offer_of(live.arm, offer_ids))
-            post_sends(services["live"].url, live, world.now)
-            pending = pd.concat([pending, conversions(sends, live)], ignore_index=True)
-            world.advance(7)
-            world.export(paths.data)
-            write_clock_file(paths.clock, world.now)
-            pending = post_conversions(services["live"].url, pending, world)
+            with timed(steps, "send_and_feedback"):
+                sends = world.send(audience, offer_of(live.arm, offer_ids))
+                post_sends(services["live"].url, live, world.now)
+                pending = pd.concat([pending, conversions(sends, live)], ignore_index=True)
+            with timed(steps, "advance_and_export"):
+                world.advance(7)
+                world.export(paths.data)
+                write_clock_file(paths.clock, world.now)
+            with timed(steps, "send_and_feedback"):
+                pending = post_conversions(services["live"].url, pending, world)
             full = w % config.full_retrain_every == 0
             aliases = set_aliases(paths, {"previous": "champion"})
             week.retrain_exit, week.retrain_seconds = retrain(
                 paths, ledger=True, models=None if full else ["offers"]
             )
+            steps["retrain"] = week.retrain_seconds
             week.promoted = offers_promoted(paths, aliases)
             week.drift = drift
             if config.monitor:
-                monitor_week(week, paths, world, config)
+                with timed(steps, "monitor"):
+                    monitor_week(week, paths, world, config)
+            week.step_seconds = {k: round(v, 1) for k, v in steps.items()}
             weeks.append(week)
             write_weeks(paths.workdir / "weeks.json", weeks, config)
             pd.concat(rows, ignore_index=True).to_parquet(paths.workdir / "values.parquet")
@@ -463,8 +491,10 @@ def monitor_week(week: Week, paths: Paths, world: World, config: LoopConfig) -> 
         week.monitor_crossed = ", ".join(result["crossed"])
         week.feature_psi, week.score_psi = value.get("feature_psi"), value.get("score_psi")
         week.activity_shift = value.get("activity_shift")
-        week.activity_detail = next((c["detail"] for c in result["checks"]
-                                     if c["name"] == "activity_shift"), "")  # fmt: skip
+        week.amount_shift = value.get("amount_shift")
+        detail = {c["name"]: c["detail"] for c in result["checks"]}
+        week.activity_detail = detail.get("activity_shift", "")
+        week.amount_detail = detail.get("amount_shift", "")
 
 
 def _logged_run(command: list[str], paths: Paths, log_name: str) -> int:
@@ -555,7 +585,7 @@ def bound_expected(
 
     store = OnlineStore(paths.store)
     rng = np.random.default_rng([config.seed, 9])
-    others = np.setdiff1d(world.contactable(), audience)
+    others = lv.values_not_in(world.contactable(), audience)
     others = rng.choice(others, size=min(config.bound_rows, len(others)), replace=False)
     ids = [str(i) for i in (*others, *audience)]  # customers not in the store yet: NaN rows
     frame = store.lookup_frame(ids)

@@ -191,7 +191,8 @@ def retrain(
         console.print(f"trained: run {logged.run_id}, holdout as of "
                       f"{result.holdout_as_of:%Y-%m-%d}")  # fmt: skip
         _print_choices(result)
-        outcomes = promote_all(tables, cfg, names=logged.registered)  # this run's challengers
+        outcomes = promote_all(tables, cfg, names=logged.registered,  # this run's challengers
+                               training_set=result.dataset)  # fmt: skip
         for outcome in outcomes:
             console.print(f"  {outcome.summary()}")
         if champion is None or any(o.promoted and o.name == "lifecycle-churn" for o in outcomes):

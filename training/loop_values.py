@@ -19,7 +19,9 @@ offer. The policies:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 
 import lightgbm as lgb
 import numpy as np
@@ -109,11 +111,22 @@ def bound_predictions(
     params = {"n_estimators": 200, "learning_rate": 0.05, "num_leaves": 31, "min_child_samples": 50,
               "subsample": 0.8, "subsample_freq": 1, "random_state": seed, "verbose": -1,
               "n_jobs": 1}  # fmt: skip
-    out = np.empty((len(test_x), train_iv.shape[1]))
-    for j in range(train_iv.shape[1]):
-        model = lgb.LGBMRegressor(**params).fit(train_x, train_iv[:, j])
-        out[:, j] = model.predict(test_x)
-    return out
+
+    def predicted(j: int) -> np.ndarray:
+        return lgb.LGBMRegressor(**params).fit(train_x, train_iv[:, j]).predict(test_x)
+
+    # one single-threaded model per offer, fitted side by side (LightGBM releases the GIL):
+    # the same models as one after the other, on every core
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        columns = list(pool.map(predicted, range(train_iv.shape[1])))
+    return np.column_stack(columns) if columns else np.empty((len(test_x), 0))
+
+
+def values_not_in(values: np.ndarray, excluded: np.ndarray) -> np.ndarray:
+    """The sorted unique ``values`` not in ``excluded``: ``np.setdiff1d``, by hashing (numpy
+    compares object arrays, e.g. customer ids, with each excluded value in turn)."""
+    unique = np.unique(values)
+    return unique[~pd.Index(unique).isin(excluded)]
 
 
 def gap_closed(weeks: pd.DataFrame, last: int = 1) -> float:

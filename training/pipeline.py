@@ -31,6 +31,7 @@ from training.models.stage import StageModel
 PRIMARY = {"churn": "roc_auc", "stage": "macro_f1", "offers": "policy_value_dr",
            "clv": "normalized_gini"}  # fmt: skip
 MODELS = ("churn", "stage", "clv", "offers")
+SNAPSHOT_MODELS = frozenset({"churn", "stage"})  # learn from (and are scored on) the snapshots
 
 
 TrainConfig = ProjectConfig  # the training pipeline reads the one project config
@@ -64,7 +65,7 @@ class TrainResult:
     or empty columns left out of every model."""
 
     config: TrainConfig
-    dataset: pd.DataFrame
+    dataset: pd.DataFrame | None  # None when no model of the run needed it (CLV, offers)
     holdout_as_of: pd.Timestamp
     reports: dict[str, ModelReport]
     seconds: dict[str, float] = field(default_factory=dict)  # wall time per step
@@ -80,12 +81,17 @@ def fit_and_evaluate(
     Each model is fitted or skipped with its reason (``TrainResult.skipped``); the run fails
     only when none can be. ``models``: only these (of :data:`MODELS`; default all the data
     has the tables for). ``TrainResult.seconds`` holds the wall time of each step
-    (``training_set``, ``churn``, ``stage``, ``offers``).
+    (``training_set``, ``churn``, ``stage``, ``offers``). When ``models`` holds neither churn
+    nor stage (e.g. the weekly offers retrain), no training set is built: ``dataset`` is
+    None and ``holdout_as_of`` the latest snapshot date, as a full run would report it.
     """
     check_models(models)
     config = resolved(tables, config or TrainConfig())
-    check_before_work(tables, config)
+    dates = check_before_work(tables, config)
     seconds: dict[str, float] = {}
+    if not needs_training_set(models):  # CLV and offers read the tables themselves
+        reports, skipped = fit_models(_fitters(tables), (None, None), config, models, seconds)
+        return TrainResult(config, None, max(dates), reports, seconds, skipped)
     with _timed(seconds, "training_set"):
         frame = build_training_set(tables, config.dataset)
         parts = time_split(frame, config.dataset)
@@ -95,6 +101,12 @@ def fit_and_evaluate(
     fit_part, holdout = fit_part.drop(columns=dropped), holdout.drop(columns=dropped)
     reports, skipped = fit_models(_fitters(tables), (fit_part, holdout), config, models, seconds)
     return TrainResult(config, frame, holdout["as_of"].max(), reports, seconds, skipped, dropped)
+
+
+def needs_training_set(models: Collection[str] | None) -> bool:
+    """Whether any of ``models`` (default all) learns from the snapshot training set: churn
+    and stage do; CLV and offers build their own rows from the tables."""
+    return models is None or bool(SNAPSHOT_MODELS & set(models))
 
 
 def check_models(models: Collection[str] | None) -> None:

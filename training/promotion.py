@@ -8,19 +8,33 @@ import numpy as np
 import pandas as pd
 from pandas.api.types import is_numeric_dtype
 
-from training.datasets import Tables, build_training_set, time_split
+from training.datasets import Tables, build_training_set, resolve, time_split
 from training.metrics import churn_metrics, stage_metrics
 from training.models._lgbm import feature_columns
-from training.pipeline import PRIMARY, TrainConfig, churn_population
+from training.pipeline import PRIMARY, SNAPSHOT_MODELS, TrainConfig, churn_population
 from training.registry import Compare, Promotion, has_alias, promote, promote_by
 from training.tracking import REGISTERED_NAMES
 
 OFFERS_METRIC = "policy_value_dr (paired, latest sends)"
 
 
-def latest_holdout(tables: Tables, config: TrainConfig) -> pd.DataFrame:
-    parts = time_split(build_training_set(tables, config.dataset), config.dataset)
+def latest_holdout(
+    tables: Tables, config: TrainConfig, training_set: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """The latest labelled snapshot(s) of the training set, built from ``tables`` unless
+    ``training_set`` (``TrainResult.dataset``) is a frame built with this very dataset config
+    (the resolved config it records in ``attrs["dataset"]``): then it is split, not rebuilt."""
+    dataset = resolve(tables, config.dataset)
+    if not _built_with(training_set, dataset):
+        training_set = build_training_set(tables, dataset)
+    parts = time_split(training_set, dataset)
     return parts["test"] if len(parts["test"]) else parts["validation"]
+
+
+def _built_with(training_set: object, dataset) -> bool:
+    """Whether ``training_set`` is a :func:`build_training_set` frame of ``dataset``."""
+    recorded = getattr(training_set, "attrs", {}).get("dataset")
+    return isinstance(training_set, pd.DataFrame) and recorded == dataset.model_dump_json()
 
 
 def churn_score(holdout: pd.DataFrame):
@@ -129,20 +143,21 @@ def clv_score(tables: Tables, config: TrainConfig):
     return evaluate
 
 
-def promote_all(tables: Tables, config: TrainConfig,
-                names: Collection[str] | None = None) -> list[Promotion]:  # fmt: skip
+def promote_all(
+    tables: Tables, config: TrainConfig, names: Collection[str] | None = None,
+    training_set: pd.DataFrame | None = None,
+) -> list[Promotion]:  # fmt: skip
     """Promote each model's challenger that wins on the same later holdout; ``names``: only
     these models (default: every model the data has the tables for). A model with no
     challenger at all (training skipped it, e.g. too few campaign sends for the offers model)
-    is left out of the outcomes, not an error: :func:`without_challenger` names them."""
-    holdout = latest_holdout(tables, config)
-    scores = {"churn": churn_score(holdout), "stage": stage_score(holdout)}
-    if has_alias(REGISTERED_NAMES["clv"], "challenger"):  # CLV was trained
-        found = clv_score(tables, config)
-        if found is not None:
-            scores["clv"] = found
-    wanted = [name for name in (*scores, "offers") if names is None or name in names]
-    wanted = [name for name in wanted if has_alias(REGISTERED_NAMES[name], "challenger")]
+    is left out of the outcomes, not an error: :func:`without_challenger` names them.
+    ``training_set``: the training run's (``TrainResult.dataset``), split for the churn and
+    stage holdout instead of building it again (:func:`latest_holdout`); the holdout is
+    built only when churn or stage is compared."""
+    wanted = [name for name in ("churn", "stage", "clv", "offers")
+              if (names is None or name in names)
+              and has_alias(REGISTERED_NAMES[name], "challenger")]  # fmt: skip
+    scores = _scores(tables, config, wanted, training_set)
     outcomes = [promote(REGISTERED_NAMES[name], PRIMARY[name], scores[name])
                 for name in wanted if name in scores]  # fmt: skip
     if "offers" in wanted and tables.exposures is not None and tables.offers is not None \
@@ -152,6 +167,19 @@ def promote_all(tables: Tables, config: TrainConfig,
     if outcomes:
         log_promotions(outcomes)
     return outcomes
+
+
+def _scores(tables: Tables, config: TrainConfig, wanted: list[str],
+            training_set: pd.DataFrame | None) -> dict:  # fmt: skip
+    """The scoring function of each wanted holdout-scored model (churn, stage, CLV when its
+    horizon leaves a labelled date), built only for those."""
+    scores = {}
+    if SNAPSHOT_MODELS & set(wanted):
+        holdout = latest_holdout(tables, config, training_set)
+        scores |= {"churn": churn_score(holdout), "stage": stage_score(holdout)}
+    if "clv" in wanted and (found := clv_score(tables, config)) is not None:
+        scores["clv"] = found
+    return scores
 
 
 def without_challenger(names: Collection[str] | None = None) -> list[str]:

@@ -28,7 +28,10 @@ def _flat(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
 
 
 def _lineage(result: TrainResult, source: str) -> None:
-    """The training set as an MLflow dataset input (schema, digest, source folder)."""
+    """The training set as an MLflow dataset input (schema, digest, source folder); nothing
+    when the run built none (only CLV and offers models, which read the tables)."""
+    if result.dataset is None:
+        return
     frame = result.dataset.drop(columns=["as_of"]).head(1_000)  # schema + digest of a sample
     dataset = mlflow.data.from_pandas(frame, source=source, name="training_set",
                                       targets="churned")  # fmt: skip
@@ -69,7 +72,8 @@ def log_run(result: TrainResult, source: str, register: bool = True) -> LoggedRu
     with mlflow.start_run(run_name="train") as parent:
         _log_config(result)
         mlflow.log_param("holdout_as_of", pd.Timestamp(result.holdout_as_of).isoformat())
-        mlflow.log_param("training_rows", len(result.dataset))
+        if result.dataset is not None:
+            mlflow.log_param("training_rows", len(result.dataset))
         _lineage(result, source)
         for name, report in result.reports.items():
             with mlflow.start_run(run_name=name, nested=True) as child:

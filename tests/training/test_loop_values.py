@@ -66,3 +66,27 @@ def test_the_observable_bound_learns_a_value_from_features():
     assert agree.mean() > 0.9
     with pytest.raises(ValueError):
         lv.bound_predictions(x.iloc[:0], iv[:0], x)
+
+
+def test_the_bound_fits_side_by_side_are_the_one_by_one_fits():
+    import lightgbm as lgb
+
+    rng = np.random.default_rng(2)
+    x = pd.DataFrame(
+        {"f": rng.normal(size=1500), "g": pd.Categorical(rng.choice(["u", "v"], 1500))}
+    )
+    iv = np.column_stack([x["f"] * k + rng.normal(size=1500) for k in (1.0, -2.0, 0.5)])
+    pred = lv.bound_predictions(x.iloc[:1200], iv[:1200], x.iloc[1200:], seed=3)
+    params = {"n_estimators": 200, "learning_rate": 0.05, "num_leaves": 31, "min_child_samples": 50,
+              "subsample": 0.8, "subsample_freq": 1, "random_state": 3, "verbose": -1,
+              "n_jobs": 1}  # fmt: skip
+    for j in range(iv.shape[1]):
+        one = lgb.LGBMRegressor(**params).fit(x.iloc[:1200], iv[:1200, j])
+        np.testing.assert_array_equal(pred[:, j], one.predict(x.iloc[1200:]))
+
+
+def test_values_not_in_is_setdiff1d_on_customer_ids():
+    values = np.array(["c3", "c1", "c2", "c1", "c10", "c7"], dtype=object)
+    excluded = np.array(["c2", "c9", "c7"], dtype=object)
+    found = lv.values_not_in(values, excluded)
+    assert found.tolist() == np.setdiff1d(values, excluded).tolist() == ["c1", "c10", "c3"]
