@@ -34,15 +34,15 @@ BASE_DAYS = 90
 
 
 @dataclass(frozen=True)
-class Activity:
-    """Per role (``activity``: one row each) of the two windows ending at ``reference_end``
-    and ``current_end``; ``shift`` the largest of the roles'."""
+class RoleChanges:
+    """Per role (``table``: one row each, with ``change``, ``low``, ``high``, ``shift`` and
+    ``tested``) of the two windows ending at ``reference_end`` and ``current_end``;
+    ``shift`` the largest of the roles'. What the activity and amounts checks report."""
 
     reference_end: pd.Timestamp
     current_end: pd.Timestamp
     days: int
-    table: pd.DataFrame  # role, reference_events, current_events, reference_rate,
-    #                      current_rate, change, low, high, shift, tested
+    table: pd.DataFrame
 
     @property
     def shift(self) -> float:
@@ -54,6 +54,11 @@ class Activity:
         """The tested roles whose interval excludes 0, largest shift first."""
         t = self.table
         return t[t["tested"] & (t["shift"] > 0)].sort_values("shift", ascending=False)
+
+
+class Activity(RoleChanges):
+    """Events per active customer by role; ``table``: role, reference_events,
+    current_events, reference_rate, current_rate, change, low, high, shift, tested."""
 
 
 def window_counts(events: pd.DataFrame, end: pd.Timestamp, days: int,

@@ -25,11 +25,11 @@ it covers 0), so it crosses its threshold only when a change is both material an
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
 from scipy.stats import norm
+
+from training.monitoring.activity import RoleChanges
 
 ALPHA = 0.05  # joint over the roles checked
 MIN_EVENTS = 30  # positive amounts in each window
@@ -38,28 +38,10 @@ MONEY_ROLES = ("purchase", "refund", "subscription_start", "subscription_cancel"
 SUMMARY = ["events", "unpriced", "mean_log", "se", "any"]  # per role and window
 
 
-@dataclass(frozen=True)
-class Amounts:
-    """Per money role (``table``: one row each) of the two windows ending at
-    ``reference_end`` and ``current_end``; ``shift`` the largest of the roles'."""
-
-    reference_end: pd.Timestamp
-    current_end: pd.Timestamp
-    days: int
-    table: pd.DataFrame  # role, reference_events, current_events, reference_unpriced,
-    #                      current_unpriced, reference_amount, current_amount, change, low,
-    #                      high, shift, tested
-
-    @property
-    def shift(self) -> float:
-        tested = self.table[self.table["tested"]]
-        return float(tested["shift"].max()) if len(tested) else np.nan
-
-    @property
-    def moved(self) -> pd.DataFrame:
-        """The tested roles whose interval excludes 0, largest shift first."""
-        t = self.table
-        return t[t["tested"] & (t["shift"] > 0)].sort_values("shift", ascending=False)
+class Amounts(RoleChanges):
+    """Amount per event by money role; ``table``: role, reference_events, current_events,
+    reference_unpriced, current_unpriced, reference_amount, current_amount, change, low,
+    high, shift, tested."""
 
 
 def window_logs(events: pd.DataFrame, end: pd.Timestamp, days: int) -> pd.DataFrame:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from training.monitoring.activity import Activity
+from training.monitoring.activity import Activity, RoleChanges
 from training.monitoring.amounts import Amounts
 from training.monitoring.drift import feature_drift, score_drift
 from training.monitoring.inputs import Vectors, churn_scores, model_features
@@ -141,7 +141,7 @@ def checks(result: MonitorResult) -> list[Check]:
             _shift_check("amount_shift", result.amounts, t.amount)]  # fmt: skip
 
 
-def _shift_check(name: str, found: Activity | Amounts | None, threshold: float) -> Check:
+def _shift_check(name: str, found: RoleChanges | None, threshold: float) -> Check:
     """The activity or amounts check: the largest shift (NaN when not computed), detailed
     by the roles that moved, with their change and interval."""
     if found is None:
