@@ -99,7 +99,10 @@ _INSERT_DECISIONS = """
         models, features_as_of, decided_at, policy, expected_value, channel)
     VALUES (?,?,?,?,?,?,?,?,?,{expected_value},{channel})"""
 _MARK_UNDELIVERED = """UPDATE decisions SET undelivered_at = :at
-    WHERE decision_id IN (SELECT value FROM json_each(:ids)) AND undelivered_at IS NULL"""
+    WHERE decision_id IN (SELECT value FROM json_each(:ids)) AND undelivered_at IS NULL
+      AND NOT EXISTS (SELECT 1 FROM feedback AS f WHERE f.decision_id = decisions.decision_id)"""
+_CLEAR_UNDELIVERED = """UPDATE decisions SET undelivered_at = NULL
+    WHERE decision_id IN (SELECT value FROM json_each(:ids)) AND undelivered_at IS NOT NULL"""
 
 
 def open_ledger(
@@ -360,6 +363,9 @@ class FeedbackLedger(LedgerBase):
 
     def _mark_undelivered(self, conn: sqlite3.Connection, ids: list[str], at: float) -> int:
         return conn.execute(_MARK_UNDELIVERED, {"ids": json.dumps(ids), "at": at}).rowcount
+
+    def _clear_undelivered(self, conn: sqlite3.Connection, ids: list[str]) -> int:
+        return conn.execute(_CLEAR_UNDELIVERED, {"ids": json.dumps(ids)}).rowcount
 
     def _count(self, conn: sqlite3.Connection, table: str) -> int:
         return conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]

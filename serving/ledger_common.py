@@ -17,10 +17,11 @@ Undelivered decisions: a decision logged for a caller who then left before its a
 disconnected, or the request timed out) is marked with :meth:`LedgerBase.mark_undelivered`
 (``decisions.undelivered_at``, the time it was marked; NULL: delivered as far as the service
 knows). It stays in the ledger, but reserves no contact and is no exposure for learning or
-off-policy evaluation (``training/ledger_exposures.py``). A ``sent`` reported for it still
-counts as a contact: the send happened. Ledgers written before the column existed get it when
-a service opens them (:data:`ADDED_COLUMNS`); tools reading one read every decision as
-delivered.
+off-policy evaluation (``training/ledger_exposures.py``). Feedback naming a decision proves
+its app got it (the id is only in the answer): a decision with feedback is never marked, and
+feedback arriving for a marked one clears the mark. Ledgers written before the column
+existed get it when a service opens them (:data:`ADDED_COLUMNS`); tools reading one read
+every decision as delivered.
 """
 
 from __future__ import annotations
@@ -124,11 +125,13 @@ def is_postgres(location: str | Path) -> bool:
 
 
 class LedgerBase:
-    """The ledger over six backend primitives, each given an open connection inside the
+    """The ledger over seven backend primitives, each given an open connection inside the
     transaction :meth:`_run` opened: ``_insert_decisions(conn, decisions, now)``,
     ``_select_decision(conn, decision_id)``, ``_insert_feedback(conn, rows, rejected) ->
     accepted``, ``_select_contacts(conn, ids, start, reserved) -> [(customer, offer, last,
-    recent)]``, ``_mark_undelivered(conn, ids, at) -> marked`` and ``_count(conn, table)``."""
+    recent)]``, ``_mark_undelivered(conn, ids, at) -> marked`` (decisions with feedback
+    naming them excepted), ``_clear_undelivered(conn, ids) -> cleared`` and
+    ``_count(conn, table)``."""
 
     location: str
 
@@ -161,7 +164,9 @@ class LedgerBase:
 
         Idempotent on ``event_id``: an event already stored (by any writer) is a duplicate.
         Events the caller already ``refused`` (event, reason) and events that match no
-        decision are kept in ``feedback_rejected`` with their reason, in the same commit."""
+        decision are kept in ``feedback_rejected`` with their reason, in the same commit. An
+        event naming a decision proves its app got it (the id is only in the answer): a mark
+        of undelivered on that decision is cleared, in the same commit."""
         now, rows, refused = time.time(), [], list(refused)
         for event in events:
             resolved = self._resolve(event)
@@ -171,7 +176,15 @@ class LedgerBase:
             rows.append((event["event_id"], event.get("decision_id"), *resolved, event["event"],
                          event.get("revenue"), event["occurred_at"], now))  # fmt: skip
         kept = [(now, e.get("event_id"), why, _json(e)) for e, why in refused]
-        accepted = self._run(lambda conn: self._insert_feedback(conn, rows, kept), True)
+        named = sorted({row[1] for row in rows if row[1]})  # decisions their app got
+
+        def work(conn: Any) -> int:
+            accepted = self._insert_feedback(conn, rows, kept)
+            if named:
+                self._clear_undelivered(conn, named)
+            return accepted
+
+        accepted = self._run(work, True)
         rejected = [{"event_id": e.get("event_id"), "error": why} for e, why in refused]
         return FeedbackResult(accepted, len(rows) - accepted, rejected)
 
@@ -227,7 +240,8 @@ class LedgerBase:
     def mark_undelivered(self, decision_ids: Sequence[str], at: float | None = None) -> int:
         """Mark decisions whose caller never got them (disconnected, timed out) undelivered
         at ``at`` (default now); returns how many were marked. Idempotent: a decision marked
-        already keeps its first time; unknown ids are ignored."""
+        already keeps its first time; unknown ids, and decisions that feedback names (their
+        app got them), are left as they are."""
         ids, when = [str(i) for i in decision_ids], time.time() if at is None else at
         if not ids:
             return 0
@@ -255,6 +269,9 @@ class LedgerBase:
         raise NotImplementedError
 
     def _mark_undelivered(self, conn: Any, ids: list[str], at: float) -> int:
+        raise NotImplementedError
+
+    def _clear_undelivered(self, conn: Any, ids: list[str]) -> int:
         raise NotImplementedError
 
     def _count(self, conn: Any, table: str) -> int:

@@ -101,8 +101,11 @@ _RESERVED = """SELECT customer_id, offer_id, decided_at FROM decisions AS d
         FROM feedback AS f WHERE f.decision_id = d.decision_id AND f.event = 'sent')"""
 _CONTACTS = """SELECT customer_id, offer_id, MAX(at), COUNT(*) FILTER (WHERE at >= %(start)s)
     FROM ({rows}) AS c GROUP BY customer_id, offer_id"""
-_MARK_UNDELIVERED = """UPDATE decisions SET undelivered_at = %(at)s
-    WHERE decision_id = ANY(%(ids)s::text[]) AND undelivered_at IS NULL"""
+_MARK_UNDELIVERED = """UPDATE decisions AS d SET undelivered_at = %(at)s
+    WHERE decision_id = ANY(%(ids)s::text[]) AND undelivered_at IS NULL
+      AND NOT EXISTS (SELECT 1 FROM feedback AS f WHERE f.decision_id = d.decision_id)"""
+_CLEAR_UNDELIVERED = """UPDATE decisions SET undelivered_at = NULL
+    WHERE decision_id = ANY(%(ids)s::text[]) AND undelivered_at IS NOT NULL"""
 _COLUMNS = """SELECT column_name FROM information_schema.columns
     WHERE table_schema = current_schema() AND table_name = 'decisions'"""
 _LOCK = """SELECT pg_advisory_xact_lock(%(cls)s, k) FROM (SELECT DISTINCT
@@ -252,6 +255,9 @@ class PostgresLedger(LedgerBase):
 
     def _mark_undelivered(self, conn: Any, ids: list[str], at: float) -> int:
         return conn.execute(_MARK_UNDELIVERED, {"ids": ids, "at": at}).rowcount
+
+    def _clear_undelivered(self, conn: Any, ids: list[str]) -> int:
+        return conn.execute(_CLEAR_UNDELIVERED, {"ids": ids}).rowcount
 
     def _count(self, conn: Any, table: str) -> int:
         return conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]

@@ -71,6 +71,20 @@ def test_an_undelivered_offer_reserves_no_contact_but_a_reported_send_still_coun
     np.testing.assert_array_equal(sends, [1])  # an app reported it sent: it was a contact
 
 
+def test_feedback_naming_a_decision_proves_it_was_delivered(ledger_location):
+    """Only the answer carries a decision id: feedback naming one clears its mark (in the
+    same commit), and a decision with feedback is never marked."""
+    ledger = open_ledger(ledger_location)
+    three(ledger)
+    ledger.mark_undelivered(["d1", "d2"], at=NOW + 1)
+    ledger.record_feedback([{"event_id": "o1", "event": "opened", "decision_id": "d1",
+                             "occurred_at": NOW + 60}])  # fmt: skip
+    assert ledger.decision("d1").undelivered_at is None  # its app got it after all
+    assert ledger.decision("d2").undelivered_at == NOW + 1  # no word from its app
+    assert ledger.mark_undelivered(["d1"], at=NOW + 99) == 0  # feedback names it: delivered
+    assert ledger.decision("d1").undelivered_at is None and ledger.undelivered() == 1
+
+
 def test_training_reads_only_delivered_decisions(ledger_location):
     ledger = open_ledger(ledger_location)
     three(ledger)
@@ -139,24 +153,26 @@ def test_ledger_check_shows_the_undelivered_decisions(tmp_path):
 
 
 def test_undelivered_decisions_are_no_exposures(tmp_path):
-    """d1 (offer, sent) and d3 (no offer) count; d2 (offer, even reported sent) and d4 (no
-    offer) were marked undelivered: neither counts, whether sends are required or not."""
+    """d1 (offer, sent) and d3 (no offer) count; d4 (no offer) and d5 (offer, never
+    reported) were marked undelivered: neither counts, whether sends are required or not;
+    d2 was marked, then its app reported it sent: delivered after all, it counts."""
     path = tmp_path / "ledger.sqlite"
     ledger = FeedbackLedger(path)
     t0 = pd.Timestamp("2026-03-01", tz="UTC").timestamp()
-    ledger.record_decisions(Decisions(["d1", "d2", "d3", "d4"], ["a", "b", "c", "d"],
-                                      ["x", "x", None, None], [0.9, 0.9, 0.1, 0.1], [False] * 4,
-                                      None, "email", "{}", None), t0)  # fmt: skip
+    ids = ["d1", "d2", "d3", "d4", "d5"]
+    ledger.record_decisions(Decisions(ids, ["a", "b", "c", "d", "e"], ["x", "x", None, None, "x"],
+                                      [0.9, 0.9, 0.1, 0.1, 0.9], [False] * 5, None, "email",
+                                      "{}", None), t0)  # fmt: skip
+    ledger.mark_undelivered(["d2", "d4", "d5"])
     ledger.record_feedback([{"event_id": f"s{d}", "event": "sent", "decision_id": d,
                              "occurred_at": t0 + 60} for d in ("d1", "d2")])  # fmt: skip
-    ledger.mark_undelivered(["d2", "d4"])
-    bought = pd.to_datetime([t0 + DAY] * 2, unit="s", utc=True)  # a and b both convert
-    events = pd.DataFrame({"customer_id": ["a", "b"], "role": ["purchase"] * 2,
-                           "amount": [5.0, 7.0], "timestamp": bought})  # fmt: skip
+    bought = pd.to_datetime([t0 + DAY] * 3, unit="s", utc=True)  # a, b and e convert
+    events = pd.DataFrame({"customer_id": ["a", "b", "e"], "role": ["purchase"] * 3,
+                           "amount": [5.0, 7.0, 9.0], "timestamp": bought})  # fmt: skip
     for require_sent in (True, False):
         found = ledger_exposures(path, events, 14, as_of=pd.Timestamp("2026-06-01", tz="UTC"),
                                  require_sent=require_sent)  # fmt: skip
-        assert sorted(found["exposure_id"]) == ["ledger-d1", "ledger-d3"], require_sent
+        assert sorted(found["exposure_id"]) == ["ledger-d1", "ledger-d2", "ledger-d3"], require_sent
 
 
 # ---- serving.traffic: marking when a request ends undelivered (in process) -------------
