@@ -114,14 +114,22 @@ def activity_shift(events: pd.DataFrame, reference_end: pd.Timestamp,
     log_change = np.log(n_cur / cur_active) - np.log(n_ref / ref_active)
     se = np.sqrt((joined["squares_ref"].to_numpy() + 0.5) / n_ref**2
                  + (joined["squares_cur"].to_numpy() + 0.5) / n_cur**2)  # fmt: skip
-    z = norm.ppf(1 - ALPHA / 2 / max(int(tested.sum()), 1))
-    low, high = np.expm1(log_change - z * se), np.expm1(log_change + z * se)
-    shift = np.where(tested & ((low > 0) | (high < 0)), np.minimum(abs(low), abs(high)), 0.0)
     table = pd.DataFrame({
         "role": joined.index.to_numpy(), "reference_events": e_ref, "current_events": e_cur,
         "reference_rate": e_ref / ref_active, "current_rate": e_cur / cur_active,
-        "change": np.expm1(log_change), "low": np.where(tested, low, np.nan),
-        "high": np.where(tested, high, np.nan), "shift": np.where(tested, shift, np.nan),
-        "tested": tested,
+        **changes(log_change, se, tested),
     })  # fmt: skip
     return Activity(reference_end, current_end, days, table.reset_index(drop=True))
+
+
+def changes(log_change: np.ndarray, se: np.ndarray, tested: np.ndarray) -> dict[str, np.ndarray]:
+    """Per role, from the change on the log scale and its standard error: ``change``, the
+    Bonferroni-adjusted 95 % interval (``low``, ``high``: joint over the tested roles),
+    ``shift`` (the smallest change the interval allows, 0 when it covers none) and
+    ``tested``; the interval and shift are NaN for a role not tested."""
+    z = norm.ppf(1 - ALPHA / 2 / max(int(tested.sum()), 1))
+    low, high = np.expm1(log_change - z * se), np.expm1(log_change + z * se)
+    shift = np.where((low > 0) | (high < 0), np.minimum(abs(low), abs(high)), 0.0)
+    return {"change": np.expm1(log_change), "low": np.where(tested, low, np.nan),
+            "high": np.where(tested, high, np.nan), "shift": np.where(tested, shift, np.nan),
+            "tested": tested}  # fmt: skip

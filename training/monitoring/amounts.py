@@ -27,11 +27,9 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy.stats import norm
 
-from training.monitoring.activity import RoleChanges
+from training.monitoring.activity import RoleChanges, changes
 
-ALPHA = 0.05  # joint over the roles checked
 MIN_EVENTS = 30  # positive amounts in each window
 # roles whose amount is money (a feedback event's amount is a score, DESIGN section 3)
 MONEY_ROLES = ("purchase", "refund", "subscription_start", "subscription_cancel")
@@ -102,17 +100,12 @@ def amount_shift(events: pd.DataFrame, reference_end: pd.Timestamp,
     tested = np.minimum(e_ref, e_cur) >= min_events
     log_change = joined["mean_log_cur"].to_numpy() - joined["mean_log_ref"].to_numpy()
     se = np.hypot(joined["se_ref"].to_numpy(), joined["se_cur"].to_numpy())
-    z = norm.ppf(1 - ALPHA / 2 / max(int(tested.sum()), 1))
-    low, high = np.expm1(log_change - z * se), np.expm1(log_change + z * se)
-    shift = np.where(tested & ((low > 0) | (high < 0)), np.minimum(abs(low), abs(high)), 0.0)
     table = pd.DataFrame({
         "role": joined.index.to_numpy(), "reference_events": e_ref, "current_events": e_cur,
         "reference_unpriced": joined["unpriced_ref"].fillna(0).to_numpy(),
         "current_unpriced": joined["unpriced_cur"].fillna(0).to_numpy(),
         "reference_amount": np.exp(joined["mean_log_ref"].to_numpy()),
         "current_amount": np.exp(joined["mean_log_cur"].to_numpy()),
-        "change": np.expm1(log_change), "low": np.where(tested, low, np.nan),
-        "high": np.where(tested, high, np.nan), "shift": np.where(tested, shift, np.nan),
-        "tested": tested,
+        **changes(log_change, se, tested),
     })  # fmt: skip
     return Amounts(reference_end, current_end, days, table.reset_index(drop=True))
