@@ -11,14 +11,16 @@ scores it (``current_vectors``: BG/NBD with the recorded parameters) and the ser
 conversion:
 
 - **today's policy** (``retention_value: catalog``): every conversion worth the catalog value;
-- **value-aware** (``retention_value: clv``, the default): a retention or win-back conversion
-  also saves the customer's value at risk, ``uplift x (value + c / (1 - c) x CLV) - cost``
+- **value-aware** (``retention_value: clv``, the default): a conversion that keeps the
+  customer also saves their value at risk, ``uplift x (value + c / (1 - c) x CLV) - cost``
   (``training.policy.conversion_worth``), and the policy leaves today's choice only where the
   gain beats the uplift model's noise at one-sided 95 % (``training.policy.cautious_values``,
-  with the standard errors the offers model recorded, ``UpliftModel.measure_spread``);
-- **value-aware, before** (the same valuation without the caution: the product until then);
-- **every conversion keeps** (not the product; a check of the valuation): the saving added to
-  every offer's conversion, not only retention and win-back ones, cautious as the product;
+  with the standard errors the offers model recorded, ``UpliftModel.measure_spread``). Which
+  conversions keep (``keeping_offers: auto``, ``training.policy.keeping_offers``): every
+  offer's, since the models learnt churn as inactivity (a purchase is activity);
+- **value-aware, before** (the same valuation without the caution);
+- **value-aware, retention only** (``keeping_offers: retention``, the product of session 10):
+  the saving added to retention and win-back conversions only, cautious as the product;
 - **uplift x CLV** (the first value-aware formula, kept here for comparison): a retention or
   win-back conversion worth the whole CLV, ``uplift x CLV - cost``.
 
@@ -70,11 +72,11 @@ from training.pipeline import TrainConfig, fit_and_evaluate
 DAYS = 730
 POLICIES = {"today": "today's policy: catalog value", "value": "value-aware: the product",
             "value_plain": "value-aware, before (no caution)",
-            "every": "every conversion keeps, cautious (not the product)",
+            "retention_only": "value-aware, only retention / win-back keep (before)",
             "whole_clv": "uplift × CLV (first formula)",
             "today_true": "today's valuation on the TRUE uplift",
             "value_true": "value-aware valuation on the TRUE uplift",
-            "every_true": "every conversion keeps, on the TRUE uplift"}  # fmt: skip
+            "retention_only_true": "retention only keeps, on the TRUE uplift"}  # fmt: skip
 REFERENCES = {"nothing": "no offer", "random": "random eligible offer",
               "oracle": "oracle: best true value among eligible"}  # fmt: skip
 
@@ -86,14 +88,6 @@ class WholeCLV(DecisionEngine):
         value = np.broadcast_to(self.catalog.value, scores.uplift.shape)
         clv = scores.clv[:, None]
         return np.where(self._keeps[None, :] & np.isfinite(clv), clv, value)
-
-
-class EveryKeeps(DecisionEngine):
-    """The value-aware valuation with the saving added to every offer's conversion."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._keeps = np.ones_like(self._keeps)
 
 
 def simulated(customers: int, seed: int, campaign_share: float = 0.06
@@ -122,7 +116,8 @@ def engines(result, offers: pd.DataFrame) -> dict[str, DecisionEngine]:
                                                              retention_value="catalog")),
         "value": DecisionEngine(bundle, offers, PolicyConfig(exploration=0.0)),
         "whole_clv": WholeCLV(bundle, offers, PolicyConfig(exploration=0.0)),
-        "every": EveryKeeps(bundle, offers, PolicyConfig(exploration=0.0)),
+        "retention_only": DecisionEngine(bundle, offers, PolicyConfig(
+            exploration=0.0, keeping_offers="retention")),
     }  # fmt: skip
 
 
@@ -194,9 +189,12 @@ def summarise(values: dict[str, np.ndarray], sends: dict[str, int], draws: int,
     goal = {
         "value-aware − today's": paired("value", "today"),
         "value-aware before − today's": paired("value_plain", "today"),
-        "every conversion keeps − today's": paired("every", "today"),
+        "retention only keeps − today's": paired("retention_only", "today"),
+        "value-aware − retention only keeps": paired("value", "retention_only"),
         "on the true uplift": paired("value_true", "today_true"),
-        "every conversion keeps − today's, on the true uplift": paired("every_true", "today_true"),
+        "retention only keeps − today's, on the true uplift": paired(
+            "retention_only_true", "today_true"
+        ),
     }
     return rows, goal
 
@@ -249,7 +247,7 @@ def main() -> None:
     picked = {k: picked[k] for k in POLICIES if k in picked}  # the tables' order
     true_uplift = np.column_stack([truth.loc[ids, f"p_{o}"] - truth.loc[ids, "p_control"]
                                    for o in offer_ids])  # fmt: skip
-    for k in ("today", "value", "every"):  # the valuations alone: the uplift known exactly
+    for k in ("today", "value", "retention_only"):  # the valuations alone: the uplift known
         picked[f"{k}_true"] = decisions(found[k], rows, scores, true_uplift, cautious=False)
     at_risk = np.nan_to_num(scores.churn * scores.clv, nan=-np.inf)
     audience = np.argsort(-at_risk, kind="stable")[: args.audience]
@@ -287,7 +285,8 @@ def main() -> None:
     se = getattr(result.reports["offers"].estimator, "uplift_se_", {})
     tail = (f"{args.customers:,} customers (default profile, {DAYS} days, seed {args.seed}, "
             f"campaign share {args.campaign_share}); uplift standard errors "
-            f"{ {k: round(v, 4) for k, v in se.items()} }; "
+            f"{ {k: round(v, 4) for k, v in se.items()} }; offers whose conversion keeps "
+            f"(value-aware): {found['value'].clv_status['offers_that_keep']}; "
             f"truth: {args.reps} paired futures; mean conversion gain by true stage at the end "
             f"{gains.to_dict()}; CLV estimator {found['value'].clv_status['estimator']}; "
             f"{args.bootstrap} bootstrap resamples; {machine()}; total {total:.0f} s "

@@ -57,6 +57,13 @@ class PolicyConfig(BaseModel):
         "(the catalog's value) plus what keeping the customer saves, c / (1 - c) x CLV with c "
         "their churn probability (when the service has a CLV for them); 'catalog' its margin",
     )  # fmt: skip
+    keeping_offers: Literal["auto", "retention", "every"] = Field(
+        "auto", description="which offers' conversions keep a customer (and so are worth the "
+        "saving with retention_value 'clv'): 'auto' every offer when the models learnt churn "
+        "as inactivity with purchases qualifying, or rhythm (a purchase is activity: a "
+        "customer who buys has not churned by that definition), else retention and win-back "
+        "offers (contract, cancel or labels churn); 'retention' or 'every' to say so",
+    )  # fmt: skip
     contact_cap: int = Field(3, ge=0, description="max offers sent per customer per window")
     contact_window_days: int = Field(30, ge=1)
     churn_bands: tuple[float, float] = Field(

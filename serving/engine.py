@@ -27,7 +27,7 @@ import pandas as pd
 
 from features.online_vectors import OWNED, parse_owned
 from features.project import ProjectConfig
-from features.registry import REGISTRY, RETENTION_KINDS
+from features.registry import REGISTRY
 from features.stages import assign_stages
 from features.subscription_features import FEATURES as CONTRACT_FEATURES
 from serving.bundle import ModelBundle
@@ -37,7 +37,13 @@ from serving.inputs import FeatureRows, InputPlan
 from serving.ledger import Decisions
 from serving.policies import MODEL, cold_start_choice, greedy_choice, offers_status
 from serving.scoring import fast_model
-from training.policy import CONTROL, cautious_values, conversion_worth, greedy_offer
+from training.policy import (
+    CONTROL,
+    cautious_values,
+    conversion_worth,
+    greedy_offer,
+    keeping_offers,
+)
 
 MODELS = ("churn", "stage", "offers")  # the models run through the input plans
 CLV_PREFIX = "btyd_clv_"  # the probabilistic CLV column of the vectors: btyd_clv_<H>d
@@ -156,7 +162,11 @@ class DecisionEngine:
         scored = bundle.offers.offers_ if self.offer_policy == MODEL else catalog["offer_id"]
         self.catalog = Catalog(catalog, [str(k) for k in scored])
         self.arms = [CONTROL, *self.catalog.ids]
-        self._keeps = np.isin(np.array(self.catalog.kind, dtype=object), RETENTION_KINDS)
+        self._keeps = keeping_offers(self.catalog.kind, *churn_learnt(bundle.churn),
+                                     policy.keeping_offers)  # fmt: skip
+        self.clv_status["offers_that_keep"] = [
+            k for k, keeps in zip(self.catalog.ids, self._keeps, strict=True) if keeps
+        ]
         self._uplift_se = uplift_se(bundle.offers, self.catalog.model_column)
         self.stages = [str(c) for c in bundle.stage.classes_]
         self.versions = bundle.versions
@@ -476,6 +486,16 @@ def uplift_se(offers: object | None, model_column: np.ndarray) -> np.ndarray | N
         return None
     se = np.array([recorded.get(str(k), np.nan) for k in offers.offers_], dtype=float)
     return np.where(model_column >= 0, se[np.maximum(model_column, 0)], np.nan)
+
+
+def churn_learnt(model) -> tuple[str | None, tuple[str, ...]]:
+    """The churn definition and qualifying roles the churn ``model`` was trained with (its
+    recorded ``lifecycle_config_``); (None, ()) when it recorded none."""
+    config = getattr(model, "lifecycle_config_", None)
+    if not config:
+        return None, ()
+    dataset = ProjectConfig.model_validate_json(config).dataset
+    return dataset.churn_definition, tuple(dataset.qualifying_roles)
 
 
 def clv_status(bundle: ModelBundle) -> dict:

@@ -28,7 +28,6 @@ import numpy as np
 import pandas as pd
 
 from training.ope import incremental_policy_value
-from training.policy import epsilon_greedy
 
 
 def true_increments(truth: pd.DataFrame, offers: pd.DataFrame, offer_ids: list[str]) -> np.ndarray:
@@ -69,15 +68,6 @@ def week_values(
     out["random"] = np.where(eligible, iv, 0.0).sum(axis=1) / np.maximum(offers, 1)
     out["oracle"] = np.maximum(np.where(eligible, iv, -np.inf).max(axis=1, initial=-np.inf), 0.0)
     return out
-
-
-def served_probabilities(
-    expected: np.ndarray, eligible: np.ndarray, exploration: float
-) -> np.ndarray:
-    """``(n, 1 + offers)``: the live service's epsilon-greedy probabilities (serving/policies.py)
-    of no offer (column 0) and of each offer."""
-    ok = np.column_stack([np.ones(len(eligible), bool), eligible])
-    return epsilon_greedy(greedy_arms(expected, eligible), ok, exploration)
 
 
 def ope_estimate(

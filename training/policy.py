@@ -16,6 +16,8 @@ from statistics import NormalDist
 import numpy as np
 import pandas as pd
 
+from features.registry import RETENTION_KINDS
+
 CONTROL = "control"
 CONFIDENCE = 0.95  # of the one-sided bound a value-aware departure from the margin's choice needs
 
@@ -43,9 +45,10 @@ def conversion_worth(value, keeps, churn=None, clv=None) -> np.ndarray:
     """What one conversion of each offer is worth to each customer, ``(n, offers)``.
 
     Every offer's conversion brings its own margin, the catalog's ``value`` ``(offers,)``. An
-    offer that keeps a customer (``keeps`` ``(offers,)`` bool: retention and win-back) also
-    saves what their leaving would cost. The CLV already counts the chance ``c`` that they
-    leave: ``CLV = (1 - c) x kept``, so a customer kept is worth ``CLV / (1 - c)``, and a
+    offer that keeps a customer (``keeps`` ``(offers,)`` bool, :func:`keeping_offers`: every
+    offer under activity churn, else retention and win-back) also saves what their leaving
+    would cost. The CLV already counts the chance ``c`` that they leave:
+    ``CLV = (1 - c) x kept``, so a customer kept is worth ``CLV / (1 - c)``, and a
     conversion that keeps one who would otherwise leave with probability ``c`` saves
     ``c x CLV / (1 - c)`` (``c`` capped at :data:`MAX_CHURN`). A loyal customer saves little
     whatever their CLV; a lapsing one of the same CLV, much more. ``churn`` and ``clv``
@@ -59,6 +62,29 @@ def conversion_worth(value, keeps, churn=None, clv=None) -> np.ndarray:
     saved = c / (1.0 - c) * np.asarray(clv, dtype=float)
     saved = np.where(np.isfinite(saved), saved, 0.0)[:, None]
     return value + np.asarray(keeps, dtype=bool)[None, :] * saved
+
+
+def keeping_offers(
+    kinds, churn_definition: str | None, qualifying_roles=("purchase",), which: str = "auto"
+) -> np.ndarray:
+    """Which offers' conversions keep a customer, ``(offers,)`` bool (``kinds``: the catalog's
+    ``kind`` per offer), for :func:`conversion_worth`.
+
+    A conversion is a purchase. Where the models learnt churn as a lack of activity
+    (``inactivity`` with ``purchase`` among its ``qualifying_roles``, or ``rhythm``: overdue
+    for a purchase), a customer who buys within the horizon has not churned by that very
+    definition, whatever the offer was: every offer's conversion keeps them. Where churn is
+    the end of a contract (``contract``, ``cancel``), the user's own ``labels`` or unknown
+    (None), a purchase need not keep anyone, and only retention and win-back offers
+    (``RETENTION_KINDS``) count as keeping. ``which``: ``auto`` (that rule), ``retention``
+    or ``every`` (the policy's ``keeping_offers``, for a business that knows better)."""
+    kinds = np.asarray(kinds, dtype=object)
+    if which == "auto":
+        activity = churn_definition == "rhythm" or (
+            churn_definition == "inactivity" and "purchase" in qualifying_roles
+        )
+        which = "every" if activity else "retention"
+    return np.ones(len(kinds), bool) if which == "every" else np.isin(kinds, RETENTION_KINDS)
 
 
 def greedy_offer(expected: np.ndarray, eligible: np.ndarray) -> np.ndarray:

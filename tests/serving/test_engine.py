@@ -264,6 +264,43 @@ def test_an_offer_new_to_the_model_is_explored_never_chosen_greedily():
         assert all(d["decision"]["expected_value"] is None for d in np.array(out, object)[xs])
 
 
+@pytest.mark.parametrize(
+    ("definition", "which", "up_keeps"),
+    [("inactivity", "auto", True), ("rhythm", "auto", True), ("contract", "auto", False),
+     ("labels", "auto", False), (None, "auto", False), ("contract", "every", True),
+     ("inactivity", "retention", False)],
+)  # fmt: skip
+def test_which_conversions_keep_a_customer_follows_the_churn_the_models_learnt(
+    definition, which, up_keeps
+):
+    from features.project import ProjectConfig
+    from training.models.clv import ProbabilisticCLV
+
+    class Churn(Fixed):
+        if definition is not None:
+            lifecycle_config_ = ProjectConfig.model_validate(
+                {"dataset": {"churn_definition": definition}}).model_dump_json()  # fmt: skip
+
+    clv_model = ProbabilisticCLV("btyd_clv_365d").fit(pd.DataFrame({"btyd_clv_365d": [1.0]}))
+    info = {n: ModelInfo(n, f"lifecycle-{n}", "7", None, None) for n in ("churn", "stage")}
+    bundle = ModelBundle(Churn(), Stage(), Fixed(), info, "test", clv=clv_model)
+    r = FeatureRows(
+        ("loyal",), np.array([[0.1, 0.4, 0.0, 100.0]]), ("x2", "x0", "x1", "btyd_clv_365d"),
+        {"stage": np.array(["retention"], object), "owned_products": np.array([""], object),
+         "plan": np.array(["basic"], object)},
+        np.ones(1, bool), pd.Timestamp("2025-01-01", tz="UTC"), ("store", 1),
+    )  # fmt: skip
+    e = DecisionEngine(bundle, OFFERS, PolicyConfig(exploration=0.0, keeping_offers=which))
+    out, _ = e.decide(r, no_contacts(1), draws(1))
+    up = {o["offer_id"]: o for o in out[0]["offers"]}["up"]
+    # an upsell's conversion (a purchase) keeps a customer at churn risk 0.4 of CLV 100 where
+    # churn is inactivity: it saves 0.4 x 100 / 0.6 beside its margin 50
+    worth = 50 + 0.4 * 100 / 0.6 if up_keeps else 50
+    assert up["expected_value"] == pytest.approx(0.1 * worth - 1)
+    assert ("up" in e.clv_status["offers_that_keep"]) is up_keeps
+    assert "wb" in e.clv_status["offers_that_keep"]  # win-back keeps under every definition
+
+
 def test_owned_products_are_parsed_once_per_distinct_value(monkeypatch):
     parsed = []
 

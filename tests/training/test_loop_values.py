@@ -34,13 +34,6 @@ def test_week_values_by_hand():
     np.testing.assert_allclose(v["oracle"], [2.0, 0.5, 0.0])
 
 
-def test_served_probabilities_are_the_services_epsilon_greedy():
-    expected = np.array([[1.0, 2.0], [-1.0, -1.0]])
-    eligible = np.array([[1, 1], [1, 0]], bool)
-    p = lv.served_probabilities(expected, eligible, 0.3)
-    np.testing.assert_allclose(p, [[0.1, 0.1, 0.8], [0.85, 0.15, 0.0]])
-
-
 def test_the_ips_estimate_covers_the_truth_on_a_simulated_log():
     rng = np.random.default_rng(0)
     n = 20_000
