@@ -58,6 +58,7 @@ import pandas as pd
 from _common import OUT, machine, markdown, peak_rss_mb, save
 
 from features.loaders import load_customers, load_events, load_exposures, load_offers
+from features.registry import RETENTION_KINDS
 from features.simulator import SimConfig
 from features.simulator.run import run as simulate_raw
 from features.simulator.tables import build_tables
@@ -87,7 +88,8 @@ class WholeCLV(DecisionEngine):
     def offer_values(self, scores):
         value = np.broadcast_to(self.catalog.value, scores.uplift.shape)
         clv = scores.clv[:, None]
-        return np.where(self._keeps[None, :] & np.isfinite(clv), clv, value)
+        retention = np.isin(np.array(self.catalog.kind, dtype=object), RETENTION_KINDS)
+        return np.where(retention[None, :] & np.isfinite(clv), clv, value)
 
 
 def simulated(customers: int, seed: int, campaign_share: float = 0.06

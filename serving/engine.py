@@ -351,9 +351,9 @@ class DecisionEngine:
 
     def offer_values(self, scores: Scores) -> np.ndarray:
         """``(n, offers)``: what a conversion is worth (:func:`training.policy.
-        conversion_worth`): the offer's margin (the catalog's ``value``) and, for a retention
-        or win-back offer with ``retention_value: clv``, what keeping the customer saves
-        (churn / (1 - churn) x CLV), where the service has a CLV."""
+        conversion_worth`): the offer's margin (the catalog's ``value``) and, for an offer whose
+        conversion keeps the customer (``keeping_offers``) with ``retention_value: clv``, what
+        keeping them saves (churn / (1 - churn) x CLV), where the service has a CLV."""
         by_clv = self.policy.retention_value == "clv" and self._keeps.any()
         worth = conversion_worth(self.catalog.value, self._keeps, scores.churn if by_clv else None,
                                  scores.clv)  # fmt: skip
