@@ -79,6 +79,15 @@ def main() -> None:
             "amount_shift", "amount_detail"]  # fmt: skip
     print(f"\nClosed loop, {args.customers:,} customers, {args.weeks} weeks, seed {args.seed}\n")
     print(markdown(frame[cols].to_dict("records")))
+    kept = frame[frame["challenger"].notna()]
+    if len(kept):
+        print(
+            "\nThe offers challengers the gate kept out, valued greedy on the same audience "
+            "(the truth), minus the live greedy champion:\n"
+        )
+        print(markdown(kept[["week", "offers_version", "challenger_version", "greedy",
+                             "challenger", "vs_challenger", "vs_challenger_lo",
+                             "vs_challenger_hi"]].to_dict("records")))  # fmt: skip
     if len(swaps):
         print("\nLive greedy minus the champion it replaced, the week after each promotion:\n")
         print(markdown(swaps[["week", "offers_version", "vs_previous", "vs_previous_lo",

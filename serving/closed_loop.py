@@ -43,6 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from features.simulator import SimConfig
 from features.simulator.world import Sends, World
 from serving.clock import write_clock_file
+from serving.inputs import FeatureRows, InputPlan
 from training import loop_values as lv
 
 MODEL_NAMES = ("lifecycle-churn", "lifecycle-stage", "lifecycle-clv", "lifecycle-offers")
@@ -161,6 +162,11 @@ class Week:
     vs_previous: float | None = None  # greedy - previous champion's, when they differ
     vs_previous_lo: float | None = None
     vs_previous_hi: float | None = None
+    challenger: float | None = None  # the offers challenger not promoted, valued greedy
+    challenger_version: str = ""
+    vs_challenger: float | None = None  # challenger - greedy, paired 95% interval
+    vs_challenger_lo: float | None = None
+    vs_challenger_hi: float | None = None
     drift: str = ""  # what changed in the world at this week's start
     monitor_exit: int | None = None  # lifecycle monitor after the retrain: 0 within, 4 crossed
     monitor_crossed: str = ""  # the checks over their threshold
@@ -529,15 +535,20 @@ def evaluate_week(
     paths: Paths,
 ) -> tuple[Week, pd.DataFrame]:
     """The policies' true values on this week's audience (:mod:`training.loop_values`), the
-    OPE estimate of the live greedy policy beside its truth, and the paired comparison of the
-    live champion with the one it replaced (when a promotion happened); and the values per
-    audience member (one column per policy)."""
+    OPE estimate of the live greedy policy beside its truth, and the paired comparisons of the
+    live champion with the one it replaced (when a promotion happened) and with the offers
+    challenger the gate kept out (when there is one); and the values per audience member (one
+    column per policy)."""
     live = answers["live"]
     truth = world.offer_truth(audience)
     iv = lv.true_increments(truth, offers, offer_ids)
     bound = bound_expected(world, audience, offers, offer_ids, config, paths)
     expected = {"greedy": live.expected, "frozen": answers["frozen"].expected,
                 "previous": answers["previous"].expected, "bound": bound}  # fmt: skip
+    challenger, version = challenger_expected(paths, audience, offers, offer_ids, world.now,
+                                              str(live.models.get("offers", "")))  # fmt: skip
+    if challenger is not None:
+        expected["challenger"] = challenger
     values = lv.week_values(iv, live.eligible, live.arm, expected)
     converted = _draw_outcomes(truth, live.arm, config, w)
     target = np.eye(len(offer_ids) + 1)[lv.greedy_arms(live.expected, live.eligible)]
@@ -553,13 +564,59 @@ def evaluate_week(
         ope_greedy=ope["estimate"], ope_greedy_lo=ope["lo"], ope_greedy_hi=ope["hi"],
         offers_version=str(live.models.get("offers", "")),
     )  # fmt: skip
-    if answers["previous"].models.get("offers") != live.models.get("offers"):
-        from training.ope import paired_difference
+    from training.ope import paired_difference
 
+    if answers["previous"].models.get("offers") != live.models.get("offers"):
         diff = paired_difference(values["greedy"], values["previous"], 1000, 0.05, w).loc["a - b"]
         week.vs_previous, week.vs_previous_lo, week.vs_previous_hi = (
             float(diff["estimate"]), float(diff["lo"]), float(diff["hi"]))  # fmt: skip
+    if challenger is not None:
+        diff = paired_difference(values["challenger"], values["greedy"], 1000, 0.05, w)
+        week.challenger, week.challenger_version = float(values["challenger"].mean()), version
+        week.vs_challenger, week.vs_challenger_lo, week.vs_challenger_hi = (
+            float(v) for v in diff.loc["a - b", ["estimate", "lo", "hi"]])  # fmt: skip
     return week, pd.DataFrame({"customer_id": audience, **values})
+
+
+def challenger_expected(
+    paths: Paths, audience: np.ndarray, offers: pd.DataFrame, offer_ids: list[str],
+    now: pd.Timestamp, champion: str,
+) -> tuple[np.ndarray | None, str]:  # fmt: skip
+    """The offers challenger's expected values for the audience and its version: the model
+    behind ``lifecycle-offers@challenger`` on the store's vectors, valued as the services
+    value an offer (``offer_expected``); (None, "") when there is none apart from the
+    ``champion`` version (promoted, or not trained)."""
+    import mlflow
+
+    from features.store import OnlineStore
+    from training.registry import load_alias
+
+    mlflow.set_tracking_uri(paths.tracking_uri)
+    model, version = load_alias("lifecycle-offers", "challenger")
+    if model is None or str(version.version) == champion:
+        return None, ""
+    ids = [str(i) for i in audience]
+    frame = OnlineStore(paths.store).lookup_frame(ids)
+    found = frame.set_index(frame["customer_id"].astype("str")).reindex(ids)
+    found["customer_id"] = ids
+    rows = FeatureRows.from_frame(found.reset_index(drop=True), now)
+    expected = offer_expected(model, rows, offers, offer_ids)
+    expected[~pd.Index(ids).isin(frame["customer_id"].astype("str"))] = np.nan  # not stored
+    return expected, str(version.version)
+
+
+def offer_expected(model, rows: FeatureRows, offers: pd.DataFrame,
+                   offer_ids: list[str]) -> np.ndarray:  # fmt: skip
+    """``(n, len(offer_ids))`` an offers ``model``'s ``uplift x value - cost`` on ``rows``, as
+    ``DecisionEngine`` computes it with ``retention_value: catalog`` (the loop's services);
+    NaN for an offer the model does not know or where it has no support."""
+    uplift, supported = model.uplift_and_support(InputPlan(model, rows).matrix(rows))
+    uplift = np.where(supported, uplift, np.nan)
+    known = {str(o): j for j, o in enumerate(model.offers_)}
+    cols = np.array([known.get(o, -1) for o in offer_ids])
+    catalog = offers.set_index(offers["offer_id"].astype("str")).loc[offer_ids]
+    out = np.where(cols >= 0, uplift[:, np.maximum(cols, 0)], np.nan)
+    return out * catalog["value"].to_numpy(float) - catalog["cost"].to_numpy(float)
 
 
 def _draw_outcomes(truth: pd.DataFrame, arms: np.ndarray, config: LoopConfig,

@@ -65,3 +65,57 @@ def test_the_weekly_retrain_learned_from_the_ledger(loop):
     assert "lifecycle-offers" in weekly and "lifecycle-churn" not in weekly  # offers only
     first = log.split("--ledger")[0]
     assert "lifecycle-offers: policy_value_dr" in first  # week 0 had an offers model
+
+
+def test_the_challenger_the_gate_kept_out_is_read_from_the_registry(loop):
+    """Week 1's retrain of this world trains an offers challenger the gate keeps out (exit 3):
+    ``lifecycle-offers@challenger`` is then a version apart from the champion, valued on the
+    audience; the champion's own version is not a challenger."""
+    import numpy as np
+
+    from serving.closed_loop import challenger_expected
+
+    (week,) = loop["weeks"]
+    paths = loop["paths"]
+    offers = pd.read_parquet(paths.data / "offers.parquet")
+    offer_ids = list(offers["offer_id"].astype("str"))
+    audience = pd.read_parquet(paths.workdir / "values.parquet")["customer_id"].to_numpy()
+    now = pd.Timestamp(week.as_of, tz="UTC")
+    assert week.retrain_exit == 3  # trained, kept out
+    expected, version = challenger_expected(paths, audience, offers, offer_ids, now,
+                                            week.offers_version)  # fmt: skip
+    assert version and version != week.offers_version
+    assert expected.shape == (len(audience), len(offer_ids)) and np.isfinite(expected).any()
+    assert challenger_expected(paths, audience, offers, offer_ids, now, version) == (None, "")
+
+
+def test_the_challenger_is_valued_as_the_services_value_an_offer():
+    """``offer_expected`` (the loop's in-process valuation of the offers challenger) gives the
+    expected values the service answers with ``retention_value: catalog``; NaN for an offer
+    the model does not know or does not support."""
+    import numpy as np
+
+    from serving.bundle import ModelBundle, ModelInfo
+    from serving.closed_loop import offer_expected
+    from serving.config import PolicyConfig
+    from serving.engine import DecisionEngine
+    from tests.serving.test_engine import OFFERS, Fixed, Stage, draws, no_contacts, rows
+
+    class Partial(Fixed):  # knows up and wb, supports wb only for the second customer
+        offers_ = ["up", "wb"]
+
+        def uplift_and_support(self, X):
+            return X[:, [2]] * np.array([[1.0, 3.0]]), np.array([[True, False], [True, True]])
+
+    r = rows([[0.1, 0.4, 0.0], [0.2, 0.4, 0.0]], ["retention", "churned"], ["", ""])
+    info = {n: ModelInfo(n, f"lifecycle-{n}", "7", None, None) for n in ("churn", "stage")}
+    engine = DecisionEngine(ModelBundle(Fixed(), Stage(), Fixed(), info, "test"), OFFERS,
+                            PolicyConfig(exploration=0.0, retention_value="catalog"))  # fmt: skip
+    out, _ = engine.decide(r, no_contacts(2), draws(2))
+    served = np.array([[{o["offer_id"]: o for o in a["offers"]}[k]["expected_value"]
+                        for k in ("up", "xs", "wb")] for a in out])  # fmt: skip
+    ids = ["up", "xs", "wb"]
+    np.testing.assert_allclose(offer_expected(Fixed(), r, OFFERS, ids), served)
+    partial = offer_expected(Partial(), r, OFFERS, ids)
+    np.testing.assert_allclose(partial, [[0.1 * 50 - 1, np.nan, np.nan],
+                                         [0.2 * 50 - 1, np.nan, 0.6 * 20 - 2]])  # fmt: skip
