@@ -85,7 +85,7 @@ def offer_truth(result, sim, tables: Tables) -> tuple[dict[str, float], list[dic
     evaluates off-policy, its IPS / SNIPS / DR estimates beside its true value."""
     data = op.offer_data(tables, result.config.dataset.feature_set)
     train, test = op.split_by_send_day(data)
-    model = result.reports["offers"].estimator
+    model = op.gate_model(result.reports["offers"].estimator)  # fitted on `train` only
     truth = sim.truth_exposures.set_index("exposure_id")
     t_test = truth.loc[test.exposures["exposure_id"]].reset_index()
     t_train = truth.loc[train.exposures["exposure_id"]].reset_index()

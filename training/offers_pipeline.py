@@ -80,6 +80,25 @@ def fit_uplift(train: OfferData, params: dict) -> UpliftModel:
     return model.measure_spread(*args, groups=train.exposures["customer_id"])
 
 
+def refit_on_every_send(evaluated: UpliftModel, data: OfferData, params: dict) -> UpliftModel:
+    """The model to serve: the same learner refitted on every send (``data``), the later ones
+    too, which the evaluation held out; with the evaluated model, fitted on the earlier sends
+    only, as ``gate_model_``. The most recent sends are the ones most like the customers it
+    will decide for (after a price change, a new offer), and until now they reached a served
+    model only a retrain later. The promotion gate values each side by its ``gate_model_``
+    (:func:`gate_model`): on the most recent sends that model has not seen, so neither side
+    is judged on its own training rows."""
+    served = fit_uplift(data, params)
+    served.gate_model_ = evaluated
+    return served
+
+
+def gate_model(model: UpliftModel) -> UpliftModel:
+    """What the promotion gate values for ``model``: its ``gate_model_`` (fitted on the sends
+    before its evaluation's cut), or the model itself (trained before refits existed)."""
+    return getattr(model, "gate_model_", None) or model
+
+
 def evaluate_offers(model: UpliftModel, test: OfferData, offers: pd.DataFrame) -> dict:
     """Qini/AUUC per offer and the off-policy value of each policy on ``test`` sends (and
     each offer's recorded uplift standard error, ``uplift_se.<offer>``)."""

@@ -234,13 +234,16 @@ def _timed(seconds: dict[str, float], name: str) -> Iterator[None]:
 
 
 def fit_offers(tables: Tables, config: TrainConfig) -> ModelReport:
-    """Uplift model on earlier sends; Qini/AUUC and off-policy values on later sends."""
+    """Uplift model on earlier sends; Qini/AUUC and off-policy values on later sends; the
+    model kept is refitted on every send (``op.refit_on_every_send``)."""
     from training import offers_pipeline as op
 
-    train, test = op.split_by_send_day(op.offer_data(tables, config.dataset.feature_set))
+    data = op.offer_data(tables, config.dataset.feature_set)
+    train, test = op.split_by_send_day(data)
     params = {"random_state": config.seed, **config.offers}
-    model = op.fit_uplift(train, params)
-    result = op.evaluate_offers(model, test, tables.offers)
+    evaluated = op.fit_uplift(train, params)
+    result = op.evaluate_offers(evaluated, test, tables.offers)
+    model = op.refit_on_every_send(evaluated, data, params)
     metrics = result["metrics"]
     baselines = {p: {PRIMARY["offers"]: metrics[f"policy_value_dr.{p}"]}
                  for p in ("propensity", "random")}  # fmt: skip

@@ -66,7 +66,9 @@ def offers_gate(tables: Tables, config: TrainConfig, n_bootstrap: int = 1000,
     days: campaign logs and, with ``--ledger``, the service's own decisions): each one's
     learned policy valued by the doubly robust incremental value per send, on the SAME rows;
     the challenger wins only when the lower bound of the paired bootstrap interval of the
-    difference is above 0 (a challenger no better than noise keeps the champion).
+    difference is above 0 (a challenger no better than noise keeps the champion). Each side
+    is valued by its ``gate_model_`` (``offers_pipeline.gate_model``): the served model is
+    refitted on every send, these rows too; its evaluated twin saw only the earlier ones.
 
     Both policies are valued with the SAME outcome model: one conversion model cross-fitted
     on these sends (:func:`shared_outcome_model`), not each model's own predictions. With
@@ -84,7 +86,8 @@ def offers_gate(tables: Tables, config: TrainConfig, n_bootstrap: int = 1000,
     propensity = recent.exposures["propensity"].to_numpy(dtype=float)
     outcome = shared_outcome_model(recent.X, logged, recent.y, len(arms), config.seed)
 
-    def terms(model) -> np.ndarray:
+    def terms(served) -> np.ndarray:
+        model = op.gate_model(served)  # fitted before the recent sends: out of sample
         policies, _ = op.evaluated_policies(model, recent, tables.offers,
                                             model.predict_uplift(recent.X))  # fmt: skip
         own = ["control", *model.offers_]
