@@ -34,11 +34,15 @@ def cross_fitted_rewards(
     folds: int = 2,
     make_model: ModelFactory | None = None,
     random_state: int = 0,
+    extra: tuple[object, np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
     """Out-of-fold predicted reward ``q(x_i, a)`` of every row and every action.
 
     The model sees the context columns and a one-hot of the action, and is fitted on the
-    logged ``(x_i, a_i) -> r_i`` of the other folds (shuffled ``KFold``).
+    logged ``(x_i, a_i) -> r_i`` of the other folds (shuffled ``KFold``) and on the ``extra``
+    rows ``(X, actions, rewards)``, which every fold learns from and none is predicted for:
+    other logged rows (e.g. older, randomised sends) that teach the model the actions the
+    evaluated rows rarely took.
 
     Parameters
     ----------
@@ -65,14 +69,28 @@ def cross_fitted_rewards(
     binary = bool(np.isin(r, (0.0, 1.0)).all())
     factory = make_model or (lambda: default_reward_model(binary))
     q = np.empty((n, n_actions))
+    more_x, more_a, more_r = _extra(extra, x.shape[1], n_actions)
     split = KFold(folds, shuffle=True, random_state=random_state).split(x)
     for train, test in split:
         model = factory()
-        model.fit(_design(x[train], a[train], n_actions), r[train])
+        model.fit(np.vstack([_design(x[train], a[train], n_actions), more_x]),
+                  np.concatenate([r[train], more_r]))  # fmt: skip
         for action in range(n_actions):
             chosen = np.full(len(test), action)
             q[test, action] = _predict(model, _design(x[test], chosen, n_actions), binary)
     return q
+
+
+def _extra(extra, width: int, n_actions: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ``extra`` training rows as (design, actions, rewards); empty without them."""
+    if extra is None:
+        return np.empty((0, width + n_actions)), np.empty(0, np.intp), np.empty(0)
+    x = check_array(extra[0], ensure_all_finite="allow-nan", dtype=np.float64)
+    a, r = np.asarray(extra[1]), np.asarray(extra[2], dtype=float)
+    _check(a, r, len(x), n_actions, 2)
+    if x.shape[1] != width:
+        raise ValueError(f"extra rows must have the {width} columns of X; got {x.shape[1]}")
+    return _design(x, a, n_actions), a, r
 
 
 def _design(x: np.ndarray, actions: np.ndarray, n_actions: int) -> np.ndarray:

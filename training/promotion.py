@@ -78,13 +78,16 @@ def offers_gate(tables: Tables, config: TrainConfig, n_bootstrap: int = 1000,
     from training import offers_pipeline as op
     from training.ope import incremental_dr_terms, paired_difference
 
-    _, recent = op.split_by_send_day(op.offer_data(tables, config.dataset.feature_set))
+    earlier, recent = op.split_by_send_day(op.offer_data(tables, config.dataset.feature_set))
     catalog = tables.offers.set_index(tables.offers["offer_id"].astype("str"))
     arms = ["control", *catalog.index]
     logged = pd.Index(arms).get_indexer(recent.arm.astype("str"))
     values, costs = np.r_[0.0, catalog["value"]], np.r_[0.0, catalog["cost"]]
     propensity = recent.exposures["propensity"].to_numpy(dtype=float)
-    outcome = shared_outcome_model(recent.X, logged, recent.y, len(arms), config.seed)
+    past = pd.Index(arms).get_indexer(earlier.arm.astype("str"))
+    known = past >= 0  # an offer since taken out of the catalog teaches nothing here
+    older = (earlier.X[known], past[known], earlier.y[known])
+    outcome = shared_outcome_model(recent.X, logged, recent.y, len(arms), config.seed, older)
 
     def terms(served) -> np.ndarray:
         model = op.gate_model(served)  # fitted before the recent sends: out of sample
@@ -110,13 +113,28 @@ def offers_gate(tables: Tables, config: TrainConfig, n_bootstrap: int = 1000,
 
 
 def shared_outcome_model(X: pd.DataFrame, logged: np.ndarray, converted: np.ndarray,
-                         n_arms: int, seed: int = 0) -> np.ndarray:  # fmt: skip
+                         n_arms: int, seed: int = 0,
+                         older: tuple[pd.DataFrame, np.ndarray, np.ndarray] | None = None,
+                         ) -> np.ndarray:  # fmt: skip
     """Out-of-fold conversion probability ``(n, n_arms)`` of each send under every arm, from
     one model cross-fitted on the sends (``training.ope_reward_model``, 2 folds): the outcome
-    model of both sides of a paired off-policy comparison. Categorical features enter as
-    their codes (missing: NaN)."""
+    model of both sides of a paired off-policy comparison. ``older``: the earlier sends
+    ``(X, logged arm, converted)``, which every fold learns from too. The recent sends are
+    mostly the champion's own choices, so alone they teach the model little of the arms a
+    challenger prefers, and its direct-method part then sides with the champion (the drift
+    loop, BENCHMARKS); the older sends include the randomised campaign logs. Categorical
+    features enter as their codes (missing: NaN), coded alike in both."""
     from training.ope_reward_model import cross_fitted_rewards
 
+    frames = [X] if older is None else [X, older[0]]
+    numeric = _numeric(pd.concat(frames, ignore_index=True))
+    extra = None if older is None else (numeric[len(X) :], older[1], older[2].astype(float))
+    return cross_fitted_rewards(numeric[: len(X)], logged, converted.astype(float), n_arms,
+                                folds=2, random_state=seed, extra=extra)  # fmt: skip
+
+
+def _numeric(X: pd.DataFrame) -> np.ndarray:
+    """``X`` as floats: numeric columns as they are, others as category codes (NaN missing)."""
     numeric = pd.DataFrame(index=X.index)
     for name, column in X.items():
         if is_numeric_dtype(column) and not isinstance(column.dtype, pd.CategoricalDtype):
@@ -124,8 +142,7 @@ def shared_outcome_model(X: pd.DataFrame, logged: np.ndarray, converted: np.ndar
         else:
             codes = pd.Categorical(column.astype("object")).codes.astype("float64")
             numeric[name] = np.where(codes < 0, np.nan, codes)
-    return cross_fitted_rewards(numeric.to_numpy(), logged, converted.astype(float), n_arms,
-                                folds=2, random_state=seed)  # fmt: skip
+    return numeric.to_numpy()
 
 
 def clv_score(tables: Tables, config: TrainConfig):
