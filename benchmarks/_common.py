@@ -88,3 +88,33 @@ def timed_ms(fn: Callable[[object], object], args: Sequence[object]) -> np.ndarr
         fn(arg)
         out[i] = (time.perf_counter() - wall) * 1e3, (time.process_time() - cpu) * 1e3
     return out
+
+
+def split_cores() -> tuple[set[int], set[int]] | None:
+    """The cores this process may use, split for a server under test (the first one) and its
+    load generator (the rest): each side then owns its share of the machine, and a generator
+    busy at 2x the capacity takes nothing from the server's core. None on one core."""
+    import os
+
+    cores = sorted(os.sched_getaffinity(0))
+    return ({cores[0]}, set(cores[1:])) if len(cores) > 1 else None
+
+
+def pin_tree(pid: int, cores: set[int]) -> list[int]:
+    """Pin process ``pid`` and every process below it to ``cores`` (threads and processes
+    they start later inherit it); the pids pinned."""
+    import psutil
+
+    root = psutil.Process(pid)
+    tree = [root, *root.children(recursive=True)]
+    for process in tree:
+        process.cpu_affinity(sorted(cores))
+    return [p.pid for p in tree]
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) used so far by process ``pid`` and its descendants."""
+    import psutil
+
+    root = psutil.Process(pid)
+    return sum(sum(p.cpu_times()[:2]) for p in [root, *root.children(recursive=True)])
