@@ -55,15 +55,27 @@ def train(
     register: Annotated[bool, typer.Option(help="Register models (alias challenger).")] = True,
     experiment: Experiment = "customer-lifecycle",
     ledger: Ledger = None,
+    models: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--models",
+            help="Train only these (repeat the option): churn, stage, clv, offers; default "
+            "all. With a dask.scheduler and only churn and/or stage, on Parquet tables, the "
+            "workers read the data folder themselves (it is never loaded whole here).",
+        ),
+    ] = None,
 ) -> None:
     """Train churn and stage models with baselines; log to MLflow; register as challengers."""
     from training.pipeline import PRIMARY, ModelSkipped
     from training.scale.pipeline import train as run_training
     from training.tracking import log_run
 
-    cfg, tables = _setup(data, config, experiment, ledger)
     try:
-        result = run_training(tables, cfg)  # on the Dask cluster when dask.scheduler is set
+        if ledger is None and (found := _on_workers(data, config, experiment, models)):
+            cfg, result = found
+        else:
+            cfg, tables = _setup(data, config, experiment, ledger)
+            result = run_training(tables, cfg, models)  # on Dask when dask.scheduler is set
     except ModelSkipped as err:
         raise fail(str(err)) from None
     logged = log_run(result, source=str(data.resolve()), register=register)
@@ -76,6 +88,28 @@ def train(
         where = f" -> {reg.name} v{reg.version} @challenger" if reg else ""
         score = report.metrics[metric]
         console.print(f"  {name:6s} {metric} {score:.4f} (baselines: {base}){where}")
+
+
+def _on_workers(data: Path, config: Path | None, experiment: str, models):
+    """(config, result) of a run whose workers read ``data`` themselves
+    (``training.scale.pipeline.reads_on_workers``), else None."""
+    from features.contracts import ContractError
+    from training.pipeline import check_models
+    from training.registry import setup, tracking_uri
+    from training.scale.pipeline import reads_on_workers, train_folder
+    from training.tune import with_tuned
+
+    try:
+        check_models(models)
+        cfg = with_tuned(project_config(config, data))
+        if not reads_on_workers(data, cfg, models):
+            return None
+        setup(experiment)
+        console.print(f"MLflow tracking at {tracking_uri()}, experiment {experiment!r}; the "
+                      f"Dask workers read {data} themselves")  # fmt: skip
+        return cfg, train_folder(data, cfg, models)
+    except (ContractError, ValueError, FileNotFoundError) as err:
+        raise fail(str(err)) from None
 
 
 def _print_choices(result) -> None:

@@ -37,7 +37,20 @@ def load_folder(
 
     Exposures are checked against the offers catalog when both are present.
     """
-    folder, config = Path(folder), config or ProjectConfig()
+    config = config or ProjectConfig()
+    paths = table_paths(folder, config)
+    out: dict[str, LoadResult] = {}
+    for name in TABLES:
+        if paths[name] is not None:
+            offers = out["offers"].data if name == "exposures" and "offers" in out else None
+            out[name] = load_table(name, paths[name], mode, config, offers)
+    return out
+
+
+def table_paths(folder: str | Path, config: ProjectConfig) -> dict[str, Path | None]:
+    """Each table's file in ``folder`` (None when absent); raises FileNotFoundError when the
+    folder or its events table is missing."""
+    folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"data folder {folder} does not exist")
     paths = {name: find_table(folder, name, getattr(config.data, name)) for name in TABLES}
@@ -48,15 +61,12 @@ def load_folder(
             f"{sorted(p.name for p in folder.iterdir()) or 'nothing'}; name the file with "
             f"data.events.path in the project config"
         )
-    out: dict[str, LoadResult] = {}
-    for name in TABLES:
-        if paths[name] is not None:
-            offers = out["offers"].data if name == "exposures" and "offers" in out else None
-            out[name] = _load(name, paths[name], mode, config, offers)
-    return out
+    return paths
 
 
-def _load(name: str, path: Path, mode: str, config: ProjectConfig, offers) -> LoadResult:
+def load_table(name: str, path, mode: str, config: ProjectConfig, offers=None) -> LoadResult:
+    """One table (``path``: its file, or its rows as a frame) loaded and validated as the
+    project config's ``data.<name>`` lays it out."""
     table: TableConfig = getattr(config.data, name)
     return load_mapped(
         name, path, columns=table.columns, constants=table.constants,

@@ -47,9 +47,17 @@ class ClusterSet:
     config: DatasetConfig
     dates: list[pd.Timestamp]
     rows: int = 0  # training rows, once counted (``len``)
+    sample: pd.DataFrame | None = None  # the first rows of one partition, once split
 
     def __len__(self) -> int:
         return self.rows
+
+    def drop(self, columns: list[str]) -> pd.DataFrame:
+        """``sample`` without ``columns``: what ``training.tracking`` logs of a training set
+        (its schema and a digest of its first rows), without gathering the set."""
+        return (self.sample if self.sample is not None else pd.DataFrame()).drop(
+            columns=columns, errors="ignore"
+        )
 
     def collect(self) -> pd.DataFrame:
         """The whole set in this process, by snapshot then ``customer_id`` (for tests and
@@ -73,7 +81,17 @@ def build_training_set_on_cluster(
     _check_partitionable(config)
     dates = plan_snapshots(tables.start, tables.end, config, tables.labels, for_training=False)
     parts = client.scatter(split_tables(tables, partitions))
-    order = customer_order(tables.events)
+    return build_from_parts(client, parts, customer_order(tables.events), dates, config)
+
+
+def build_from_parts(
+    client: Client, parts: list[Future], order: pd.Index, dates: list[pd.Timestamp],
+    config: DatasetConfig,
+) -> ClusterSet:  # fmt: skip
+    """The training set of the customer partitions ``parts`` (:class:`Tables` futures, on
+    the workers) at ``dates``; ``config`` resolved on the whole data, ``order`` the
+    single-process builder's customer order (:func:`customer_order`)."""
+    _check_partitionable(config)
     specs = [btyd_specs(client, parts, order, as_of, config) for as_of in dates]
     frames = [client.submit(partition_snapshots, part, dates, config, specs, pure=False)
               for part in parts]  # fmt: skip
@@ -132,18 +150,25 @@ def btyd_specs(
 
 def _global_btyd(client, parts, order, when: pd.Timestamp, config) -> BTYDFeatures:
     """Fit as ``BTYDFeatures.features`` does on all customers; a spec that only scores."""
+    summaries = pd.concat(client.gather(each(client, purchase_summaries, parts, when=when)))
+    spec = fit_btyd(summaries, order, BTYDFeatures.for_config(config))
+    params = {**(config.btyd_params or {}), **(spec.fitted or {})}
+    return replace(spec, params=params, refit=False, min_customers=NEVER_FIT)
+
+
+def fit_btyd(summaries: pd.DataFrame, order: pd.Index, spec: BTYDFeatures) -> BTYDFeatures:
+    """``spec`` after fitting BG/NBD then Gamma-Gamma as ``BTYDFeatures.features`` does, on
+    the buyers' ``summaries`` (``purchase_summaries`` of every partition) put in ``order``:
+    the fitted parameters are in ``spec.fitted``."""
     from features.btyd import BGNBD
     from features.spend import GammaGamma
 
-    summaries = pd.concat(client.gather(each(client, purchase_summaries, parts, when=when)))
     summaries = summaries.set_index("customer_id")
     summaries = summaries.loc[order[order.isin(summaries.index)]]
-    spec = BTYDFeatures.for_config(config)
     x, t_x, age, m = (summaries[c].to_numpy() for c in ("x", "t_x", "age", "m"))
     if len(x) and spec._model(BGNBD, x, t_x, age) is not None:
         spec._model(GammaGamma, np.where(np.nan_to_num(m) > 0, x, 0.0), m)
-    params = {**(config.btyd_params or {}), **(spec.fitted or {})}
-    return replace(spec, params=params, refit=False, min_customers=NEVER_FIT)
+    return spec
 
 
 def purchase_summaries(part: Tables, when: pd.Timestamp) -> pd.DataFrame:

@@ -14,7 +14,10 @@ as in ``training.pipeline``. What differs from the single-process path:
   number of training rows (its frames go with the cluster).
 
 :func:`train` picks the path from the config: ``dask.scheduler`` set -> here, else
-``training.pipeline.fit_and_evaluate``.
+``training.pipeline.fit_and_evaluate``. :func:`fit_and_evaluate_from_folder` is the same run
+with the tables read by the workers from a data folder (never loaded in this process), for
+the churn and stage models; :func:`train_folder` (``lifecycle train --models churn --models
+stage``) takes it where it can.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import pandas as pd
 from features.project import DaskConfig
 from features.stages import STAGE_DTYPE
 from training import plots
+from training.calendar import plan_snapshots
 from training.datasets import Tables
 from training.metrics import confusion, stage_metrics
 from training.models._lgbm import feature_columns
@@ -34,6 +38,8 @@ from training.models.baselines import StayInStage
 from training.models.churn import ChurnModel
 from training.models.stage import StageModel
 from training.pipeline import (
+    MODELS,
+    SNAPSHOT_MODELS,
     ModelReport,
     TrainConfig,
     TrainResult,
@@ -51,7 +57,9 @@ from training.pipeline import (
     resolved,
 )
 from training.scale.cluster import each, open_client, partition_count
-from training.scale.dataset import ClusterSet, build_training_set_on_cluster
+from training.scale.dataset import ClusterSet, build_from_parts, build_training_set_on_cluster
+from training.scale.facts import overview, resolve_on_cluster
+from training.scale.files import id_column, load_on_cluster, parquet_paths
 from training.scale.fit import fit_churn_on_cluster, fit_stage_on_cluster
 
 if TYPE_CHECKING:
@@ -69,6 +77,28 @@ def train(
         return fit_and_evaluate(tables, config, models)
     with open_client(config.dask) as client:
         return fit_and_evaluate_on_cluster(tables, config, client, models)
+
+
+def reads_on_workers(folder, config: TrainConfig, models: Collection[str] | None) -> bool:
+    """Whether :func:`train_folder` can leave the tables to the workers: a scheduler is
+    configured, only snapshot models (churn, stage) are asked for, every table is Parquet."""
+    snapshot_only = models is not None and set(models) <= SNAPSHOT_MODELS
+    return bool(config.dask.scheduler) and snapshot_only and (
+        parquet_paths(folder, config) is not None)  # fmt: skip
+
+
+def train_folder(
+    folder, config: TrainConfig, models: Collection[str] | None = None, mode: str = "strict"
+) -> TrainResult:
+    """:func:`train` of the data folder ``folder``: the workers read it themselves
+    (:func:`fit_and_evaluate_from_folder`) when :func:`reads_on_workers`, else its tables
+    are loaded here (``training.data.load_tables``) and trained where the config says."""
+    if not reads_on_workers(folder, config, models):
+        from training.data import load_tables
+
+        return train(load_tables(folder, mode, config), config, models)
+    with open_client(config.dask) as client:
+        return fit_and_evaluate_from_folder(folder, config, client, models, mode=mode)
 
 
 def fit_and_evaluate_on_cluster(
@@ -93,6 +123,49 @@ def fit_and_evaluate_on_cluster(
     return TrainResult(config, cset, holdout["as_of"].max(), reports, seconds, skipped, dropped)
 
 
+def fit_and_evaluate_from_folder(
+    folder, config: TrainConfig, client: Client,
+    models: Collection[str] | None = ("churn", "stage"), partitions: int | None = None,
+    mode: str = "strict",
+) -> TrainResult:  # fmt: skip
+    """:func:`fit_and_evaluate_on_cluster` of the data folder ``folder`` without loading its
+    tables here: each task reads and validates its own customers' rows of the Parquet files
+    (:mod:`training.scale.files`), and what this process needs of the whole data is reduced
+    from the partitions (:mod:`training.scale.facts`). The training set, and so the models,
+    are those of the driver-loaded path. Only the snapshot models (churn, stage): the CLV
+    and offers pipelines read whole tables here (ValueError when asked for, as when a
+    table is not Parquet). The churn calibration fold is not checked before the work (a
+    one-class fold skips the churn model when it is fitted). ``seconds["tables"]``: the
+    load, validation and resolve. The returned set's frames are released once split
+    (``len`` holds; ``collect`` has nothing left to gather), to keep the workers' memory
+    for the models."""
+    check_models(models)
+    if set(models or MODELS) - SNAPSHOT_MODELS:
+        raise ValueError(f"models: {', '.join(sorted(set(models or MODELS) - SNAPSHOT_MODELS))}"
+                         " read the whole tables in this process; train them with "
+                         "fit_and_evaluate_on_cluster(load_tables(folder), ...)")  # fmt: skip
+    paths = parquet_paths(folder, config)
+    if paths is None:
+        raise ValueError(f"{folder}: the workers read Parquet tables only; load the tables "
+                         "here (training.data.load_tables) for other formats")  # fmt: skip
+    seconds: dict[str, float] = {}
+    with _timed(seconds, "tables"):
+        n = partitions or partition_count(config.dask, client)
+        parts = load_on_cluster(paths, config, client, n, mode)
+        seen = overview(client, parts, paths["events"], id_column("events", config))
+        dataset = resolve_on_cluster(client, parts, seen, config.dataset)
+    config = config.model_copy(update={"dataset": dataset, "dask": DaskConfig()})
+    dates = plan_snapshots(seen.start, seen.end, dataset, seen.labels)
+    with _timed(seconds, "training_set"):
+        cset = build_from_parts(client, parts, seen.order, dates, dataset)
+        fits, holdout, dropped, rows = split_on_cluster(cset, config)
+    del parts  # the workers may drop the tables once the snapshots are built
+    cset.rows, cset.parts = rows, []  # and the set's frames once split (fits hold the rows)
+    fitters = [("churn", fit_churn), ("stage", fit_stage)]
+    reports, skipped = fit_models(fitters, (client, fits, holdout), config, models, seconds)
+    return TrainResult(config, cset, holdout["as_of"].max(), reports, seconds, skipped, dropped)
+
+
 def _fitters(tables: Tables) -> list[tuple[str, object]]:
     found = [("churn", fit_churn), ("stage", fit_stage),
              ("clv", lambda client, fits, holdout, config: fit_clv(tables, config))]  # fmt: skip
@@ -114,16 +187,29 @@ def split_on_cluster(cset: ClusterSet, config: TrainConfig):
     valid_from = dates[len(dates) - n_eval]
     test_from = dates[len(dates) - d.test_snapshots] if d.test_snapshots else valid_from
     split = dict(valid_from=valid_from, test_from=test_from, horizon=d.horizon_days)
-    fits = each(client, fitting_rows, cset.parts, **split)
     holdout = pd.concat(client.gather(each(client, holdout_rows, cset.parts, **split)),
                         ignore_index=True)  # fmt: skip
     dropped = []
     if d.drop_constant_features:
-        few = pd.concat(client.gather(each(client, _few_values, fits)), ignore_index=True)
-        dropped = constant_columns(few)
-    fits = each(client, _drop, fits, columns=dropped)
+        few = client.gather(each(client, _few_fitting_values, cset.parts, **split))
+        dropped = constant_columns(pd.concat(few, ignore_index=True))
+    fits = each(client, _fitting_kept, cset.parts, columns=dropped, **split)
     rows = sum(client.gather(each(client, len, cset.parts)))
+    cset.sample = client.gather(each(client, _head, cset.parts[:1]))[0]
     return fits, holdout.drop(columns=dropped), dropped, rows
+
+
+def _head(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.head(1_000)
+
+
+def _few_fitting_values(frame, **split) -> pd.DataFrame:
+    return _few_values(fitting_rows(frame, **split))
+
+
+def _fitting_kept(frame, columns: list[str], **split) -> pd.DataFrame:
+    """The fitting rows without ``columns``, in one step (no intermediate frame kept)."""
+    return fitting_rows(frame, **split).drop(columns=columns)
 
 
 def fitting_rows(frame, valid_from, test_from, horizon) -> pd.DataFrame:
@@ -155,10 +241,6 @@ def _sample(client, parts, config: TrainConfig, keep) -> pd.DataFrame:
     share = min(1.0, BASELINE_ROWS / max(1, sum(sizes)))
     taken = each(client, _take, parts, keep=keep, share=share, seed=config.seed)
     return pd.concat(client.gather(taken), ignore_index=True)
-
-
-def _drop(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
-    return frame.drop(columns=columns)
 
 
 def _count(frame: pd.DataFrame, keep) -> int:
