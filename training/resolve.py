@@ -33,13 +33,17 @@ def purchase_only(events: pd.DataFrame) -> bool:
     return present <= {"purchase", "refund"}
 
 
-def resolve(tables, config: DatasetConfig) -> DatasetConfig:
-    """``config`` with its ``auto`` settings replaced by the data's (idempotent: a resolved
-    config comes back as it is, at no cost)."""
-    if is_resolved(config):
-        return config
+def last_as_of(config: DatasetConfig, end) -> pd.Timestamp:
+    """The last as-of date the data's choices are made at: the config's, or the data's
+    ``end`` less the horizon."""
     last = to_utc(config.last_as_of) if config.last_as_of else None
-    last = last or to_utc(tables.end) - pd.Timedelta(days=config.horizon_days)
+    return last or to_utc(end) - pd.Timedelta(days=config.horizon_days)
+
+
+def definition_updates(tables, config: DatasetConfig) -> dict:
+    """The settings read off which tables the data has (``tables``: the tables, or a stand-in
+    with the same attributes): the feature set pinned to its version, the churn definition
+    and the population."""
     updates: dict = {}
     if "@" not in config.feature_set:  # pin the version the models are trained on
         updates["feature_set"] = get_feature_set(config.feature_set).key
@@ -48,6 +52,16 @@ def resolve(tables, config: DatasetConfig) -> DatasetConfig:
         definition = updates["churn_definition"] = _definition(tables)
     if config.population == "auto":
         updates["population"] = _population(definition, tables)
+    return updates
+
+
+def resolve(tables, config: DatasetConfig) -> DatasetConfig:
+    """``config`` with its ``auto`` settings replaced by the data's (idempotent: a resolved
+    config comes back as it is, at no cost)."""
+    if is_resolved(config):
+        return config
+    last = last_as_of(config, tables.end)
+    updates = definition_updates(tables, config)
     if config.event_types is None:
         updates["event_types"] = top_event_types(tables.events, config.event_types_top_n, last)
     gaps = _repeat_gaps(tables.events, last)

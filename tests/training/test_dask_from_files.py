@@ -22,16 +22,6 @@ PARTITIONS = 4
 
 
 @pytest.fixture(scope="module")
-def client():
-    from distributed import Client, LocalCluster
-
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                           memory_limit="1GiB", dashboard_address=None)  # fmt: skip
-    with cluster, Client(cluster) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     """A simulated world whose events file has row groups of 4,000 rows."""
     folder = tmp_path_factory.mktemp("files_world") / "data"

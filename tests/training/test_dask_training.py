@@ -34,16 +34,6 @@ F1_TOLERANCE = 0.05
 
 
 @pytest.fixture(scope="module")
-def client():
-    from distributed import Client, LocalCluster
-
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                           memory_limit="1GiB", dashboard_address=None)  # fmt: skip
-    with cluster, Client(cluster) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
 def world(tmp_path_factory):
     folder = tmp_path_factory.mktemp("dask_world") / "data"
     cfg = SimConfig(customers=2000, days=300, seed=5)

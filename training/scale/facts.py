@@ -21,17 +21,15 @@ import pandas as pd
 
 from features._columns import coerce_str
 from features.btyd_features import BTYDFeatures
-from features.builder import to_utc
 from features.event_types import normalise_event_type, slug
 from features.project import DatasetConfig
-from features.registry import get_feature_set
 from training.resolve import (
     MIN_REPEAT_BUYERS,
-    _definition,
-    _population,
     _repeat_gaps,
     _stage_rules,
+    definition_updates,
     is_resolved,
+    last_as_of,
 )
 from training.scale.cluster import each
 from training.scale.dataset import customer_order, fit_btyd, purchase_summaries
@@ -127,18 +125,11 @@ def resolve_on_cluster(
     """``training.resolve.resolve`` of the partitions' whole tables (idempotent)."""
     if is_resolved(config):
         return config
-    last = to_utc(config.last_as_of) if config.last_as_of else None
-    last = last or to_utc(seen.end) - pd.Timedelta(days=config.horizon_days)
+    last = last_as_of(config, seen.end)
     fit = config.btyd_features != "off" and not config.btyd_params
     found = client.gather(each(client, resolve_facts, parts, last=last, summaries=fit))
-    stand_in, updates = seen.stand_in(), {}
-    if "@" not in config.feature_set:
-        updates["feature_set"] = get_feature_set(config.feature_set).key
-    definition = config.churn_definition
-    if definition == "auto":
-        definition = updates["churn_definition"] = _definition(stand_in)
-    if config.population == "auto":
-        updates["population"] = _population(definition, stand_in)
+    stand_in = seen.stand_in()
+    updates = definition_updates(stand_in, config)
     if config.event_types is None:
         counts = [f["types"] for f in found if len(f["types"])]
         total = pd.concat(counts).groupby(level=0).sum() if counts else pd.Series(dtype=int)
